@@ -1,0 +1,68 @@
+/**
+ * The WebGPU adapter and device, acquired once per process with the limits the kernels need.
+ *
+ * @module
+ */
+
+/** Raised when no WebGPU adapter or device can be had; the message says what to install. */
+export class GpuUnavailableError extends Error {
+  /** Builds the error from the reason WebGPU gave (or a description of what was missing). */
+  constructor(reason: string) {
+    super(
+      `WebGPU is not available (${reason}): on Linux it needs a Vulkan or OpenGL driver, ` +
+        `e.g. Mesa's 'apt-get install -y mesa-vulkan-drivers libvulkan1'`,
+    );
+    this.name = "GpuUnavailableError";
+  }
+}
+
+/** The device with what we know of its adapter. */
+export interface Gpu {
+  /** The WebGPU device every buffer and pipeline belongs to. */
+  readonly device: GPUDevice;
+  /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or an NVIDIA card's name. */
+  readonly description: string;
+  /** True for software adapters (Mesa's llvmpipe). */
+  readonly isFallback: boolean;
+  /** The limits granted to the device. */
+  readonly limits: GPUSupportedLimits;
+}
+
+let shared: Promise<Gpu> | undefined;
+
+/** Returns the process-wide GPU, acquiring it on first use. */
+export function getGpu(): Promise<Gpu> {
+  shared ??= acquire();
+  return shared;
+}
+
+async function acquire(): Promise<Gpu> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) {
+    throw new GpuUnavailableError("navigator.gpu is missing in this runtime");
+  }
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new GpuUnavailableError("no adapter was found");
+  const wanted = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredLimits: {
+      maxStorageBufferBindingSize: wanted.maxStorageBufferBindingSize,
+      maxBufferSize: wanted.maxBufferSize,
+      maxStorageBuffersPerShaderStage: wanted.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupStorageSize: wanted.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: wanted.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: wanted.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: wanted.maxComputeWorkgroupSizeY,
+    },
+  });
+  device.addEventListener("uncapturederror", (event) => {
+    // A validation error is a bug in our own dispatch code; failing loudly beats wrong numbers.
+    throw new Error(`WebGPU error: ${(event as GPUUncapturedErrorEvent).error.message}`);
+  });
+  const info = adapter.info;
+  return {
+    device,
+    description: info.description || info.vendor || "unknown adapter",
+    isFallback: info.isFallbackAdapter ?? false,
+    limits: device.limits,
+  };
+}

@@ -1,0 +1,176 @@
+/**
+ * Kernels: WGSL files from `shaders/`, compute pipelines cached by (shader, entry point,
+ * override constants), uniform parameter blocks, and prepared dispatches that a step replays.
+ *
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+import type { Tensor } from "./tensor.ts";
+
+const shaderDir = new URL("../../shaders/", import.meta.url);
+const sources = new Map<string, string>();
+const modules = new WeakMap<GPUDevice, Map<string, GPUShaderModule>>();
+const pipelines = new WeakMap<GPUDevice, Map<string, GPUComputePipeline>>();
+
+/** Largest workgroup count per grid dimension that every WebGPU device accepts. */
+export const MAX_GROUPS_PER_DIM = 65535;
+
+/** The text of `shaders/<name>.wgsl`. */
+export function shaderSource(name: string): string {
+  let text = sources.get(name);
+  if (text === undefined) {
+    text = Deno.readTextFileSync(new URL(`${name}.wgsl`, shaderDir));
+    sources.set(name, text);
+  }
+  return text;
+}
+
+/**
+ * The compute pipeline for `entry` of `shaders/<shader>.wgsl` with the given override constants,
+ * built once per device and then cached.
+ */
+export function pipeline(
+  gpu: Gpu,
+  shader: string,
+  options: { entry?: string; constants?: Record<string, number> } = {},
+): GPUComputePipeline {
+  const entry = options.entry ?? "main";
+  const constants = options.constants ?? {};
+  const key = `${shader}:${entry}:${JSON.stringify(Object.entries(constants).sort())}`;
+  let cache = pipelines.get(gpu.device);
+  if (!cache) pipelines.set(gpu.device, cache = new Map());
+  let found = cache.get(key);
+  if (!found) {
+    let mods = modules.get(gpu.device);
+    if (!mods) modules.set(gpu.device, mods = new Map());
+    let module = mods.get(shader);
+    if (!module) {
+      module = gpu.device.createShaderModule({ label: shader, code: shaderSource(shader) });
+      mods.set(shader, module);
+    }
+    found = gpu.device.createComputePipeline({
+      label: key,
+      layout: "auto",
+      compute: { module, entryPoint: entry, constants },
+    });
+    cache.set(key, found);
+  }
+  return found;
+}
+
+/** A field of a uniform block: its WGSL type and value. */
+export type Field = ["u32" | "i32" | "f32", number];
+
+/**
+ * A uniform buffer holding a WGSL struct of 4-byte scalar fields in declaration order.
+ * Created once when a dispatch is prepared; `set` rewrites it (e.g. a learning rate per step).
+ */
+export class Uniform {
+  /** The GPU buffer bound as `var<uniform>`. */
+  readonly buffer: GPUBuffer;
+  readonly #types: Field[0][];
+  readonly #data: ArrayBuffer;
+
+  /** Creates the buffer and writes the initial values. */
+  constructor(readonly gpu: Gpu, fields: Field[]) {
+    this.#types = fields.map((f) => f[0]);
+    const size = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
+    this.#data = new ArrayBuffer(size);
+    this.buffer = gpu.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    this.set(fields.map((f) => f[1]));
+  }
+
+  /** Rewrites every field (same order and types as at construction). */
+  set(values: readonly number[]): void {
+    const view = new DataView(this.#data);
+    values.forEach((v, i) => {
+      const type = this.#types[i];
+      if (type === "f32") view.setFloat32(i * 4, v, true);
+      else if (type === "i32") view.setInt32(i * 4, v, true);
+      else view.setUint32(i * 4, v, true);
+    });
+    this.gpu.device.queue.writeBuffer(this.buffer, 0, this.#data);
+  }
+
+  /** Frees the buffer. */
+  destroy(): void {
+    this.buffer.destroy();
+  }
+}
+
+/** A prepared dispatch: everything needed to encode it again and again without allocation. */
+export interface Dispatch {
+  /** Pipeline to run. */
+  readonly pipeline: GPUComputePipeline;
+  /** Bind group 0, built once. */
+  readonly bindGroup: GPUBindGroup;
+  /** Workgroup counts (x, y, z). */
+  readonly groups: readonly [number, number, number];
+  /** The uniform block of this dispatch, if any, so callers can update per-step values. */
+  readonly uniform?: Uniform;
+}
+
+/**
+ * Prepares a dispatch of `pipeline` with bind group 0 = [...tensors or buffers, uniform?] in
+ * binding order 0, 1, 2, ...; the uniform (if any) takes the last binding.
+ */
+export function prepare(
+  gpu: Gpu,
+  pipe: GPUComputePipeline,
+  bindings: readonly (Tensor | GPUBufferBinding)[],
+  groups: readonly [number, number, number],
+  uniform?: Uniform,
+): Dispatch {
+  const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
+    binding: i,
+    resource: "binding" in b ? b.binding : b,
+  }));
+  if (uniform) entries.push({ binding: entries.length, resource: { buffer: uniform.buffer } });
+  for (const g of groups) {
+    if (g > MAX_GROUPS_PER_DIM) {
+      throw new RangeError(`Dispatch of ${g} workgroups in one dimension exceeds 65535`);
+    }
+  }
+  const bindGroup = gpu.device.createBindGroup({
+    layout: pipe.getBindGroupLayout(0),
+    entries,
+  });
+  return { pipeline: pipe, bindGroup, groups, uniform };
+}
+
+/**
+ * Splits `n` workgroups into an (x, y) grid within the per-dimension limit; kernels recover the
+ * linear index as `wid.x + wid.y * num_workgroups.x` and skip indices >= n.
+ */
+export function grid(n: number): [number, number, number] {
+  if (n <= MAX_GROUPS_PER_DIM) return [Math.max(1, n), 1, 1];
+  const y = Math.ceil(n / MAX_GROUPS_PER_DIM);
+  return [Math.ceil(n / y), y, 1];
+}
+
+/** Encodes dispatches in order into one compute pass (WebGPU orders their memory effects). */
+export function encode(encoder: GPUCommandEncoder, dispatches: readonly Dispatch[]): void {
+  if (dispatches.length === 0) return;
+  const pass = encoder.beginComputePass();
+  for (const d of dispatches) {
+    pass.setPipeline(d.pipeline);
+    pass.setBindGroup(0, d.bindGroup);
+    pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
+  }
+  pass.end();
+}
+
+/** Submits dispatches as one command buffer; does not wait for them. */
+export function run(gpu: Gpu, dispatches: readonly Dispatch[]): void {
+  const encoder = gpu.device.createCommandEncoder();
+  encode(encoder, dispatches);
+  gpu.device.queue.submit([encoder.finish()]);
+}
+
+/** Resolves when everything submitted so far has finished on the GPU. */
+export function sync(gpu: Gpu): Promise<void> {
+  return gpu.device.queue.onSubmittedWorkDone();
+}
