@@ -117,6 +117,7 @@ export function write(
     : t.dtype === "u32"
     ? new Uint32Array(data)
     : new Float32Array(data);
+  if (t.size === 0) return;
   gpu.device.queue.writeBuffer(t.buffer, t.byteOffset, typed as Float32Array<ArrayBuffer>);
 }
 
@@ -131,16 +132,33 @@ export async function readU32(gpu: Gpu, t: Tensor): Promise<Uint32Array> {
 }
 
 async function readBytes(gpu: Gpu, t: Tensor): Promise<ArrayBuffer> {
-  const length = Math.ceil(t.byteLength / 4) * 4;
+  return (await readMany(gpu, [t]))[0]!.buffer as ArrayBuffer;
+}
+
+/** Copies several f32 tensors back with one staging buffer and one wait. */
+export async function readMany(gpu: Gpu, tensors: readonly Tensor[]): Promise<Float32Array[]> {
+  const total = tensors.reduce((n, t) => n + t.byteLength, 0);
   const staging = gpu.device.createBuffer({
-    size: Math.max(4, length),
+    size: Math.max(4, total),
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
   });
   const encoder = gpu.device.createCommandEncoder();
-  if (length > 0) encoder.copyBufferToBuffer(t.buffer, t.byteOffset, staging, 0, length);
+  let at = 0;
+  for (const t of tensors) {
+    if (t.byteLength > 0) {
+      encoder.copyBufferToBuffer(t.buffer, t.byteOffset, staging, at, t.byteLength);
+    }
+    at += t.byteLength;
+  }
   gpu.device.queue.submit([encoder.finish()]);
   await staging.mapAsync(GPUMapMode.READ);
-  const out = staging.getMappedRange().slice(0, length);
+  const bytes = staging.getMappedRange();
+  at = 0;
+  const out = tensors.map((t) => {
+    const copy = new Float32Array(bytes.slice(at, at + t.byteLength));
+    at += t.byteLength;
+    return copy;
+  });
   staging.unmap();
   staging.destroy();
   return out;

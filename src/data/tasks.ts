@@ -1,0 +1,167 @@
+/**
+ * Task families: binary classification tasks built from a dataset's classes, with the tasks
+ * held out of training for evaluation. Pure functions of the class names.
+ *
+ * @module
+ */
+import type { Split } from "./dataset.ts";
+
+/** A binary task: images of `negative` classes get label 0, of `positive` classes label 1. */
+export interface Task {
+  /** e.g. "cat vs dog" (negative vs positive). */
+  name: string;
+  /** Classes labelled 0. */
+  negative: number[];
+  /** Classes labelled 1. */
+  positive: number[];
+}
+
+/** A family of tasks and how it is split between training and evaluation. */
+export interface TaskFamily {
+  /** One of {@link FAMILIES}. */
+  name: string;
+  /** Every task, in a fixed order; tasks are referred to by their index here. */
+  tasks: Task[];
+  /** Tasks held out of training, to evaluate generalisation to new tasks. */
+  heldOut: number[];
+  /**
+   * Tasks neither trained on nor held out: in all_pairs, the reversed twin (j, i) of each
+   * held-out task (i, j), so that no held-out class pair is seen in training in either order.
+   */
+  excluded: number[];
+  /** Tasks used in training: all tasks except `heldOut` and `excluded`, in order. */
+  train: number[];
+}
+
+/** Names of the families `makeFamily` builds. */
+export const FAMILIES = ["one_vs_anchor", "pairs_reversed", "all_pairs"] as const;
+
+/** One of {@link FAMILIES}. */
+export type FamilyName = typeof FAMILIES[number];
+
+/** Which tasks to hold out. */
+export interface HoldoutOptions {
+  /** Hold out the last `holdoutLast` tasks (default 1; ignored when `holdout` is given). */
+  holdoutLast?: number;
+  /** Hold out exactly these task indices. */
+  holdout?: number[];
+}
+
+function pair(classNames: readonly string[], negative: number, positive: number): Task {
+  return {
+    name: `${classNames[negative]} vs ${classNames[positive]}`,
+    negative: [negative],
+    positive: [positive],
+  };
+}
+
+/**
+ * Builds a task family over `classNames` (n classes):
+ * - one_vs_anchor: the anchor is the last class; task i is class i (negative) vs the anchor
+ *   (positive), for i = 0 .. n-2.
+ * - pairs_reversed: pairs (i, i + n/2) for i < n/2 (n/2 rounded down; with odd n the last
+ *   class is unused), then each pair again reversed. The default held-out task is the last,
+ *   the reversed twin of the last pair, whose forward twin stays in training.
+ * - all_pairs: every ordered pair (i, j), i != j, row by row. Holding out (i, j) also puts
+ *   (j, i) in `excluded`, so the pair is never seen in training in either order.
+ * The default held-out set is the last task; `holdout` or `holdoutLast` choose others.
+ */
+export function makeFamily(
+  name: string,
+  classNames: readonly string[],
+  options: HoldoutOptions = {},
+): TaskFamily {
+  const n = classNames.length;
+  if (n < 2) throw new RangeError(`Task families need at least 2 classes, got ${n}`);
+  const tasks: Task[] = [];
+  if (name === "one_vs_anchor") {
+    for (let i = 0; i < n - 1; i++) tasks.push(pair(classNames, i, n - 1));
+  } else if (name === "pairs_reversed") {
+    const half = Math.floor(n / 2);
+    for (let i = 0; i < half; i++) tasks.push(pair(classNames, i, i + half));
+    for (let i = 0; i < half; i++) tasks.push(pair(classNames, i + half, i));
+  } else if (name === "all_pairs") {
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) if (i !== j) tasks.push(pair(classNames, i, j));
+    }
+  } else {
+    throw new RangeError(`Unknown task family '${name}': expected one of ${FAMILIES.join(", ")}`);
+  }
+  const heldOut = chooseHeldOut(tasks.length, options);
+  const excluded: number[] = [];
+  if (name === "all_pairs") {
+    for (const h of heldOut) {
+      const task = tasks[h]!;
+      const twin = tasks.findIndex((t) =>
+        t.negative[0] === task.positive[0] && t.positive[0] === task.negative[0]
+      );
+      if (!heldOut.includes(twin) && !excluded.includes(twin)) excluded.push(twin);
+    }
+    excluded.sort((a, b) => a - b);
+  }
+  const train = [...tasks.keys()].filter((i) => !heldOut.includes(i) && !excluded.includes(i));
+  if (train.length === 0) {
+    throw new RangeError(
+      `Family ${name} of ${tasks.length} tasks has none left for training after holding out ` +
+        `[${heldOut}]; hold out fewer`,
+    );
+  }
+  return { name, tasks, heldOut, excluded, train };
+}
+
+function chooseHeldOut(count: number, options: HoldoutOptions): number[] {
+  if (options.holdout) {
+    const seen = new Set<number>();
+    for (const h of options.holdout) {
+      if (!Number.isInteger(h) || h < 0 || h >= count || seen.has(h)) {
+        throw new RangeError(
+          `Held-out task ${h} is invalid: expected distinct task indices in 0..${count - 1}`,
+        );
+      }
+      seen.add(h);
+    }
+    return [...options.holdout].sort((a, b) => a - b);
+  }
+  const last = options.holdoutLast ?? 1;
+  if (!Number.isInteger(last) || last < 0 || last >= count) {
+    throw new RangeError(
+      `holdoutLast must be an integer in 0..${count - 1} for ${count} tasks, got ${last}`,
+    );
+  }
+  return Array.from({ length: last }, (_, k) => count - last + k);
+}
+
+/** Images of one task in one split, with their binary labels. */
+export interface Examples {
+  /** Image indices into the split, ascending. */
+  indices: Uint32Array;
+  /** 0 (negative) or 1 (positive), per image. */
+  labels: Float32Array;
+}
+
+/**
+ * The images of a task's classes in `split` (ascending index order) and their binary labels;
+ * throws a RangeError if the task is malformed (a class on both sides, or a side empty).
+ */
+export function taskExamples(task: Task, split: Split): Examples {
+  const side = new Map<number, number>();
+  for (const c of task.negative) side.set(c, 0);
+  for (const c of task.positive) {
+    if (side.has(c)) throw new RangeError(`Task '${task.name}' has class ${c} on both sides`);
+    side.set(c, 1);
+  }
+  if (task.negative.length === 0 || task.positive.length === 0) {
+    throw new RangeError(`Task '${task.name}' needs at least one negative and one positive class`);
+  }
+  let count = 0;
+  for (let i = 0; i < split.count; i++) if (side.has(split.labels[i]!)) count++;
+  const indices = new Uint32Array(count);
+  const labels = new Float32Array(count);
+  for (let i = 0, k = 0; i < split.count; i++) {
+    const s = side.get(split.labels[i]!);
+    if (s === undefined) continue;
+    indices[k] = i;
+    labels[k++] = s;
+  }
+  return { indices, labels };
+}

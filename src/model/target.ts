@@ -1,0 +1,232 @@
+/**
+ * Classifying ("target") networks: architectures described by named weight shapes, with a batched
+ * forward that takes T sets of weights (one per task) and T batches of inputs.
+ * They own no weights: the generator (or, for the baseline, a plain parameter arena) supplies them.
+ *
+ * @module
+ */
+import type { Activation } from "../ops/elementwise.ts";
+import type { Tape, Var } from "../tape.ts";
+
+/** One layer of a target network. */
+export type Layer =
+  | {
+    kind: "conv";
+    name: string;
+    inChannels: number;
+    outChannels: number;
+    kernel: number;
+    stride: number;
+    padding: number;
+    activation: Activation;
+  }
+  | { kind: "flatten" }
+  | {
+    kind: "linear";
+    name: string;
+    inFeatures: number;
+    outFeatures: number;
+    activation: Activation;
+  };
+
+/** A target architecture for a given input shape and number of outputs. */
+export interface TargetSpec {
+  /** Registered name (`--target`). */
+  readonly name: string;
+  /** Input [C, H, W]. */
+  readonly inputShape: readonly [number, number, number];
+  /** Logits per sample (1 for binary tasks). */
+  readonly outputs: number;
+  /** Layers in order. */
+  readonly layers: readonly Layer[];
+  /** Negative slope of leaky ReLU. */
+  readonly slope: number;
+}
+
+/** A named weight tensor with its fan-in (for initialisation). */
+export interface WeightShape {
+  /** PyTorch-style name, e.g. "conv1.weight". */
+  readonly name: string;
+  /** Shape without the task dimension (conv [O, C, k, k], linear [out, in], bias [out]). */
+  readonly shape: readonly number[];
+  /** Inputs feeding each output unit of the layer. */
+  readonly fanIn: number;
+}
+
+/** Options every target builder takes. */
+export interface TargetOptions {
+  /** Input [C, H, W]. */
+  inputShape: readonly [number, number, number];
+  /** Logits per sample (default 1). */
+  outputs?: number;
+  /** Hidden sizes, for `mlp` (default [100, 100]). */
+  hidden?: number[];
+  /** Negative slope of leaky ReLU (default 0.01). */
+  slope?: number;
+}
+
+function convOut(size: number, kernel: number, stride: number, padding: number): number {
+  return Math.floor((size + 2 * padding - kernel) / stride) + 1;
+}
+
+function convStack(
+  options: TargetOptions,
+  convs: { out: number; kernel: number; stride: number; padding: number }[],
+  fc: number[],
+): Layer[] {
+  const layers: Layer[] = [];
+  let [c, h, w] = options.inputShape;
+  convs.forEach((cv, i) => {
+    layers.push({
+      kind: "conv",
+      name: `conv${i + 1}`,
+      inChannels: c,
+      outChannels: cv.out,
+      kernel: cv.kernel,
+      stride: cv.stride,
+      padding: cv.padding,
+      activation: "leaky_relu",
+    });
+    c = cv.out;
+    h = convOut(h, cv.kernel, cv.stride, cv.padding);
+    w = convOut(w, cv.kernel, cv.stride, cv.padding);
+    if (h < 1 || w < 1) {
+      throw new RangeError(
+        `Input [${options.inputShape}] is too small for ${convs.length} convolutions; use a larger input or another --target`,
+      );
+    }
+  });
+  layers.push({ kind: "flatten" });
+  return [...layers, ...linearStack(c * h * w, fc, options.outputs ?? 1)];
+}
+
+function linearStack(inFeatures: number, hidden: number[], outputs: number): Layer[] {
+  const sizes = [inFeatures, ...hidden, outputs];
+  return sizes.slice(1).map((out, i) => ({
+    kind: "linear",
+    name: `fc${i + 1}`,
+    inFeatures: sizes[i]!,
+    outFeatures: out,
+    activation: i === sizes.length - 2 ? "identity" : "leaky_relu",
+  }));
+}
+
+const builders: Record<string, (options: TargetOptions) => Layer[]> = {
+  // The seed's network: four 5x5 stride-2 convolutions with 16 channels, then 64 -> 100 -> 100 -> 1
+  // on 32x32 input (37,165 weights); 28x28 gives spatial 14, 7, 4, 2 as well.
+  seed_cnn: (o) =>
+    convStack(o, Array(4).fill({ out: 16, kernel: 5, stride: 2, padding: 2 }), [100, 100]),
+  // Fully connected layers on the flattened input.
+  mlp: (o) => [
+    { kind: "flatten" },
+    ...linearStack(numelOf(o.inputShape), o.hidden ?? [100, 100], o.outputs ?? 1),
+  ],
+  // A wider CNN for CIFAR-sized input, still without normalisation statistics: 3x3 convolutions
+  // 32, 32/2, 64, 64/2, 64/2 (32x32 -> 4x4), then 1024 -> 128 -> out.
+  wide_cnn: (o) =>
+    convStack(o, [
+      { out: 32, kernel: 3, stride: 1, padding: 1 },
+      { out: 32, kernel: 3, stride: 2, padding: 1 },
+      { out: 64, kernel: 3, stride: 1, padding: 1 },
+      { out: 64, kernel: 3, stride: 2, padding: 1 },
+      { out: 64, kernel: 3, stride: 2, padding: 1 },
+    ], [128]),
+};
+
+function numelOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Names accepted by `makeTarget` (`--target`). */
+export const TARGETS: readonly string[] = Object.keys(builders);
+
+/** The architecture registered as `name` for the given input and outputs. */
+export function makeTarget(name: string, options: TargetOptions): TargetSpec {
+  const build = builders[name];
+  if (!build) {
+    throw new RangeError(`Unknown target '${name}'; valid targets: ${TARGETS.join(", ")}`);
+  }
+  return {
+    name,
+    inputShape: options.inputShape,
+    outputs: options.outputs ?? 1,
+    layers: build(options),
+    slope: options.slope ?? 0.01,
+  };
+}
+
+/** The named weight tensors of a target, in layer order (weight, then bias). */
+export function weightShapes(spec: TargetSpec): WeightShape[] {
+  const out: WeightShape[] = [];
+  for (const layer of spec.layers) {
+    if (layer.kind === "conv") {
+      const fanIn = layer.inChannels * layer.kernel * layer.kernel;
+      out.push({
+        name: `${layer.name}.weight`,
+        shape: [layer.outChannels, layer.inChannels, layer.kernel, layer.kernel],
+        fanIn,
+      });
+      out.push({ name: `${layer.name}.bias`, shape: [layer.outChannels], fanIn });
+    } else if (layer.kind === "linear") {
+      out.push({
+        name: `${layer.name}.weight`,
+        shape: [layer.outFeatures, layer.inFeatures],
+        fanIn: layer.inFeatures,
+      });
+      out.push({ name: `${layer.name}.bias`, shape: [layer.outFeatures], fanIn: layer.inFeatures });
+    }
+  }
+  return out;
+}
+
+/** Total number of weights of one task's network. */
+export function weightCount(spec: TargetSpec): number {
+  return weightShapes(spec).reduce((n, w) => n + numelOf(w.shape), 0);
+}
+
+/**
+ * Standard deviation of PyTorch's default (Kaiming-uniform, a = sqrt(5)) initialisation of a
+ * weight or bias with this fan-in: U(-1/sqrt(fanIn), 1/sqrt(fanIn)).
+ */
+export function standardInitStd(fanIn: number): number {
+  return 1 / Math.sqrt(3 * fanIn);
+}
+
+/**
+ * Records the batched forward on the tape: `weights` maps each name of `weightShapes(spec)` to a
+ * variable of shape [T, ...shape]; x is [T, B, C, H, W]; returns logits [T, B, outputs].
+ */
+export function targetForward(
+  tape: Tape,
+  spec: TargetSpec,
+  inputs: { weights: ReadonlyMap<string, Var>; x: Var },
+): Var {
+  const { weights } = inputs;
+  const get = (name: string): Var => {
+    const v = weights.get(name);
+    if (!v) throw new Error(`Missing generated weight '${name}' for target ${spec.name}`);
+    return v;
+  };
+  let h = inputs.x;
+  const [T, B] = h.shape as [number, number];
+  for (const layer of spec.layers) {
+    if (layer.kind === "conv") {
+      h = tape.conv2d(h, get(`${layer.name}.weight`), get(`${layer.name}.bias`), {
+        stride: layer.stride,
+        padding: layer.padding,
+        activation: layer.activation,
+        slope: spec.slope,
+      });
+    } else if (layer.kind === "flatten") {
+      h = h.reshape([T, B, numelOf(h.shape.slice(2))]);
+    } else {
+      h = tape.linear(h, get(`${layer.name}.weight`), {
+        transB: true,
+        bias: get(`${layer.name}.bias`),
+        activation: layer.activation,
+        slope: spec.slope,
+      });
+    }
+  }
+  return h;
+}
