@@ -1,0 +1,366 @@
+// Batched matrix product with a fused epilogue, for t < T:
+//   out[t] = scale * act(op(a[t]) @ op(b[t]) + bias[t])   (out[t] += ... when ACCUMULATE)
+// Layout, row-major: a [T, M, K] ([T, K, M] when TRANS_A), b [T, K, N] ([T, N, K] when TRANS_B),
+// bias [T, N] (added to every row of out[t]), out [T, M, N]. Workgroups are numbered linearly
+// over (t, row tile, column tile), column tile fastest, on a 2D grid (id = wid.x + wid.y * nwg.x).
+// Reference: tests/reference/matmul.ts.
+//
+// Tiling, written for llvmpipe, which runs 8 invocations as one 8-wide SIMD vector: there a
+// storage load is a loop over the 8 lanes costing about 50 vector FMAs, and a vec4 load costs
+// little more than a one-float load, so the kernels are bound by the number of loads. An invocation of the tiled kernels
+// owns RB x CB blocks of 4 x 4 outputs (up to 16 rows x 8 columns) in registers and steps K by
+// 4: per step it loads 4 (RB + CB) vec4s, each along whichever dimension is contiguous in
+// memory (regrouping them is free in SIMD-of-arrays code), and feeds them to 64 RB CB FMAs. A
+// workgroup is 8 invocations side by side along N, so it covers 4 RB rows x 32 CB columns.
+// Workgroup memory is not used: on llvmpipe it is ordinary memory read with the same per-lane
+// loops, so staging tiles through it only adds copies and barriers (the same blocking staged
+// through workgroup memory measured 2.3x slower). Rows and columns past the end are computed
+// from clamped indices and not stored.
+//
+// Entry points:
+//   tiled         vec4 loads; needs N % 4 == 0, with TRANS_A M % 4 == 0, and K % 4 == 0 unless
+//                 TRANS_A and not TRANS_B (then K is never the contiguous dimension).
+//   tiled_scalar  the same blocking with one-float loads, for any sizes.
+//   naive         one output per invocation, 8 x 8 per workgroup (kept for the benchmark).
+
+struct Params {
+  m: u32,
+  n: u32,
+  k: u32,
+  // Row tiles and column tiles per batch entry, and the number of workgroups T * tiles_m * tiles_n.
+  tiles_m: u32,
+  tiles_n: u32,
+  groups: u32,
+  scale: f32,
+  slope: f32,
+}
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+// 0 identity, 1 relu, 2 leaky_relu, 3 tanh, 4 sigmoid; applied after the bias.
+override ACT: u32 = 0u;
+override HAS_BIAS: bool = false;
+override ACCUMULATE: bool = false;
+// Register blocking of the tiled kernels: an invocation owns RB x CB blocks of 4 x 4 outputs
+// (RB in 1..4, CB in 1..2); a workgroup is WG invocations side by side along N.
+override RB: u32 = 4u;
+override CB: u32 = 2u;
+
+const WG: u32 = 8u;
+
+// The tiled kernel reads and writes vec4s; the others read floats. No entry point uses both views
+// of a binding.
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(0) var<storage, read> a4: array<vec4f>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> b4: array<vec4f>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(2) var<storage, read> bias4: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4f>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+fn activate(v: f32) -> f32 {
+  switch ACT {
+    case 1u: { return max(v, 0.0); }
+    case 2u: { return select(v * p.slope, v, v > 0.0); }
+    case 3u: {
+      // From exp(-2|v|), which cannot overflow, so large |v| gives +-1 rather than NaN.
+      let e = exp(-2.0 * abs(v));
+      return sign(v) * (1.0 - e) / (1.0 + e);
+    }
+    case 4u: {
+      let e = exp(-abs(v));
+      return select(e, 1.0, v >= 0.0) / (1.0 + e);
+    }
+    default: { return v; }
+  }
+}
+
+// The value stored for a product `v`, given the bias and the old output (used when enabled).
+fn epilogue(v: f32, bias_v: f32, old: f32) -> f32 {
+  var r = v;
+  if (HAS_BIAS) {
+    r += bias_v;
+  }
+  r = activate(r) * p.scale;
+  if (ACCUMULATE) {
+    r += old;
+  }
+  return r;
+}
+
+// Where a workgroup works: batch entry, first row and first column of its tile.
+struct Tile {
+  t: u32,
+  row: u32,
+  col: u32,
+}
+
+fn tile_of(id: u32, rows: u32, cols: u32) -> Tile {
+  let tn = id % p.tiles_n;
+  let rest = id / p.tiles_n;
+  return Tile(rest / p.tiles_m, (rest % p.tiles_m) * rows, tn * cols);
+}
+
+// Blocks of 4 x 4: an invocation keeps RB x CB accumulator blocks acc[rb * 2 + cb] with
+// acc[.][j][i] = out[r0 + 4 rb + i, c0 + 4 cb + j], and per step of 4 along K multiplies
+// A blocks (A[q][i] = op(a)[r + i, k + q]) by B blocks (B[j][q] = op(b)[k + q, c + j]).
+// Every index into the arrays below is a constant once the calls are inlined, so they live in
+// registers; a loop-indexed access would send them to memory (measured 50x slower).
+alias Acc = array<mat4x4f, 8>;
+
+fn block_a4(t: u32, r: u32, k: u32) -> mat4x4f {
+  let base = t * p.m * p.k;
+  if (TRANS_A) {
+    // Here K need not be a multiple of 4: rows of a[t] past K read as zero.
+    let s = p.m / 4u;
+    let i = base / 4u + min(r / 4u, s - 1u);
+    return mat4x4f(row_a4(i, s, k), row_a4(i, s, k + 1u), row_a4(i, s, k + 2u),
+                   row_a4(i, s, k + 3u));
+  }
+  let s = p.k / 4u;
+  let i = (base + k) / 4u;
+  return transpose(mat4x4f(a4[i + min(r, p.m - 1u) * s], a4[i + min(r + 1u, p.m - 1u) * s],
+                           a4[i + min(r + 2u, p.m - 1u) * s], a4[i + min(r + 3u, p.m - 1u) * s]));
+}
+
+// Four floats of row k of a[t] stored transposed ([K, M]; s = M / 4 vec4s per row), zero past K.
+fn row_a4(i: u32, s: u32, k: u32) -> vec4f {
+  return select(vec4f(0.0), a4[i + min(k, p.k - 1u) * s], k < p.k);
+}
+
+fn block_b4(t: u32, k: u32, c: u32) -> mat4x4f {
+  let base = t * p.k * p.n;
+  if (TRANS_B) {
+    let s = p.k / 4u;
+    let i = (base + k) / 4u;
+    return mat4x4f(b4[i + min(c, p.n - 1u) * s], b4[i + min(c + 1u, p.n - 1u) * s],
+                   b4[i + min(c + 2u, p.n - 1u) * s], b4[i + min(c + 3u, p.n - 1u) * s]);
+  }
+  // Rows past K are clamped; the matching A values are zero.
+  let s = p.n / 4u;
+  let i = base / 4u + min(c / 4u, s - 1u);
+  let last = p.k - 1u;
+  return transpose(mat4x4f(b4[i + min(k, last) * s], b4[i + min(k + 1u, last) * s],
+                           b4[i + min(k + 2u, last) * s], b4[i + min(k + 3u, last) * s]));
+}
+
+// op(a)[row, kk] of batch entry t, zero past K, with the row clamped into range (rows past M are
+// computed but never stored).
+fn load_a(t: u32, row: u32, kk: u32) -> f32 {
+  let r = min(row, p.m - 1u);
+  let k = min(kk, p.k - 1u);
+  let base = t * p.m * p.k;
+  var v: f32;
+  if (TRANS_A) {
+    v = a[base + k * p.m + r];
+  } else {
+    v = a[base + r * p.k + k];
+  }
+  return select(0.0, v, kk < p.k);
+}
+
+// op(b)[kk, col] of batch entry t, with both indices clamped into range.
+fn load_b(t: u32, kk: u32, col: u32) -> f32 {
+  let c = min(col, p.n - 1u);
+  let k = min(kk, p.k - 1u);
+  let base = t * p.k * p.n;
+  if (TRANS_B) {
+    return b[base + c * p.k + k];
+  }
+  return b[base + k * p.n + c];
+}
+
+fn column_a(t: u32, r: u32, k: u32) -> vec4f {
+  return vec4f(load_a(t, r, k), load_a(t, r + 1u, k), load_a(t, r + 2u, k), load_a(t, r + 3u, k));
+}
+
+fn column_b(t: u32, k: u32, c: u32) -> vec4f {
+  return vec4f(load_b(t, k, c), load_b(t, k + 1u, c), load_b(t, k + 2u, c), load_b(t, k + 3u, c));
+}
+
+fn block_a1(t: u32, r: u32, k: u32) -> mat4x4f {
+  return mat4x4f(column_a(t, r, k), column_a(t, r, k + 1u), column_a(t, r, k + 2u),
+                 column_a(t, r, k + 3u));
+}
+
+fn block_b1(t: u32, k: u32, c: u32) -> mat4x4f {
+  return mat4x4f(column_b(t, k, c), column_b(t, k, c + 1u), column_b(t, k, c + 2u),
+                 column_b(t, k, c + 3u));
+}
+
+// c + a @ b as fused multiply-adds, in order of increasing k.
+fn mad_column(c: vec4f, a_block: mat4x4f, b: vec4f) -> vec4f {
+  return fma(a_block[3], vec4f(b.w), fma(a_block[2], vec4f(b.z),
+             fma(a_block[1], vec4f(b.y), fma(a_block[0], vec4f(b.x), c))));
+}
+
+fn mad(c: mat4x4f, a_block: mat4x4f, b_block: mat4x4f) -> mat4x4f {
+  return mat4x4f(mad_column(c[0], a_block, b_block[0]), mad_column(c[1], a_block, b_block[1]),
+                 mad_column(c[2], a_block, b_block[2]), mad_column(c[3], a_block, b_block[3]));
+}
+
+// acc[rb, .] += a @ [b0 b1].
+fn mma(acc: ptr<function, Acc>, rb: u32, a_block: mat4x4f, b0: mat4x4f, b1: mat4x4f) {
+  if (rb < RB) {
+    (*acc)[2u * rb] = mad((*acc)[2u * rb], a_block, b0);
+    if (CB > 1u) {
+      (*acc)[2u * rb + 1u] = mad((*acc)[2u * rb + 1u], a_block, b1);
+    }
+  }
+}
+
+// Where an invocation of a tiled kernel works: batch entry, first row, first column.
+fn origin(wid: vec3u, nwg: vec3u, lid: u32) -> Tile {
+  let tile = tile_of(wid.x + wid.y * nwg.x, RB * 4u, WG * CB * 4u);
+  return Tile(tile.t, tile.row, tile.col + lid * CB * 4u);
+}
+
+fn store4(t: u32, row: u32, col: u32, v: vec4f) {
+  let n4 = p.n / 4u;
+  let o = (t * p.m + row) * n4 + col / 4u;
+  var bias_v = vec4f(0.0);
+  if (HAS_BIAS) {
+    bias_v = bias4[t * n4 + col / 4u];
+  }
+  var old = vec4f(0.0);
+  if (ACCUMULATE) {
+    old = out4[o];
+  }
+  out4[o] = vec4f(epilogue(v.x, bias_v.x, old.x), epilogue(v.y, bias_v.y, old.y),
+                  epilogue(v.z, bias_v.z, old.z), epilogue(v.w, bias_v.w, old.w));
+}
+
+// Stores block (rb, cb) of the vec4 kernel.
+fn store_block4(o: Tile, rb: u32, cb: u32, block: mat4x4f) {
+  let rows = transpose(block);
+  let row = o.row + 4u * rb;
+  let col = o.col + 4u * cb;
+  if (rb < RB && cb < CB && col < p.n) {
+    for (var i = 0u; i < 4u; i++) {
+      if (row + i < p.m) {
+        store4(o.t, row + i, col, rows[i]);
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+         @builtin(local_invocation_index) lid: u32) {
+  if (wid.x + wid.y * nwg.x >= p.groups) {
+    return;
+  }
+  let o = origin(wid, nwg, lid);
+  var acc: Acc;
+  for (var k = 0u; k < p.k; k += 4u) {
+    let b0 = block_b4(o.t, k, o.col);
+    var b1 = b0;
+    if (CB > 1u) {
+      b1 = block_b4(o.t, k, o.col + 4u);
+    }
+    mma(&acc, 0u, block_a4(o.t, o.row, k), b0, b1);
+    if (RB > 1u) {
+      mma(&acc, 1u, block_a4(o.t, o.row + 4u, k), b0, b1);
+    }
+    if (RB > 2u) {
+      mma(&acc, 2u, block_a4(o.t, o.row + 8u, k), b0, b1);
+    }
+    if (RB > 3u) {
+      mma(&acc, 3u, block_a4(o.t, o.row + 12u, k), b0, b1);
+    }
+  }
+  store_block4(o, 0u, 0u, acc[0]);
+  store_block4(o, 0u, 1u, acc[1]);
+  store_block4(o, 1u, 0u, acc[2]);
+  store_block4(o, 1u, 1u, acc[3]);
+  store_block4(o, 2u, 0u, acc[4]);
+  store_block4(o, 2u, 1u, acc[5]);
+  store_block4(o, 3u, 0u, acc[6]);
+  store_block4(o, 3u, 1u, acc[7]);
+}
+
+// Stores one output element of the scalar kernels.
+fn store(t: u32, row: u32, col: u32, v: f32) {
+  let o = (t * p.m + row) * p.n + col;
+  var bias_v = 0.0;
+  if (HAS_BIAS) {
+    bias_v = bias[t * p.n + col];
+  }
+  var old = 0.0;
+  if (ACCUMULATE) {
+    old = out[o];
+  }
+  out[o] = epilogue(v, bias_v, old);
+}
+
+// Stores block (rb, cb) of the scalar kernel.
+fn store_block1(o: Tile, rb: u32, cb: u32, block: mat4x4f) {
+  let row = o.row + 4u * rb;
+  let col = o.col + 4u * cb;
+  if (rb < RB && cb < CB) {
+    for (var j = 0u; j < 4u; j++) {
+      for (var i = 0u; i < 4u; i++) {
+        if (row + i < p.m && col + j < p.n) {
+          store(o.t, row + i, col + j, block[j][i]);
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn tiled_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  if (wid.x + wid.y * nwg.x >= p.groups) {
+    return;
+  }
+  let o = origin(wid, nwg, lid);
+  var acc: Acc;
+  for (var k = 0u; k < p.k; k += 4u) {
+    let b0 = block_b1(o.t, k, o.col);
+    var b1 = b0;
+    if (CB > 1u) {
+      b1 = block_b1(o.t, k, o.col + 4u);
+    }
+    mma(&acc, 0u, block_a1(o.t, o.row, k), b0, b1);
+    if (RB > 1u) {
+      mma(&acc, 1u, block_a1(o.t, o.row + 4u, k), b0, b1);
+    }
+    if (RB > 2u) {
+      mma(&acc, 2u, block_a1(o.t, o.row + 8u, k), b0, b1);
+    }
+    if (RB > 3u) {
+      mma(&acc, 3u, block_a1(o.t, o.row + 12u, k), b0, b1);
+    }
+  }
+  store_block1(o, 0u, 0u, acc[0]);
+  store_block1(o, 0u, 1u, acc[1]);
+  store_block1(o, 1u, 0u, acc[2]);
+  store_block1(o, 1u, 1u, acc[3]);
+  store_block1(o, 2u, 0u, acc[4]);
+  store_block1(o, 2u, 1u, acc[5]);
+  store_block1(o, 3u, 0u, acc[6]);
+  store_block1(o, 3u, 1u, acc[7]);
+}
+
+@compute @workgroup_size(8, 8)
+fn naive(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+         @builtin(local_invocation_id) lid: vec3u) {
+  let id = wid.x + wid.y * nwg.x;
+  if (id >= p.groups) {
+    return;
+  }
+  let tile = tile_of(id, 8u, 8u);
+  let row = tile.row + lid.y;
+  let col = tile.col + lid.x;
+  if (row >= p.m || col >= p.n) {
+    return;
+  }
+  var sum = 0.0;
+  for (var k = 0u; k < p.k; k++) {
+    sum = fma(load_a(tile.t, row, k), load_b(tile.t, k, col), sum);
+  }
+  store(tile.t, row, col, sum);
+}

@@ -1,0 +1,175 @@
+/**
+ * Matmul: batched matrix products with a fused bias / activation / scale epilogue
+ * (shaders/matmul.wgsl). The backward of a product is two more products (dA = dOut @ op(B)^T,
+ * dB = op(A)^T @ dOut), which the tape builds from this same op with the transpose flags.
+ *
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+/** Activation applied by the fused epilogue. */
+export type Activation = "identity" | "relu" | "leaky_relu" | "tanh" | "sigmoid";
+
+const ACTIVATION_CODES: Record<Activation, number> = {
+  identity: 0,
+  relu: 1,
+  leaky_relu: 2,
+  tanh: 3,
+  sigmoid: 4,
+};
+
+/** Options of `matmul`. */
+export interface MatmulOptions {
+  /** `a` is stored transposed, as [T, K, M] (default false). */
+  transA?: boolean;
+  /** `b` is stored transposed, as [T, N, K] (default false). */
+  transB?: boolean;
+  /** Bias [T, N] ([N] when T = 1): row t is added to every row of out[t]. */
+  bias?: Tensor;
+  /** Activation applied after the bias (default "identity"). */
+  activation?: Activation;
+  /** Negative slope of "leaky_relu" (default 0.01). */
+  slope?: number;
+  /** Factor applied to the result after the activation (default 1). */
+  scale?: number;
+  /** Add the result to `out` instead of overwriting it; needs no bias and "identity". */
+  accumulate?: boolean;
+  /** Kernel: "tiled" (register-blocked, the default) or "naive" (one output per invocation). */
+  variant?: "tiled" | "naive";
+}
+
+/** Register blocking of the tiled kernels: 4 x 4 blocks per invocation along M and along N. */
+interface Blocking {
+  rb: number;
+  cb: number;
+}
+
+/**
+ * Prepares out[t] = scale * act(op(a[t]) @ op(b[t]) + bias[t]) for t < T, where op transposes
+ * when asked; a: [T, M, K], b: [T, K, N], out: [T, M, N]. 2-D tensors are taken as T = 1.
+ * `out` must not share a buffer with the inputs.
+ */
+export function matmul(
+  gpu: Gpu,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  options: MatmulOptions = {},
+): Dispatch[] {
+  const {
+    transA = false,
+    transB = false,
+    bias,
+    activation = "identity",
+    slope = 0.01,
+    scale = 1,
+    accumulate = false,
+    variant = "tiled",
+  } = options;
+  const [T, ar, ac] = batched(a, "a");
+  const [bT, br, bc] = batched(b, "b");
+  const [M, K] = transA ? [ac, ar] : [ar, ac];
+  const [bK, N] = transB ? [bc, br] : [br, bc];
+  if (bT !== T || bK !== K) {
+    throw new RangeError(
+      `Matmul of a [${a.shape}]${transA ? " (transposed)" : ""} needs b with ${T} batch ` +
+        `entries and ${K} rows of op(b), got b [${b.shape}]${transB ? " (transposed)" : ""}`,
+    );
+  }
+  const [oT, oM, oN] = batched(out, "out");
+  if (oT !== T || oM !== M || oN !== N) {
+    throw new RangeError(`Matmul output must have shape [${T}, ${M}, ${N}], got [${out.shape}]`);
+  }
+  if (bias) {
+    const fits = bias.shape.length === 2
+      ? bias.shape[0] === T && bias.shape[1] === N
+      : bias.shape.length === 1 && T === 1 && bias.shape[0] === N;
+    if (!fits) {
+      throw new RangeError(`Matmul bias must have shape [${T}, ${N}], got [${bias.shape}]`);
+    }
+  }
+  if (accumulate && (bias || activation !== "identity")) {
+    throw new RangeError(
+      `Matmul with accumulate needs activation 'identity' and no bias, got activation ` +
+        `'${activation}'${bias ? " and a bias" : ""}`,
+    );
+  }
+  if (!(activation in ACTIVATION_CODES)) {
+    throw new RangeError(`Unknown activation '${activation}'`);
+  }
+  for (const [name, t] of [["a", a], ["b", b], ["bias", bias]] as const) {
+    if (t && t.buffer === out.buffer) {
+      throw new RangeError(`Matmul output must not share a buffer with ${name}`);
+    }
+  }
+  for (const [name, t] of [["a", a], ["b", b], ["bias", bias], ["out", out]] as const) {
+    if (t && t.dtype !== "f32") throw new RangeError(`Matmul ${name} must be f32, got ${t.dtype}`);
+  }
+  if (T * M * N === 0) return [];
+
+  // vec4 loads need the contiguous dimension of each operand (and of out) to be a multiple of 4.
+  const vec4 = variant === "tiled" && K > 0 && N % 4 === 0 &&
+    (transA ? M % 4 === 0 : K % 4 === 0) && (!transB || K % 4 === 0);
+  const { rb, cb } = blocking(M, N);
+  // Rows and columns of out per workgroup: 8 x 8 invocations for naive, 8 invocations side by side
+  // for the tiled kernels.
+  const tileM = variant === "naive" ? 8 : 4 * rb;
+  const tileN = variant === "naive" ? 8 : 32 * cb;
+  const tilesM = Math.ceil(M / tileM);
+  const tilesN = Math.ceil(N / tileN);
+  const groups = T * tilesM * tilesN;
+  const constants: Record<string, number> = {
+    TRANS_A: transA ? 1 : 0,
+    TRANS_B: transB ? 1 : 0,
+    ACT: ACTIVATION_CODES[activation],
+    HAS_BIAS: bias ? 1 : 0,
+    ACCUMULATE: accumulate ? 1 : 0,
+  };
+  if (variant === "tiled") Object.assign(constants, { RB: rb, CB: cb });
+  const entry = variant === "naive" ? "naive" : vec4 ? "tiled" : "tiled_scalar";
+  const pipe = pipeline(gpu, "matmul", { entry, constants });
+  const uniform = new Uniform(gpu, [
+    ["u32", M],
+    ["u32", N],
+    ["u32", K],
+    ["u32", tilesM],
+    ["u32", tilesN],
+    ["u32", groups],
+    ["f32", scale],
+    ["f32", slope],
+  ]);
+  // Without a bias the kernel never reads its binding, but the layout still has one; `a` is
+  // read-only too, so binding it twice is allowed.
+  return [prepare(gpu, pipe, [a, b, bias ?? a, out], grid(groups), uniform)];
+}
+
+/** The shape of a 2-D or 3-D tensor as [T, rows, cols]. */
+function batched(t: Tensor, name: string): [number, number, number] {
+  const s = t.shape;
+  if (s.length === 2) return [1, s[0]!, s[1]!];
+  if (s.length === 3) return [s[0]!, s[1]!, s[2]!];
+  throw new RangeError(`Matmul ${name} must be 2-D or 3-D ([T, rows, cols]), got [${s}]`);
+}
+
+/**
+ * Register blocking for an M x N output: RB x CB blocks of 4 x 4 per invocation. On llvmpipe a
+ * load costs about 50 times an FMA per step of 4 along K (4 (RB + CB) vec4 loads feed
+ * 64 RB CB FMAs), so big blocks win unless they mostly cover rows or columns past the end.
+ */
+function blocking(M: number, N: number): Blocking {
+  let best = { rb: 4, cb: 2 };
+  let bestCost = Infinity;
+  for (let rb = 4; rb >= 1; rb--) {
+    for (let cb = 2; cb >= 1; cb--) {
+      const invocations = Math.ceil(M / (4 * rb)) * Math.ceil(N / (32 * cb)) * 8;
+      const cost = invocations * (4 * (rb + cb) * 50 + 64 * rb * cb);
+      if (cost < bestCost) {
+        bestCost = cost;
+        best = { rb, cb };
+      }
+    }
+  }
+  return best;
+}
