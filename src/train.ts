@@ -271,7 +271,18 @@ export async function train(
   if (options.resume) {
     step = await restore(gpu, options.out, { net, groups, config });
   }
-  hooks.onEvent?.({
+  await Deno.mkdir(options.out, { recursive: true });
+  const metricsPath = join(options.out, "metrics.jsonl");
+  if (!options.resume) await Deno.remove(metricsPath).catch(() => {});
+  const metricsFile = await Deno.open(metricsPath, { create: true, append: true });
+  const encoder = new TextEncoder();
+  const emit = (e: TrainEvent): void => {
+    if (e.kind === "step" || e.kind === "eval") {
+      metricsFile.writeSync(encoder.encode(JSON.stringify({ ...e, time: Date.now() }) + "\n"));
+    }
+    hooks.onEvent?.(e);
+  };
+  emit({
     kind: "start",
     tasks: family.tasks.length,
     trainTasks: family.train.length,
@@ -280,7 +291,7 @@ export async function train(
   });
   const save = async (): Promise<void> => {
     await saveRun(gpu, options, { step, state, net, groups });
-    hooks.onEvent?.({ kind: "checkpoint", step, dir: options.out });
+    emit({ kind: "checkpoint", step, dir: options.out });
   };
   let scores: TaskScore[] = [];
   const imagesPerStep = sampler.x.shape[0]! * options.batch;
@@ -302,7 +313,7 @@ export async function train(
         const seconds = (performance.now() - windowStart) / 1000;
         const correct = m.correct.reduce((a, b) => a + b, 0);
         const valid = m.valid.reduce((a, b) => a + b, 0);
-        hooks.onEvent?.({
+        emit({
           kind: "step",
           step,
           steps: options.steps,
@@ -317,7 +328,7 @@ export async function train(
       const evalNow = options.evalEvery > 0 && step % options.evalEvery === 0;
       if (evalNow || step === options.steps) {
         scores = await evaluator.evaluate();
-        hooks.onEvent?.({
+        emit({
           kind: "eval",
           step,
           accuracy: mean(scores.map((s) => s.accuracy)),
@@ -331,6 +342,7 @@ export async function train(
     await sync(gpu);
     await save();
   } finally {
+    metricsFile.close();
     program.destroy();
     evaluator.destroy();
     sampler.destroy();

@@ -36,7 +36,24 @@ export function getGpu(): Promise<Gpu> {
   return shared;
 }
 
+/**
+ * Mesa's drivers warn on every start when XDG_RUNTIME_DIR is unset (common in containers and CI);
+ * point it at a private folder of our own before the driver loads.
+ */
+function quietDriverWarning(): void {
+  if (Deno.build.os !== "linux") return;
+  try {
+    if (Deno.env.get("XDG_RUNTIME_DIR")) return;
+    const dir = `${Deno.env.get("TMPDIR") ?? "/tmp"}/supernet-runtime-${Deno.uid() ?? 0}`;
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+  } catch {
+    // Without env or write permission the warning stays; nothing else depends on it.
+  }
+}
+
 async function acquire(): Promise<Gpu> {
+  quietDriverWarning();
   if (typeof navigator === "undefined" || !("gpu" in navigator)) {
     throw new GpuUnavailableError("navigator.gpu is missing in this runtime");
   }

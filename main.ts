@@ -1,0 +1,632 @@
+/**
+ * The SuperNet command line: `train`, `adapt`, `evaluate`, `export`, `tasks`. Parses flags into
+ * each subcommand's options, runs it, and prints progress and results. Exit codes: 0 ok,
+ * 1 failure, 2 usage error.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import {
+  adapt,
+  ADAPT_DEFAULTS,
+  type AdaptOptions,
+  type AdaptResult,
+  METHODS,
+  Z_INITS,
+} from "./src/adapt.ts";
+import { CheckpointError, loadCheckpoint } from "./src/checkpoint.ts";
+import { DataError, DATASETS, loadDataset } from "./src/data/dataset.ts";
+import { FAMILIES, makeFamily } from "./src/data/tasks.ts";
+import { getGpu, type Gpu, GpuUnavailableError } from "./src/gpu/device.ts";
+import { TARGETS } from "./src/model/target.ts";
+import { OPTIMIZERS, SCHEDULES } from "./src/optim.ts";
+import {
+  EXPERIMENT_DEFAULTS,
+  type ExperimentOptions,
+  EXPERIMENTS,
+  PROFILES,
+  runExperiment,
+} from "./src/experiment.ts";
+import { writeReport } from "./src/report.ts";
+import { SafetensorsError } from "./src/safetensors.ts";
+import {
+  NonFiniteLossError,
+  train,
+  TRAIN_DEFAULTS,
+  type TrainEvent,
+  type TrainOptions,
+} from "./src/train.ts";
+
+/** A mistake in the command line: printed with the subcommand's usage hint, exit code 2. */
+class UsageError extends Error {}
+
+type Kind = "string" | "int" | "number" | "bool" | "ints";
+
+/** One flag: its name on the command line, the option key, its type, and allowed values. */
+interface Flag {
+  flag: string;
+  key: string;
+  kind: Kind;
+  values?: readonly string[];
+  help: string;
+}
+
+const DATA_FLAGS: Flag[] = [
+  { flag: "data-dir", key: "dataDir", kind: "string", help: "folder of dataset files" },
+  { flag: "no-verify", key: "verify", kind: "bool", help: "use files whose md5 differs" },
+];
+
+const TASK_FLAGS: Flag[] = [
+  { flag: "dataset", key: "dataset", kind: "string", values: DATASETS, help: "dataset" },
+  ...DATA_FLAGS,
+  { flag: "family", key: "family", kind: "string", values: FAMILIES, help: "task family" },
+  { flag: "holdout", key: "holdout", kind: "ints", help: "task indices held out (comma list)" },
+  { flag: "holdout-last", key: "holdoutLast", kind: "int", help: "hold out the last K tasks" },
+];
+
+const TRAIN_FLAGS: Flag[] = [
+  ...TASK_FLAGS,
+  { flag: "target", key: "target", kind: "string", values: TARGETS, help: "target network" },
+  { flag: "z-dim", key: "zDim", kind: "int", help: "length of a task vector z" },
+  { flag: "hidden", key: "hidden", kind: "ints", help: "generator hidden widths (comma list)" },
+  {
+    flag: "output",
+    key: "output",
+    kind: "string",
+    values: ["tanh", "linear"],
+    help: "head output",
+  },
+  { flag: "output-scale", key: "outputScale", kind: "number", help: "generated = scale * tanh" },
+  {
+    flag: "z-init",
+    key: "zInit",
+    kind: "string",
+    values: ["one_hot", "gaussian"],
+    help: "initial task vectors",
+  },
+  { flag: "steps", key: "steps", kind: "int", help: "training steps" },
+  { flag: "tasks-per-step", key: "tasksPerStep", kind: "int", help: "T: tasks per step" },
+  { flag: "batch", key: "batch", kind: "int", help: "B: images per task per step" },
+  { flag: "balanced", key: "balanced", kind: "bool", help: "half positive batches" },
+  { flag: "augment", key: "augment", kind: "bool", help: "random crop and flip" },
+  { flag: "optimizer", key: "optimizer", kind: "string", values: OPTIMIZERS, help: "optimiser" },
+  { flag: "lr", key: "lr", kind: "number", help: "learning rate" },
+  { flag: "z-lr", key: "zLr", kind: "number", help: "learning rate of z (default --lr)" },
+  { flag: "schedule", key: "schedule", kind: "string", values: SCHEDULES, help: "lr schedule" },
+  { flag: "warmup", key: "warmup", kind: "int", help: "warm-up steps" },
+  { flag: "clip", key: "clip", kind: "number", help: "clip gradient norm (0: off)" },
+  { flag: "eval-every", key: "evalEvery", kind: "int", help: "evaluate every N steps" },
+  { flag: "eval-tasks", key: "evalTasks", kind: "int", help: "evaluate at most N tasks (0: all)" },
+  { flag: "log-every", key: "logEvery", kind: "int", help: "read the loss every N steps" },
+  { flag: "save-every", key: "saveEvery", kind: "int", help: "checkpoint every N steps" },
+  { flag: "seed", key: "seed", kind: "int", help: "seed" },
+  { flag: "out", key: "out", kind: "string", help: "run folder" },
+  { flag: "resume", key: "resume", kind: "bool", help: "continue the run in --out" },
+];
+
+const ADAPT_FLAGS: Flag[] = [
+  { flag: "run", key: "run", kind: "string", help: "run folder written by train" },
+  { flag: "task", key: "task", kind: "string", help: "task index or name (default held-out)" },
+  { flag: "methods", key: "methods", kind: "string", help: `comma list of ${METHODS.join(",")}` },
+  { flag: "init", key: "init", kind: "string", values: Z_INITS, help: "initial z" },
+  { flag: "steps", key: "steps", kind: "int", help: "steps of every method" },
+  { flag: "batch", key: "batch", kind: "int", help: "images per step" },
+  { flag: "shots", key: "shots", kind: "int", help: "images per class (0: all)" },
+  { flag: "lr", key: "lr", kind: "number", help: "learning rate of z" },
+  { flag: "full-lr", key: "fullLr", kind: "number", help: "learning rate of full" },
+  { flag: "finetune-lr", key: "finetuneLr", kind: "number", help: "learning rate of finetune" },
+  { flag: "optimizer", key: "optimizer", kind: "string", values: OPTIMIZERS, help: "optimiser" },
+  { flag: "eval-every", key: "evalEvery", kind: "int", help: "evaluate every N steps" },
+  { flag: "patience", key: "patience", kind: "int", help: "early stopping patience (0: off)" },
+  { flag: "seed", key: "seed", kind: "int", help: "seed" },
+  { flag: "out", key: "out", kind: "string", help: "results folder (default <run>/adapt)" },
+  ...DATA_FLAGS,
+];
+
+const EXPERIMENT_FLAGS: Flag[] = [
+  { flag: "dataset", key: "dataset", kind: "string", values: DATASETS, help: "dataset" },
+  ...DATA_FLAGS,
+  { flag: "family", key: "family", kind: "string", values: FAMILIES, help: "task family" },
+  { flag: "profile", key: "profile", kind: "string", values: PROFILES, help: "size" },
+  { flag: "holdout", key: "holdout", kind: "int", help: "hold out the last K tasks" },
+  { flag: "target", key: "target", kind: "string", values: TARGETS, help: "target network" },
+  { flag: "shots", key: "shots", kind: "ints", help: "images per class to sweep (0: all)" },
+  { flag: "no-ablations", key: "ablations", kind: "bool", help: "skip the ablations" },
+  { flag: "seed", key: "seed", kind: "int", help: "seed" },
+  { flag: "out", key: "out", kind: "string", help: "output folder" },
+];
+
+const COMMON: Flag[] = [
+  { flag: "config", key: "config", kind: "string", help: "JSON file of options" },
+  { flag: "quiet", key: "quiet", kind: "bool", help: "no progress line" },
+  { flag: "help", key: "help", kind: "bool", help: "this help" },
+];
+
+interface Command {
+  summary: string;
+  flags: Flag[];
+  /** The one positional argument the command takes, if any. */
+  positional?: string;
+  run(
+    gpu: () => Promise<Gpu>,
+    options: Record<string, unknown>,
+    quiet: boolean,
+    positional?: string,
+  ): Promise<void>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  train: {
+    summary: "train the generator and task vectors on a task family",
+    flags: TRAIN_FLAGS,
+    run: runTrain,
+  },
+  adapt: {
+    summary: "learn a held-out task by its z only, against whole-network baselines",
+    flags: ADAPT_FLAGS,
+    run: runAdapt,
+  },
+  evaluate: {
+    summary: "test accuracy of a run's tasks and its held-out task with the mean z",
+    flags: [
+      { flag: "run", key: "run", kind: "string", help: "run folder" },
+      ...DATA_FLAGS,
+    ],
+    run: runEvaluate,
+  },
+  export: {
+    summary: "write a task's generated network as safetensors + JSON for PyTorch",
+    flags: [
+      { flag: "run", key: "run", kind: "string", help: "run folder" },
+      { flag: "task", key: "task", kind: "string", help: "task index or name" },
+      { flag: "z", key: "z", kind: "string", help: "a z file written by adapt" },
+      { flag: "out", key: "out", kind: "string", help: "output folder (default <run>/export)" },
+    ],
+    run: runExport,
+  },
+  tasks: {
+    summary: "list a family's tasks with class names and held-out marks",
+    flags: TASK_FLAGS,
+    run: runTasks,
+  },
+  experiment: {
+    summary: "run the seed's exp1 or exp2 end to end with controls and ablations",
+    flags: EXPERIMENT_FLAGS,
+    positional: "exp1|exp2",
+    run: runExperimentCommand,
+  },
+  report: {
+    summary: "write report.md with SVG plots from an experiment folder",
+    flags: [],
+    positional: "DIR",
+    run: runReport,
+  },
+};
+
+function usage(name: string, cmd: Command): string {
+  const what = cmd.positional ? ` ${cmd.positional}` : "";
+  const lines = [`Usage: deno task ${name}${what} [flags]   (${cmd.summary})`, ""];
+  for (const f of [...cmd.flags, ...COMMON]) {
+    const value = f.kind === "bool" ? "" : f.values ? ` <${f.values.join("|")}>` : " <value>";
+    lines.push(`  --${f.flag}${value}`.padEnd(44) + f.help);
+  }
+  return lines.join("\n");
+}
+
+function parseValue(f: Flag, raw: unknown): unknown {
+  if (f.kind === "bool") return f.flag.startsWith("no-") ? !raw : raw;
+  const text = String(raw);
+  if (f.values && !f.values.includes(text)) {
+    throw new UsageError(
+      `--${f.flag} '${text}' is not valid; expected one of ${f.values.join(", ")}`,
+    );
+  }
+  if (f.kind === "int" || f.kind === "number") {
+    const n = Number(text);
+    if (!Number.isFinite(n) || (f.kind === "int" && !Number.isInteger(n)) || n < 0) {
+      throw new UsageError(
+        `--${f.flag} '${text}' is not a non-negative ${f.kind === "int" ? "integer" : "number"}`,
+      );
+    }
+    return n;
+  }
+  if (f.kind === "ints") {
+    if (text === "") return [];
+    const parts = text.split(",").map(Number);
+    if (parts.some((n) => !Number.isInteger(n) || n < 0)) {
+      throw new UsageError(`--${f.flag} '${text}' is not a comma list of non-negative integers`);
+    }
+    return parts;
+  }
+  return text;
+}
+
+/** Parses argv for a subcommand: config file first, then flags given explicitly. */
+async function parse(
+  cmd: Command,
+  args: string[],
+): Promise<
+  {
+    values: Record<string, unknown>;
+    explicit: Set<string>;
+    help: boolean;
+    quiet: boolean;
+    positionals: string[];
+  }
+> {
+  const flags = [...cmd.flags, ...COMMON];
+  const spec: Record<string, { type: "string" | "boolean" }> = {};
+  for (const f of flags) spec[f.flag] = { type: f.kind === "bool" ? "boolean" : "string" };
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: spec, strict: true, allowPositionals: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message.split("\n")[0]!);
+  }
+  const values: Record<string, unknown> = {};
+  const explicit = new Set<string>();
+  const config = parsed.values.config as string | undefined;
+  if (config) Object.assign(values, await readConfig(config, cmd.flags));
+  for (const f of cmd.flags) {
+    const raw = (parsed.values as Record<string, unknown>)[f.flag];
+    if (raw === undefined) continue;
+    values[f.key] = parseValue(f, raw);
+    explicit.add(f.key);
+  }
+  return {
+    values,
+    explicit,
+    help: Boolean(parsed.values.help),
+    quiet: Boolean(parsed.values.quiet),
+    positionals: parsed.positionals,
+  };
+}
+
+async function readConfig(path: string, flags: Flag[]): Promise<Record<string, unknown>> {
+  let data: unknown;
+  try {
+    data = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "not found" : "not valid JSON";
+    throw new UsageError(`--config ${path}: ${why}; expected a JSON object of options`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new UsageError(`--config ${path}: expected a JSON object of options`);
+  }
+  const keys = new Set(flags.map((f) => f.key));
+  for (const key of Object.keys(data)) {
+    if (!keys.has(key)) {
+      throw new UsageError(
+        `--config ${path}: unknown option '${key}'; valid options: ${[...keys].join(", ")}`,
+      );
+    }
+  }
+  return data as Record<string, unknown>;
+}
+
+/** A progress printer: one rewritten line on a terminal, plain lines otherwise. */
+function progress(quiet: boolean): { line(text: string): void; done(): void } {
+  const tty = Deno.stderr.isTerminal();
+  const encoder = new TextEncoder();
+  let open = false;
+  return {
+    line(text: string) {
+      if (quiet) return;
+      if (tty) {
+        Deno.stderr.writeSync(encoder.encode(`\r\x1b[2K${text}`));
+        open = true;
+      } else console.error(text);
+    },
+    done() {
+      if (open) Deno.stderr.writeSync(encoder.encode("\n"));
+      open = false;
+    },
+  };
+}
+
+function minutes(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const m = Math.floor(seconds / 60);
+  return `${m}:${String(Math.round(seconds % 60)).padStart(2, "0")}`;
+}
+
+async function runTrain(
+  getGpuFn: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+  quiet: boolean,
+): Promise<void> {
+  let options: TrainOptions = { ...TRAIN_DEFAULTS, ...given } as TrainOptions;
+  if (options.resume) {
+    const saved = await loadCheckpoint<TrainOptions>(options.out, []);
+    options = { ...saved.info.options, ...given, resume: true } as TrainOptions;
+  } else {
+    await refuseToOverwrite(options.out);
+  }
+  const gpu = await getGpuFn();
+  const p = progress(quiet);
+  if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
+  const controller = new AbortController();
+  const onInterrupt = () => controller.abort();
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  try {
+    const result = await train(gpu, options, {
+      signal: controller.signal,
+      onEvent: (e: TrainEvent) => {
+        if (e.kind === "start") {
+          p.line(
+            `Training ${e.trainTasks} of ${e.tasks} tasks, ${
+              e.parameters.toLocaleString("en")
+            } generator parameters` +
+              (e.step > 0 ? `, resuming at step ${e.step}` : ""),
+          );
+          p.done();
+        } else if (e.kind === "step") {
+          p.line(
+            `step ${e.step}/${e.steps}  loss ${e.loss.toFixed(4)}  acc ${
+              (100 * e.accuracy).toFixed(1)
+            }%  ` +
+              `${Math.round(e.imagesPerSecond)} img/s  ${minutes(e.secondsLeft)} left`,
+          );
+        } else if (e.kind === "eval") {
+          p.line(
+            `step ${e.step}: test accuracy ${(100 * e.accuracy).toFixed(2)}%, loss ${
+              e.loss.toFixed(4)
+            } (training tasks)`,
+          );
+          p.done();
+        }
+      },
+    });
+    p.done();
+    if (result.interrupted) {
+      console.log(
+        `Interrupted at step ${result.step}; checkpoint saved. Resume with: deno task train --resume --out ${options.out}`,
+      );
+      return;
+    }
+    console.log(
+      `Trained ${result.step} steps in ${
+        result.seconds.toFixed(1)
+      } s; run folder ${options.out}. ` +
+        `Next: deno task adapt --run ${options.out}`,
+    );
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+  }
+}
+
+/** A run folder that holds a checkpoint is not replaced, except the default runs/latest. */
+async function refuseToOverwrite(out: string): Promise<void> {
+  const exists = await Deno.stat(join(out, "checkpoint.json")).then(() => true, () => false);
+  if (exists && out !== TRAIN_DEFAULTS.out) {
+    throw new UsageError(
+      `${out} already holds a run; pass --resume to continue it or choose another --out`,
+    );
+  }
+}
+
+function adaptTable(result: AdaptResult): string {
+  const rows = [
+    ["method", "trainable", "test acc", "test loss", "steps", "seconds"],
+    ...result.results.map((r) => [
+      r.method,
+      r.trainable.toLocaleString("en"),
+      `${(100 * r.accuracy).toFixed(2)}%`,
+      r.loss.toFixed(4),
+      String(r.steps),
+      r.seconds.toFixed(1),
+    ]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ")).join("\n");
+}
+
+async function runAdapt(
+  getGpuFn: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+  quiet: boolean,
+): Promise<void> {
+  const options = { ...ADAPT_DEFAULTS, ...given } as AdaptOptions;
+  if (typeof given.methods === "string") {
+    const methods = (given.methods as string).split(",");
+    for (const m of methods) {
+      if (!(METHODS as readonly string[]).includes(m)) {
+        throw new UsageError(`--methods: unknown method '${m}'; expected ${METHODS.join(", ")}`);
+      }
+    }
+    options.methods = methods as AdaptOptions["methods"];
+  }
+  if (options.steps < 1 || options.batch < 1 || options.evalEvery < 1) {
+    throw new UsageError("--steps, --batch and --eval-every must be at least 1");
+  }
+  const gpu = await getGpuFn();
+  if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
+  const p = progress(quiet);
+  const result = await adapt(gpu, options, {
+    onEvent: (e) => {
+      if (e.kind === "method") {
+        p.done();
+        p.line(`${e.method}: ${e.trainable.toLocaleString("en")} trainable numbers`);
+      } else {
+        p.line(
+          `${e.method}: step ${e.step}/${e.steps}  test acc ${
+            (100 * e.accuracy).toFixed(2)
+          }%  loss ${e.loss.toFixed(4)}`,
+        );
+      }
+    },
+  });
+  p.done();
+  console.log(
+    `Task ${result.task} '${result.taskName}': learned from ${result.trainImages} training images, tested on ${result.testImages}`,
+  );
+  console.log(adaptTable(result));
+  console.log(`Results in ${join(result.out, "adapt.json")}`);
+}
+
+async function runEvaluate(
+  getGpuFn: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+  quiet: boolean,
+): Promise<void> {
+  const { evaluateRun } = await import("./src/evaluate.ts");
+  const gpu = await getGpuFn();
+  const run = (given.run as string | undefined) ?? ADAPT_DEFAULTS.run;
+  const report = await evaluateRun(gpu, {
+    run,
+    dataDir: given.dataDir as string | undefined,
+    verify: (given.verify as boolean | undefined) ?? true,
+  });
+  if (!quiet) console.error(`Adapter: ${gpu.description}`);
+  for (const s of report.tasks) {
+    console.log(
+      `${String(s.task).padStart(4)}  ${s.name.padEnd(28)} ${
+        s.heldOut ? "held-out (mean z)" : "trained"
+      }`.padEnd(60) +
+        `  acc ${(100 * s.accuracy).toFixed(2)}%  loss ${s.loss.toFixed(4)}  (${s.count} images)`,
+    );
+  }
+  console.log(
+    `Mean test accuracy: trained tasks ${
+      (100 * report.trainedAccuracy).toFixed(2)
+    }%, held-out with mean z ${(100 * report.heldOutAccuracy).toFixed(2)}%`,
+  );
+}
+
+async function runExport(
+  getGpuFn: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+): Promise<void> {
+  const { exportFromRun } = await import("./src/evaluate.ts");
+  const gpu = await getGpuFn();
+  const run = (given.run as string | undefined) ?? ADAPT_DEFAULTS.run;
+  const written = await exportFromRun(gpu, {
+    run,
+    task: given.task as string | undefined,
+    z: given.z as string | undefined,
+    out: (given.out as string | undefined) ?? join(run, "export"),
+  });
+  console.log(`Wrote ${written.weights} and ${written.architecture}`);
+}
+
+async function runTasks(
+  _gpu: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+): Promise<void> {
+  const options = { ...TRAIN_DEFAULTS, ...given } as TrainOptions;
+  const dataset = await loadDataset(options.dataset, {
+    dataDir: options.dataDir,
+    verify: options.verify,
+  });
+  const family = makeFamily(options.family, dataset.classNames, {
+    holdout: options.holdout,
+    holdoutLast: options.holdoutLast,
+  });
+  const held = new Set(family.heldOut);
+  const excluded = new Set(family.excluded);
+  for (const [i, t] of family.tasks.entries()) {
+    const mark = held.has(i) ? "held-out" : excluded.has(i) ? "excluded" : "train";
+    console.log(`${String(i).padStart(5)}  ${mark.padEnd(9)} ${t.name}`);
+  }
+  console.log(
+    `${family.tasks.length} tasks of ${options.family} on ${dataset.name}: ${family.train.length} train, ${family.heldOut.length} held out, ${family.excluded.length} excluded`,
+  );
+}
+
+async function runExperimentCommand(
+  getGpuFn: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+  quiet: boolean,
+  name?: string,
+): Promise<void> {
+  if (!(EXPERIMENTS as readonly string[]).includes(name ?? "")) {
+    throw new UsageError(`unknown experiment '${name}'; expected ${EXPERIMENTS.join(" or ")}`);
+  }
+  const options = {
+    ...EXPERIMENT_DEFAULTS,
+    out: `runs/${name}`,
+    ...given,
+    name,
+  } as ExperimentOptions;
+  const gpu = await getGpuFn();
+  if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
+  const started = performance.now();
+  const command = `deno task experiment ${name} ${Deno.args.slice(2).join(" ")}`.trim();
+  const result = await runExperiment(gpu, options, {
+    command,
+    onEvent: (e) => {
+      if (!quiet) {
+        console.error(`[${minutes((performance.now() - started) / 1000)}] ${e.text}`);
+      }
+    },
+  });
+  const report = await writeReport(options.out);
+  console.log(`Finished in ${minutes(result.seconds)}; report ${report}`);
+}
+
+async function runReport(
+  _gpu: () => Promise<Gpu>,
+  _given: Record<string, unknown>,
+  _quiet: boolean,
+  dir?: string,
+): Promise<void> {
+  console.log(`Wrote ${await writeReport(dir!)}`);
+}
+
+/** Runs the command line; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  const cmd = name ? COMMANDS[name] : undefined;
+  if (!cmd) {
+    const list = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
+    const text = `Usage: deno task <command> [flags]\n\nCommands:\n${list.join("\n")}`;
+    if (name === undefined || name === "--help" || name === "help") {
+      console.log(text);
+      return name === undefined ? 2 : 0;
+    }
+    console.error(`error: unknown command '${name}'\n${text}`);
+    return 2;
+  }
+  try {
+    const { values, help, quiet, positionals } = await parse(cmd, rest);
+    if (help) {
+      console.log(usage(name!, cmd));
+      return 0;
+    }
+    if (positionals.length > (cmd.positional ? 1 : 0)) {
+      throw new UsageError(`unexpected argument '${positionals.at(-1)}'`);
+    }
+    if (cmd.positional && positionals.length === 0) {
+      throw new UsageError(`missing ${cmd.positional}`);
+    }
+    await cmd.run(getGpu, values, quiet, positionals[0]);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}\nRun 'deno task ${name} --help' for the flags.`);
+      return 2;
+    }
+    const known = e instanceof DataError || e instanceof CheckpointError ||
+      e instanceof SafetensorsError || e instanceof GpuUnavailableError ||
+      e instanceof NonFiniteLossError || e instanceof RangeError;
+    if (known) {
+      console.error(`error: ${(e as Error).message}`);
+      return 1;
+    }
+    if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotFound) {
+      console.error(`error: ${(e as Error).message}`);
+      return 1;
+    }
+    console.error(`error: ${(e as Error)?.message ?? e}`);
+    if (Deno.env.get("SUPERNET_DEBUG")) console.error((e as Error)?.stack);
+    else {console.error(
+        "This looks like a bug; rerun with SUPERNET_DEBUG=1 for details and report it.",
+      );}
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

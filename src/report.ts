@@ -1,0 +1,351 @@
+/**
+ * `report`: a Markdown report with SVG plots from an experiment's `results.json`: learning curves
+ * per method, accuracy vs shots, a results table, and a plain-words verdict on the seed's claims.
+ * The SVG writer is ours (no plotting dependency); the files open in any browser.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { Method } from "./adapt.ts";
+import { average, type ExperimentResults, stdDev } from "./experiment.ts";
+import { writeAtomic } from "./safetensors.ts";
+
+/** A named series of (x, y) points. */
+export interface Series {
+  /** Legend label. */
+  label: string;
+  /** Points in x order. */
+  points: [number, number][];
+}
+
+const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
+
+function escape(text: string): string {
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+}
+
+function ticks(lo: number, hi: number, count: number): number[] {
+  const span = hi - lo || 1;
+  const step = 10 ** Math.floor(Math.log10(span / count));
+  const nice = [1, 2, 5, 10].map((m) => m * step).find((s) => span / s <= count) ?? span;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / nice) * nice; v <= hi + 1e-9; v += nice) out.push(+v.toFixed(10));
+  return out;
+}
+
+/**
+ * A line chart as an SVG document. `logX` spaces x logarithmically (for shots); `xLabels` maps
+ * x values to tick labels.
+ */
+export function lineChart(
+  series: readonly Series[],
+  options: {
+    title: string;
+    xLabel: string;
+    yLabel: string;
+    yRange?: [number, number];
+    logX?: boolean;
+    xLabels?: Map<number, string>;
+  },
+): string {
+  const width = 640;
+  const height = 400;
+  const m = { left: 64, right: 170, top: 40, bottom: 52 };
+  const all = series.flatMap((s) => s.points);
+  const fx = (x: number) => (options.logX ? Math.log10(x) : x);
+  const xs = all.map((p) => fx(p[0]));
+  const ys = all.map((p) => p[1]);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const [y0, y1] = options.yRange ?? [Math.min(...ys), Math.max(...ys)];
+  const px = (x: number) => m.left + ((fx(x) - x0) / (x1 - x0 || 1)) * (width - m.left - m.right);
+  const py = (y: number) =>
+    height - m.bottom - ((y - y0) / (y1 - y0 || 1)) * (height - m.top - m.bottom);
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2 - m.right / 2 + m.left / 2}" y="22" text-anchor="middle" font-size="15">${
+      escape(options.title)
+    }</text>`,
+  ];
+  for (const t of ticks(y0, y1, 6)) {
+    parts.push(
+      `<line x1="${m.left}" x2="${width - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#ddd"/>`,
+      `<text x="${m.left - 6}" y="${py(t) + 4}" text-anchor="end">${t}</text>`,
+    );
+  }
+  const xTicks = options.xLabels ? [...options.xLabels.keys()] : ticks(x0, x1, 8);
+  for (const t of xTicks) {
+    parts.push(
+      `<line x1="${px(t)}" x2="${px(t)}" y1="${m.top}" y2="${height - m.bottom}" stroke="#eee"/>`,
+      `<text x="${px(t)}" y="${height - m.bottom + 16}" text-anchor="middle">${
+        escape(options.xLabels?.get(t) ?? String(t))
+      }</text>`,
+    );
+  }
+  parts.push(
+    `<rect x="${m.left}" y="${m.top}" width="${width - m.left - m.right}" height="${
+      height - m.top - m.bottom
+    }" fill="none" stroke="#333"/>`,
+    `<text x="${m.left + (width - m.left - m.right) / 2}" y="${height - 12}" text-anchor="middle">${
+      escape(options.xLabel)
+    }</text>`,
+    `<text transform="translate(16 ${
+      m.top + (height - m.top - m.bottom) / 2
+    }) rotate(-90)" text-anchor="middle">${escape(options.yLabel)}</text>`,
+  );
+  series.forEach((s, i) => {
+    const colour = COLOURS[i % COLOURS.length];
+    const d = s.points.map((p, k) =>
+      `${k ? "L" : "M"}${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`
+    ).join(" ");
+    parts.push(`<path d="${d}" fill="none" stroke="${colour}" stroke-width="2"/>`);
+    for (const p of s.points) {
+      parts.push(
+        `<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="3" fill="${colour}"/>`,
+      );
+    }
+    const ly = m.top + 14 + i * 18;
+    parts.push(
+      `<line x1="${width - m.right + 12}" x2="${width - m.right + 32}" y1="${ly - 4}" y2="${
+        ly - 4
+      }" stroke="${colour}" stroke-width="2"/>`,
+      `<text x="${width - m.right + 38}" y="${ly}">${escape(s.label)}</text>`,
+    );
+  });
+  parts.push("</svg>");
+  return parts.join("\n") + "\n";
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+const pm = (xs: number[]) =>
+  xs.length > 1 ? `${pct(average(xs))} ± ${(100 * stdDev(xs)).toFixed(2)}` : pct(average(xs));
+
+/** The plain-words verdict on the seed's claims, from the numbers. */
+export function verdict(r: ExperimentResults): string[] {
+  const by = (method: Method) =>
+    r.heldOut.map((h) => h.methods.find((m) => m.method === method)?.accuracy ?? NaN);
+  const z = average(by("z"));
+  const full = average(by("full"));
+  const zeroShot = average(by("zero-shot"));
+  const untrained = average(by("z-untrained"));
+  const best = average(r.heldOut.map((h) => h.controls.bestTrainingZ));
+  const lines: string[] = [];
+  const gap = 100 * (z - full);
+  lines.push(
+    Math.abs(gap) <= 1
+      ? `**Claim 1 (z alone reaches the level of training the whole network): holds here.** z-only adaptation reached ${
+        pct(z)
+      } test accuracy on the held-out task(s), the whole network trained from scratch ${
+        pct(full)
+      } (difference ${
+        gap.toFixed(2)
+      } points), with 100 trainable numbers instead of the network's weights.`
+      : gap > 1
+      ? `**Claim 1 (z alone reaches the level of training the whole network): holds, and z-only is better here.** z-only ${
+        pct(z)
+      } vs whole network ${pct(full)} (+${
+        gap.toFixed(2)
+      } points) with the same images and step budget.`
+      : `**Claim 1 (z alone reaches the level of training the whole network): does not hold here.** z-only adaptation reached ${
+        pct(z)
+      }, ${(-gap).toFixed(2)} points below the whole network trained from scratch (${
+        pct(full)
+      }) with the same images and step budget.`,
+  );
+  lines.push(
+    `**Did the generator learn a general network?** With no training, the held-out task scores ${
+      pct(zeroShot)
+    } with the mean z, ${pct(best)} with the best training task's z, and ${
+      pct(average(r.heldOut.map((h) => h.controls.randomZ)))
+    } with a random z. ` +
+      (z - Math.max(zeroShot, best) > 0.02
+        ? `Adapting z adds ${
+          (100 * (z - Math.max(zeroShot, best))).toFixed(2)
+        } points over the best of these, so the task is not solved by one fixed network: z carries task information.`
+        : `Adapting z adds little over re-using an existing z (${
+          (100 * (z - Math.max(zeroShot, best))).toFixed(2)
+        } points), so on this family much of the held-out task is solved by networks the generator already produces.`),
+  );
+  lines.push(
+    `**What training the generator contributes:** z-only adaptation through an untrained generator reaches ${
+      pct(untrained)
+    }, against ${pct(z)} through the trained one (${(100 * (z - untrained)).toFixed(2)} points).`,
+  );
+  const few = r.heldOut.flatMap((h) => h.shots).filter((s) => s.shots > 0);
+  const shotValues = [...new Set(few.map((s) => s.shots))].sort((a, b) => a - b);
+  const wins = shotValues.filter((s) => {
+    const acc = (m: Method) =>
+      average(few.filter((x) => x.shots === s && x.method === m).map((x) => x.accuracy));
+    return acc("z") > acc("full");
+  });
+  if (shotValues.length > 0) {
+    lines.push(
+      wins.length > 0
+        ? `**Few-shot:** learning 100 numbers beats training the whole network at ${
+          wins.join(", ")
+        } image(s) per class.`
+        : `**Few-shot:** z-only adaptation did not beat the whole network at any number of images per class tried (${
+          shotValues.join(", ")
+        }).`,
+    );
+  }
+  for (const a of r.ablations) {
+    lines.push(
+      `**Ablation, ${a.name}:** training tasks ${pct(a.trainedAccuracy)} (base ${
+        pct(r.trainedAccuracy)
+      }), held-out z-only ${pct(a.zOnly)} (base ${pct(z)}), zero-shot ${pct(a.zeroShot)}.`,
+    );
+  }
+  return lines;
+}
+
+/** Writes report.md and its SVG plots into `dir`; returns the report's path. */
+export async function writeReport(dir: string): Promise<string> {
+  const path = join(dir, "results.json");
+  let r: ExperimentResults;
+  try {
+    r = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    throw new RangeError(
+      `${path}: ${
+        e instanceof Deno.errors.NotFound ? "not found" : "not valid JSON"
+      }; expected the folder of 'deno task experiment'`,
+    );
+  }
+  const md: string[] = [
+    `# ${r.options.name} on ${r.options.dataset} (${r.family}, profile ${r.options.profile})`,
+    "",
+    `Command: \`${r.command}\``,
+    "",
+    `Adapter: ${r.adapter}. Dataset: ${r.dataset}. ${r.taskCounts.train} training tasks, ${r.taskCounts.heldOut} held out. ` +
+    `Training took ${r.trainSeconds.toFixed(0)} s; the whole experiment ${
+      r.seconds.toFixed(0)
+    } s. ` +
+    `Mean test accuracy of the training tasks: ${
+      pct(r.trainedAccuracy)
+    }. All accuracies are on the test split (images never used in training or adaptation).`,
+    "",
+    "## Verdict",
+    "",
+    ...verdict(r).flatMap((l) => [l, ""]),
+    "## Held-out task(s), all training images",
+    "",
+    "| method | trainable numbers per task | test accuracy | test loss | seconds |",
+    "| --- | ---: | ---: | ---: | ---: |",
+  ];
+  const methods = [...new Set(r.heldOut.flatMap((h) => h.methods.map((m) => m.method)))];
+  for (const method of methods) {
+    const rows = r.heldOut.map((h) => h.methods.find((m) => m.method === method)!).filter(Boolean);
+    md.push(
+      `| ${method} | ${rows[0]!.trainable.toLocaleString("en")} | ${
+        pm(rows.map((x) => x.accuracy))
+      } | ${average(rows.map((x) => x.loss)).toFixed(4)} | ${
+        average(rows.map((x) => x.seconds)).toFixed(1)
+      } |`,
+    );
+  }
+  md.push(
+    "",
+    "Controls (no training; held-out task scored with another z):",
+    "",
+    "| z | test accuracy |",
+    "| --- | ---: |",
+    `| mean of trained z | ${pm(r.heldOut.map((h) => h.controls.meanZ))} |`,
+    `| best training task's z | ${pm(r.heldOut.map((h) => h.controls.bestTrainingZ))} |`,
+    `| training tasks' z, mean accuracy | ${
+      pm(r.heldOut.map((h) => h.controls.meanOverTrainingZ))
+    } |`,
+    `| random z | ${pm(r.heldOut.map((h) => h.controls.randomZ))} |`,
+    "",
+  );
+  const first = r.heldOut[0];
+  if (first) {
+    const curves = lineChart(
+      first.methods.filter((m) => m.curve.length > 1).map((m) => ({
+        label: m.method,
+        points: m.curve.map((p) => [p.step, p.accuracy] as [number, number]),
+      })),
+      {
+        title: `Test accuracy, held-out '${first.name}'`,
+        xLabel: "step",
+        yLabel: "test accuracy",
+        yRange: [0, 1],
+      },
+    );
+    const losses = lineChart(
+      first.methods.filter((m) => m.curve.length > 1).map((m) => ({
+        label: m.method,
+        points: m.curve.map((p) => [p.step, p.loss] as [number, number]),
+      })),
+      { title: `Test loss, held-out '${first.name}'`, xLabel: "step", yLabel: "test loss" },
+    );
+    await writeAtomic(join(dir, "accuracy.svg"), curves);
+    await writeAtomic(join(dir, "loss.svg"), losses);
+    md.push("![test accuracy vs step](accuracy.svg)", "", "![test loss vs step](loss.svg)", "");
+  }
+  const sweep = r.heldOut.flatMap((h) => h.shots);
+  if (sweep.length > 0) {
+    const all = Math.max(...sweep.map((s) => s.shots)) * 4 || 1000;
+    const xOf = (s: number) => (s === 0 ? all : s);
+    const sweepMethods = [...new Set(sweep.map((s) => s.method))];
+    const shotValues = [...new Set(sweep.map((s) => s.shots))].sort((a, b) => xOf(a) - xOf(b));
+    const series = sweepMethods.map((method) => ({
+      label: method,
+      points: shotValues.map((s) =>
+        [
+          xOf(s),
+          average(sweep.filter((x) => x.shots === s && x.method === method).map((x) => x.accuracy)),
+        ] as [number, number]
+      ),
+    }));
+    await writeAtomic(
+      join(dir, "shots.svg"),
+      lineChart(series, {
+        title: "Test accuracy vs images per class",
+        xLabel: "training images per class",
+        yLabel: "test accuracy",
+        yRange: [0, 1],
+        logX: true,
+        xLabels: new Map(shotValues.map((s) => [xOf(s), s === 0 ? "all" : String(s)])),
+      }),
+    );
+    md.push(
+      "## Accuracy vs images per class",
+      "",
+      "![accuracy vs shots](shots.svg)",
+      "",
+      `| images per class | ${sweepMethods.join(" | ")} |`,
+      `| --- | ${sweepMethods.map(() => "---:").join(" | ")} |`,
+      ...shotValues.map((s) =>
+        `| ${s === 0 ? "all" : s} | ${
+          sweepMethods.map((m) =>
+            pm(sweep.filter((x) => x.shots === s && x.method === m).map((x) => x.accuracy))
+          ).join(" | ")
+        } |`
+      ),
+      "",
+    );
+  }
+  if (r.ablations.length > 0) {
+    md.push(
+      "## Ablations",
+      "",
+      "| generator | training tasks accuracy | held-out zero-shot | held-out z-only | training seconds |",
+      "| --- | ---: | ---: | ---: | ---: |",
+      `| tanh output, no hidden layer (the seed's) | ${pct(r.trainedAccuracy)} | ${
+        pm(r.heldOut.map((h) => h.methods.find((m) => m.method === "zero-shot")?.accuracy ?? 0))
+      } | ${pm(r.heldOut.map((h) => h.methods.find((m) => m.method === "z")?.accuracy ?? 0))} | ${
+        r.trainSeconds.toFixed(0)
+      } |`,
+      ...r.ablations.map((a) =>
+        `| ${a.name} | ${pct(a.trainedAccuracy)} | ${pct(a.zeroShot)} | ${pct(a.zOnly)} | ${
+          a.trainSeconds.toFixed(0)
+        } |`
+      ),
+      "",
+    );
+  }
+  const out = join(dir, "report.md");
+  await writeAtomic(out, md.join("\n"));
+  return out;
+}

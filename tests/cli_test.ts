@@ -1,0 +1,180 @@
+/**
+ * End-to-end runs of every subcommand in a temporary folder, through the real command line:
+ * files written, numbers finite, the loss falls, resume is bit-exact, and bad input gets one clear
+ * line and the right exit code.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadSafetensors } from "../src/safetensors.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+
+async function cli(
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-env", join(root, "main.ts"), ...args],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+const TINY = [
+  "--steps",
+  "8",
+  "--tasks-per-step",
+  "2",
+  "--batch",
+  "8",
+  "--eval-every",
+  "0",
+  "--eval-tasks",
+  "2",
+  "--log-every",
+  "1",
+  "--lr",
+  "0.003",
+  "--quiet",
+];
+
+async function metrics(dir: string): Promise<{ kind: string; loss: number }[]> {
+  const text = await Deno.readTextFile(join(dir, "metrics.jsonl"));
+  return text.trim().split("\n").map((l) => JSON.parse(l));
+}
+
+Deno.test("train, adapt, evaluate, export and tasks run end to end", async () => {
+  const dir = await Deno.makeTempDir();
+  const run = join(dir, "run");
+  const trained = await cli("train", ...TINY, "--out", run);
+  assert.equal(trained.code, 0, trained.stderr);
+  for (
+    const f of ["checkpoint.json", "model.safetensors", "optimizer.safetensors", "options.json"]
+  ) {
+    assert.ok((await Deno.stat(join(run, f))).size > 0, f);
+  }
+  const steps = (await metrics(run)).filter((m) => m.kind === "step");
+  assert.equal(steps.length, 8);
+  for (const s of steps) assert.ok(Number.isFinite(s.loss));
+  const first = (steps[0]!.loss + steps[1]!.loss) / 2;
+  const last = (steps[6]!.loss + steps[7]!.loss) / 2;
+  assert.ok(last < first, `loss should fall: first ${first}, last ${last}`);
+
+  const adapted = await cli(
+    "adapt",
+    "--run",
+    run,
+    "--steps",
+    "4",
+    "--eval-every",
+    "2",
+    "--batch",
+    "8",
+    "--methods",
+    "zero-shot,z,full,finetune",
+    "--quiet",
+  );
+  assert.equal(adapted.code, 0, adapted.stderr);
+  assert.match(adapted.stdout, /zero-shot/);
+  assert.match(adapted.stdout, /finetune/);
+  const result = JSON.parse(await Deno.readTextFile(join(run, "adapt", "adapt.json")));
+  assert.equal(result.results.length, 4);
+  for (const r of result.results) {
+    assert.ok(r.accuracy >= 0 && r.accuracy <= 1 && Number.isFinite(r.loss), JSON.stringify(r));
+  }
+  assert.equal(result.results[1].trainable, 100);
+  const zFile = join(run, "adapt", `z_${result.task}.safetensors`);
+  assert.equal((await loadSafetensors(zFile)).tensors.get("z")!.data.length, 100);
+
+  const evaluated = await cli("evaluate", "--run", run, "--quiet");
+  assert.equal(evaluated.code, 0, evaluated.stderr);
+  assert.match(evaluated.stdout, /held-out \(mean z\)/);
+
+  const exported = await cli("export", "--run", run, "--z", zFile, "--out", join(dir, "export"));
+  assert.equal(exported.code, 0, exported.stderr);
+  const names = [...Deno.readDirSync(join(dir, "export"))].map((e) => e.name);
+  assert.ok(names.some((n) => n.endsWith(".safetensors")), names.join(","));
+  assert.ok(names.some((n) => n.endsWith(".json")), names.join(","));
+
+  const tasks = await cli("tasks", "--family", "pairs_reversed");
+  assert.equal(tasks.code, 0, tasks.stderr);
+  assert.match(tasks.stdout, /held-out/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a resumed run ends with bit-identical weights to an uninterrupted one", async () => {
+  const dir = await Deno.makeTempDir();
+  const straight = await cli("train", ...TINY, "--out", join(dir, "a"));
+  assert.equal(straight.code, 0, straight.stderr);
+  const half = await cli("train", ...TINY, "--steps", "4", "--out", join(dir, "b"));
+  assert.equal(half.code, 0, half.stderr);
+  const resumed = await cli(
+    "train",
+    "--resume",
+    "--steps",
+    "8",
+    "--out",
+    join(dir, "b"),
+    "--quiet",
+  );
+  assert.equal(resumed.code, 0, resumed.stderr);
+  const a = await loadSafetensors(join(dir, "a", "model.safetensors"));
+  const b = await loadSafetensors(join(dir, "b", "model.safetensors"));
+  assert.deepEqual([...a.tensors.keys()], [...b.tensors.keys()]);
+  for (const [name, t] of a.tensors) {
+    assert.deepEqual(
+      new Uint8Array(t.data.buffer),
+      new Uint8Array(b.tensors.get(name)!.data.buffer),
+      `${name} differs after resume`,
+    );
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("bad input gets one clear line and the right exit code", async () => {
+  const dir = await Deno.makeTempDir();
+  const cases: { args: string[]; code: number; message: RegExp }[] = [
+    { args: ["train", "--dataset", "imagenet"], code: 2, message: /expected one of mnist/ },
+    { args: ["train", "--target", "resnet"], code: 2, message: /expected one of seed_cnn/ },
+    { args: ["train", "--family", "nope"], code: 2, message: /expected one of one_vs_anchor/ },
+    { args: ["train", "--steps", "-3"], code: 2, message: /--steps/ },
+    { args: ["train", "--bogus"], code: 2, message: /bogus/ },
+    { args: ["frobnicate"], code: 2, message: /unknown command 'frobnicate'/ },
+    { args: ["adapt", "--run", join(dir, "none")], code: 1, message: /checkpoint\.json not found/ },
+    {
+      args: ["train", "--dataset", "cifar100", "--data-dir", dir],
+      code: 1,
+      message: /cifar-100/,
+    },
+    { args: ["train", "--config", join(dir, "missing.json")], code: 2, message: /not found/ },
+  ];
+  for (const c of cases) {
+    const r = await cli(...c.args);
+    assert.equal(r.code, c.code, `${c.args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, c.message, c.args.join(" "));
+    assert.doesNotMatch(r.stderr, /^\s+at /m, `stack trace for ${c.args.join(" ")}`);
+  }
+  // A corrupt checkpoint: truncated model file.
+  const run = join(dir, "run");
+  assert.equal((await cli("train", ...TINY, "--steps", "2", "--out", run)).code, 0);
+  const model = join(run, "model.safetensors");
+  const bytes = await Deno.readFile(model);
+  await Deno.writeFile(model, bytes.subarray(0, bytes.length >> 1));
+  const r = await cli("adapt", "--run", run, "--quiet");
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /model\.safetensors.*truncated/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("every subcommand prints its help", async () => {
+  for (const name of ["train", "adapt", "evaluate", "export", "tasks"]) {
+    const r = await cli(name, "--help");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`Usage: deno task ${name}`));
+  }
+});
