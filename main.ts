@@ -60,6 +60,12 @@ const DATA_FLAGS: Flag[] = [
 const TASK_FLAGS: Flag[] = [
   { flag: "dataset", key: "dataset", kind: "string", values: DATASETS, help: "dataset" },
   ...DATA_FLAGS,
+  {
+    flag: "download",
+    key: "download",
+    kind: "bool",
+    help: "fetch the official archive if missing",
+  },
   { flag: "family", key: "family", kind: "string", values: FAMILIES, help: "task family" },
   { flag: "holdout", key: "holdout", kind: "ints", help: "task indices held out (comma list)" },
   { flag: "holdout-last", key: "holdoutLast", kind: "int", help: "hold out the last K tasks" },
@@ -518,6 +524,7 @@ async function runTasks(
   const dataset = await loadDataset(options.dataset, {
     dataDir: options.dataDir,
     verify: options.verify,
+    download: options.download,
   });
   const family = makeFamily(options.family, dataset.classNames, {
     holdout: options.holdout,

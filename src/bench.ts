@@ -222,6 +222,26 @@ async function nativePeak(): Promise<{ gflops: number; detail: string } | undefi
   return undefined;
 }
 
+/** Images/s of the same step in PyTorch on the CPU (src/peers/torch_step.py); undefined without it. */
+async function torchStep(
+  T: number,
+  B: number,
+): Promise<{ imagesPerSecond: number; detail: string } | undefined> {
+  const script = new URL("./peers/torch_step.py", import.meta.url).pathname;
+  try {
+    const out = await new Deno.Command("/usr/bin/python3", {
+      args: [script, String(T), String(B)],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (!out.success) return undefined;
+    const [rate, version, threads] = new TextDecoder().decode(out.stdout).trim().split(" ");
+    return { imagesPerSecond: Number(rate), detail: `PyTorch ${version}, ${threads} threads` };
+  } catch {
+    return undefined;
+  }
+}
+
 async function cpuName(): Promise<string> {
   try {
     const info = await Deno.readTextFile("/proc/cpuinfo");
@@ -262,6 +282,18 @@ export async function bench(options: { quick: boolean; out: string }): Promise<s
     ...(await convRows(gpu, 16, 32)),
     ...(await stepRows(gpu, options.quick ? [1, 4, 16] : [1, 4, 16, 64], 32)),
   ];
+  const peers: BenchRow[] = [];
+  for (const T of options.quick ? [16] : [1, 16, 64]) {
+    const peer = await torchStep(T, 32);
+    if (!peer) continue;
+    peers.push({
+      group: "peer",
+      name: `seed_cnn T=${T} B=32 ${peer.detail} (CPU)`,
+      seconds: (T * 32) / peer.imagesPerSecond,
+      imagesPerSecond: peer.imagesPerSecond,
+    });
+  }
+  rows.push(...peers);
   const machine = await cpuName();
   const ratio = (t: number) => {
     const b = rows.find((r) => r.name === `seed_cnn T=${t} B=32 batched`);

@@ -33,6 +33,8 @@ export interface TrainOptions {
   dataDir?: string;
   /** Check dataset files against their published sizes and md5 sums. */
   verify: boolean;
+  /** Download the official archive when the dataset is missing (verified by md5). */
+  download?: boolean;
   /** one_vs_anchor (seed Experiment 1), pairs_reversed (Experiment 2) or all_pairs. */
   family: string;
   /** Hold out the last K tasks (default: the family's own held-out task). */
@@ -148,9 +150,12 @@ export interface TrainResult {
 /** Training stopped because the loss became NaN or infinite. */
 export class NonFiniteLossError extends Error {
   /** Names the step and where the last good checkpoint is. */
-  constructor(step: number, dir: string) {
+  constructor(step: number, saved: { dir: string; step: number } | undefined) {
     super(
-      `Loss became non-finite at step ${step}; the last good checkpoint in ${dir} is kept. ` +
+      `Loss became non-finite at step ${step}; ` +
+        (saved
+          ? `the last good checkpoint (step ${saved.step}) in ${saved.dir} is kept. `
+          : `no checkpoint was saved yet (--save-every sets how often). `) +
         `Lower --lr or set --clip`,
     );
     this.name = "NonFiniteLossError";
@@ -211,6 +216,7 @@ export async function train(
   const dataset = await loadDataset(options.dataset, {
     dataDir: options.dataDir,
     verify: options.verify,
+    download: options.download,
   });
   const family = makeFamily(options.family, dataset.classNames, {
     holdoutLast: options.holdoutLast,
@@ -289,8 +295,10 @@ export async function train(
     parameters: net.parameterCount,
     step,
   });
+  let saved = options.resume ? step : 0;
   const save = async (): Promise<void> => {
     await saveRun(gpu, options, { step, state, net, groups });
+    saved = step;
     emit({ kind: "checkpoint", step, dir: options.out });
   };
   let scores: TaskScore[] = [];
@@ -309,7 +317,9 @@ export async function train(
       windowSteps++;
       if (step % options.logEvery === 0 || step === options.steps) {
         const m = await program.readMetrics();
-        if (!Number.isFinite(m.loss)) throw new NonFiniteLossError(step, options.out);
+        if (!Number.isFinite(m.loss)) {
+          throw new NonFiniteLossError(step, saved ? { dir: options.out, step: saved } : undefined);
+        }
         const seconds = (performance.now() - windowStart) / 1000;
         const correct = m.correct.reduce((a, b) => a + b, 0);
         const valid = m.valid.reduce((a, b) => a + b, 0);

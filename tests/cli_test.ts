@@ -159,9 +159,16 @@ Deno.test("bad input gets one clear line and the right exit code", async () => {
     assert.match(r.stderr, c.message, c.args.join(" "));
     assert.doesNotMatch(r.stderr, /^\s+at /m, `stack trace for ${c.args.join(" ")}`);
   }
-  // A corrupt checkpoint: truncated model file.
   const run = join(dir, "run");
   assert.equal((await cli("train", ...TINY, "--steps", "2", "--out", run)).code, 0);
+  // A checkpoint of another architecture: the mismatched tensors are listed.
+  const other = await cli("train", "--resume", "--out", run, "--z-dim", "20", "--quiet");
+  assert.equal(other.code, 1, other.stderr);
+  assert.match(
+    other.stderr,
+    /does not match this architecture: generator\.head\.conv1\.weight\.weight is \[100,400\], expected \[20,400\]/,
+  );
+  // A corrupt checkpoint: truncated model file.
   const model = join(run, "model.safetensors");
   const bytes = await Deno.readFile(model);
   await Deno.writeFile(model, bytes.subarray(0, bytes.length >> 1));
