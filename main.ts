@@ -28,7 +28,7 @@ import {
   PROFILES,
   runExperiment,
 } from "./src/experiment.ts";
-import { writeReport } from "./src/report.ts";
+import { combineReports, writeReport } from "./src/report.ts";
 import { SafetensorsError } from "./src/safetensors.ts";
 import {
   NonFiniteLossError,
@@ -152,13 +152,15 @@ const COMMON: Flag[] = [
 interface Command {
   summary: string;
   flags: Flag[];
-  /** The one positional argument the command takes, if any. */
+  /** The positional argument the command takes, if any. */
   positional?: string;
+  /** Whether the positional argument repeats. */
+  many?: boolean;
   run(
     gpu: () => Promise<Gpu>,
     options: Record<string, unknown>,
     quiet: boolean,
-    positional?: string,
+    positionals: string[],
   ): Promise<void>;
 }
 
@@ -203,9 +205,10 @@ const COMMANDS: Record<string, Command> = {
     run: runExperimentCommand,
   },
   report: {
-    summary: "write report.md with SVG plots from an experiment folder",
-    flags: [],
-    positional: "DIR",
+    summary: "write report.md with SVG plots from experiment folders (--out combines them)",
+    flags: [{ flag: "out", key: "out", kind: "string", help: "one Markdown file for all DIRs" }],
+    positional: "DIR...",
+    many: true,
     run: runReport,
   },
 };
@@ -545,7 +548,7 @@ async function runExperimentCommand(
   getGpuFn: () => Promise<Gpu>,
   given: Record<string, unknown>,
   quiet: boolean,
-  name?: string,
+  [name]: string[],
 ): Promise<void> {
   if (!(EXPERIMENTS as readonly string[]).includes(name ?? "")) {
     throw new UsageError(`unknown experiment '${name}'; expected ${EXPERIMENTS.join(" or ")}`);
@@ -574,11 +577,15 @@ async function runExperimentCommand(
 
 async function runReport(
   _gpu: () => Promise<Gpu>,
-  _given: Record<string, unknown>,
+  given: Record<string, unknown>,
   _quiet: boolean,
-  dir?: string,
+  dirs: string[],
 ): Promise<void> {
-  console.log(`Wrote ${await writeReport(dir!)}`);
+  if (typeof given.out === "string") {
+    console.log(`Wrote ${await combineReports(dirs, given.out)}`);
+    return;
+  }
+  for (const dir of dirs) console.log(`Wrote ${await writeReport(dir)}`);
 }
 
 /** Runs the command line; returns the exit code. */
@@ -601,13 +608,13 @@ export async function main(args: string[]): Promise<number> {
       console.log(usage(name!, cmd));
       return 0;
     }
-    if (positionals.length > (cmd.positional ? 1 : 0)) {
+    if (positionals.length > (cmd.positional ? (cmd.many ? Infinity : 1) : 0)) {
       throw new UsageError(`unexpected argument '${positionals.at(-1)}'`);
     }
     if (cmd.positional && positionals.length === 0) {
       throw new UsageError(`missing ${cmd.positional}`);
     }
-    await cmd.run(getGpu, values, quiet, positionals[0]);
+    await cmd.run(getGpu, values, quiet, positionals);
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Method } from "./adapt.ts";
 import { average, type ExperimentResults, stdDev } from "./experiment.ts";
 import { writeAtomic } from "./safetensors.ts";
@@ -197,6 +197,36 @@ export function verdict(r: ExperimentResults): string[] {
     );
   }
   return lines;
+}
+
+/**
+ * Writes the reports of several experiment folders into one Markdown file, copying their plots
+ * into `<file without .md>/<folder name>/` next to it; returns the file's path.
+ */
+export async function combineReports(dirs: string[], file: string): Promise<string> {
+  const assets = file.replace(/\.md$/, "");
+  const parts: string[] = [
+    "# Results",
+    "",
+    "Every section below was written by `deno task report` from a run of `deno task experiment`; the command that reproduces it is at the top of each section. All accuracies are on test images that training and adaptation never saw.",
+    "",
+  ];
+  for (const dir of dirs) {
+    const report = await writeReport(dir);
+    const name = basename(dir);
+    await Deno.mkdir(join(assets, name), { recursive: true });
+    let text = await Deno.readTextFile(report);
+    for (const svg of ["accuracy.svg", "loss.svg", "shots.svg"]) {
+      const from = join(dir, svg);
+      if (await Deno.stat(from).then(() => true, () => false)) {
+        await Deno.copyFile(from, join(assets, name, svg));
+        text = text.replaceAll(`(${svg})`, `(${basename(assets)}/${name}/${svg})`);
+      }
+    }
+    parts.push(text.replace(/^# /, "## ").replace(/\n## /g, "\n### "), "");
+  }
+  await writeAtomic(file, parts.join("\n"));
+  return file;
 }
 
 /** Writes report.md and its SVG plots into `dir`; returns the report's path. */

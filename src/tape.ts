@@ -17,7 +17,8 @@ import {
   conv2dBackwardInput,
   conv2dBackwardWeight,
 } from "./ops/conv2d.ts";
-import { type Activation, activation, activationBackward } from "./ops/elementwise.ts";
+import type { Activation } from "./ops/activation.ts";
+import { activation, activationBackward } from "./ops/elementwise.ts";
 import { fill } from "./ops/fill.ts";
 import { gatherRows, scatterRowsAdd } from "./ops/gather.ts";
 import { matmul } from "./ops/matmul.ts";

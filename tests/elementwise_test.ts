@@ -1,12 +1,7 @@
 import { equal as assertEquals, throws as assertThrows } from "node:assert/strict";
 import { createTensor } from "../src/gpu/tensor.ts";
-import {
-  type Activation,
-  activation,
-  activationBackward,
-  axpby,
-  biasAdd,
-} from "../src/ops/elementwise.ts";
+import type { Activation } from "../src/ops/activation.ts";
+import { activation, activationBackward, axpby, biasAdd } from "../src/ops/elementwise.ts";
 import * as ref from "./reference/elementwise.ts";
 import { assertClose, finiteDifference, getGpu, runAndRead, uniform, upload } from "./util.ts";
 

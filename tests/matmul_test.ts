@@ -1,6 +1,7 @@
 import { throws } from "node:assert/strict";
 import { Arena, createTensor, read, type Tensor, write } from "../src/gpu/tensor.ts";
-import { type Activation, matmul, type MatmulOptions } from "../src/ops/matmul.ts";
+import type { Activation } from "../src/ops/activation.ts";
+import { matmul, type MatmulOptions } from "../src/ops/matmul.ts";
 import { matmul as matmulRef, transpose } from "./reference/matmul.ts";
 import {
   assertClose,

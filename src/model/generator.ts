@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Activation } from "../ops/elementwise.ts";
+import type { Activation } from "../ops/activation.ts";
 import { Random } from "../random.ts";
 import type { Tape, Var } from "../tape.ts";
 import { standardInitStd, type WeightShape } from "./target.ts";

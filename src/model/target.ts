@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Activation } from "../ops/elementwise.ts";
+import type { Activation } from "../ops/activation.ts";
 import type { Tape, Var } from "../tape.ts";
 
 /** One layer of a target network. */

@@ -9,17 +9,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-
-/** The activations the kernels know; each has a backward computed from its output. */
-export type Activation = "identity" | "relu" | "leaky_relu" | "tanh" | "sigmoid";
-
-const ACTIVATION_CODES: Record<Activation, number> = {
-  identity: 0,
-  relu: 1,
-  leaky_relu: 2,
-  tanh: 3,
-  sigmoid: 4,
-};
+import { type Activation, activationCode } from "./activation.ts";
 
 /** Options of `activation` and `activationBackward`. */
 export interface ActivationOptions {
@@ -242,14 +232,7 @@ function activationParams(options: ActivationOptions): {
   slope: number;
   scale: number;
 } {
-  const code = ACTIVATION_CODES[options.activation];
-  if (code === undefined) {
-    throw new RangeError(
-      `Unknown activation '${options.activation}': expected one of ${
-        Object.keys(ACTIVATION_CODES).join(", ")
-      }`,
-    );
-  }
+  const code = activationCode(options.activation);
   const { slope = 0.01, scale = 1 } = options;
   if (!(Number.isFinite(slope) && slope >= 0)) {
     throw new RangeError(`Leaky relu slope must be a finite number >= 0, got ${slope}`);

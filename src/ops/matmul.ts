@@ -8,17 +8,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-
-/** Activation applied by the fused epilogue. */
-export type Activation = "identity" | "relu" | "leaky_relu" | "tanh" | "sigmoid";
-
-const ACTIVATION_CODES: Record<Activation, number> = {
-  identity: 0,
-  relu: 1,
-  leaky_relu: 2,
-  tanh: 3,
-  sigmoid: 4,
-};
+import { type Activation, activationCode } from "./activation.ts";
 
 /** Options of `matmul`. */
 export interface MatmulOptions {
@@ -96,9 +86,7 @@ export function matmul(
         `'${activation}'${bias ? " and a bias" : ""}`,
     );
   }
-  if (!(activation in ACTIVATION_CODES)) {
-    throw new RangeError(`Unknown activation '${activation}'`);
-  }
+  const act = activationCode(activation);
   for (const [name, t] of [["a", a], ["b", b], ["bias", bias]] as const) {
     if (t && t.buffer === out.buffer) {
       throw new RangeError(`Matmul output must not share a buffer with ${name}`);
@@ -123,7 +111,7 @@ export function matmul(
   const constants: Record<string, number> = {
     TRANS_A: transA ? 1 : 0,
     TRANS_B: transB ? 1 : 0,
-    ACT: ACTIVATION_CODES[activation],
+    ACT: act,
     HAS_BIAS: bias ? 1 : 0,
     ACCUMULATE: accumulate ? 1 : 0,
   };

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { Activation } from "../../src/ops/elementwise.ts";
+import type { Activation } from "../../src/ops/activation.ts";
 
 /** The scalar activation before the output scale. */
 export function act(kind: Activation, x: number, slope = 0.01): number {

@@ -4,8 +4,8 @@
  * @module
  */
 
-/** Activation of the fused epilogue (same names as src/ops/matmul.ts). */
-export type Activation = "identity" | "relu" | "leaky_relu" | "tanh" | "sigmoid";
+import type { Activation } from "../../src/ops/activation.ts";
+import { act } from "./elementwise.ts";
 
 /** Sizes and options of a reference matmul. */
 export interface MatmulReferenceOptions {
@@ -33,22 +33,6 @@ export interface MatmulReferenceOptions {
   accumulateInto?: ArrayLike<number>;
 }
 
-/** act(x) for one value. */
-function activate(x: number, activation: Activation, slope = 0.01): number {
-  switch (activation) {
-    case "identity":
-      return x;
-    case "relu":
-      return Math.max(x, 0);
-    case "leaky_relu":
-      return x > 0 ? x : slope * x;
-    case "tanh":
-      return Math.tanh(x);
-    case "sigmoid":
-      return 1 / (1 + Math.exp(-x));
-  }
-}
-
 /**
  * out[t, i, j] = scale * act(sum_k op(a)[t, i, k] * op(b)[t, k, j] + bias[t, j])
  * (+ accumulateInto[t, i, j]), summed in float64.
@@ -72,7 +56,7 @@ export function matmul(
         }
         if (bias) sum += bias[t * N + j]!;
         const o = (t * M + i) * N + j;
-        out[o] = scale * activate(sum, activation, slope) + (options.accumulateInto?.[o] ?? 0);
+        out[o] = scale * act(activation, sum, slope) + (options.accumulateInto?.[o] ?? 0);
       }
     }
   }
