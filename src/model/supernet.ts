@@ -49,7 +49,10 @@ export interface SuperNetConfig {
 
 /** A config with the seed's defaults filled in. */
 export function superNetConfig(
-  partial: Partial<SuperNetConfig> & Pick<SuperNetConfig, "inputShape" | "tasks">,
+  partial:
+    & Partial<Omit<SuperNetConfig, "generator">>
+    & Pick<SuperNetConfig, "inputShape" | "tasks">
+    & { generator?: Partial<GeneratorConfig> },
 ): SuperNetConfig {
   const generator = { ...DEFAULT_GENERATOR, ...partial.generator };
   return {
