@@ -242,6 +242,22 @@ async function torchStep(
   }
 }
 
+/** Images/s of the same step in TensorFlow.js on WebGPU (src/peers/tfjs_step.ts), same adapter. */
+async function tfjsStep(
+  T: number,
+  B: number,
+): Promise<{ imagesPerSecond: number; detail: string } | undefined> {
+  const script = new URL("./peers/tfjs_step.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-lock", script, String(T), String(B)],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  if (!out.success) return undefined;
+  const [rate, version] = new TextDecoder().decode(out.stdout).trim().split(" ");
+  return { imagesPerSecond: Number(rate), detail: `TensorFlow.js ${version} WebGPU` };
+}
+
 async function cpuName(): Promise<string> {
   try {
     const info = await Deno.readTextFile("/proc/cpuinfo");
@@ -284,14 +300,20 @@ export async function bench(options: { quick: boolean; out: string }): Promise<s
   ];
   const peers: BenchRow[] = [];
   for (const T of options.quick ? [16] : [1, 16, 64]) {
-    const peer = await torchStep(T, 32);
-    if (!peer) continue;
-    peers.push({
-      group: "peer",
-      name: `seed_cnn T=${T} B=32 ${peer.detail} (CPU)`,
-      seconds: (T * 32) / peer.imagesPerSecond,
-      imagesPerSecond: peer.imagesPerSecond,
-    });
+    for (
+      const [peer, where] of [[await torchStep(T, 32), "CPU"], [
+        await tfjsStep(T, 32),
+        "same adapter",
+      ]] as const
+    ) {
+      if (!peer) continue;
+      peers.push({
+        group: "peer",
+        name: `seed_cnn T=${T} B=32 ${peer.detail} (${where})`,
+        seconds: (T * 32) / peer.imagesPerSecond,
+        imagesPerSecond: peer.imagesPerSecond,
+      });
+    }
   }
   rows.push(...peers);
   const machine = await cpuName();
