@@ -16,8 +16,8 @@ import {
   Z_INITS,
 } from "./src/adapt.ts";
 import { CheckpointError, loadCheckpoint } from "./src/checkpoint.ts";
-import { DataError, DATASETS, loadDataset } from "./src/data/dataset.ts";
-import { FAMILIES, makeFamily } from "./src/data/tasks.ts";
+import { DataError, DATASETS } from "./src/data/dataset.ts";
+import { FAMILIES } from "./src/data/tasks.ts";
 import { getGpu, type Gpu, GpuUnavailableError } from "./src/gpu/device.ts";
 import { TARGETS } from "./src/model/target.ts";
 import { OPTIMIZERS, SCHEDULES } from "./src/optim.ts";
@@ -31,6 +31,7 @@ import {
 import { combineReports, writeReport } from "./src/report.ts";
 import { SafetensorsError } from "./src/safetensors.ts";
 import {
+  loadTasks,
   NonFiniteLossError,
   train,
   TRAIN_DEFAULTS,
@@ -524,15 +525,7 @@ async function runTasks(
   given: Record<string, unknown>,
 ): Promise<void> {
   const options = { ...TRAIN_DEFAULTS, ...given } as TrainOptions;
-  const dataset = await loadDataset(options.dataset, {
-    dataDir: options.dataDir,
-    verify: options.verify,
-    download: options.download,
-  });
-  const family = makeFamily(options.family, dataset.classNames, {
-    holdout: options.holdout,
-    holdoutLast: options.holdoutLast,
-  });
+  const { dataset, family } = await loadTasks(options);
   const held = new Set(family.heldOut);
   const excluded = new Set(family.excluded);
   for (const [i, t] of family.tasks.entries()) {

@@ -11,39 +11,19 @@ import { run } from "./gpu/kernel.ts";
 import { readMany, tensorFrom } from "./gpu/tensor.ts";
 import { generatorForward } from "./model/generator.ts";
 import type { SuperNet } from "./model/supernet.ts";
-import type { TargetSpec } from "./model/target.ts";
+import type { Layer, TargetSpec } from "./model/target.ts";
 import { type NamedTensor, saveSafetensors, writeAtomic } from "./safetensors.ts";
 import { Tape, type Var } from "./tape.ts";
 
 /** Version of the JSON description's layout. */
 export const EXPORT_FORMAT_VERSION = 1;
 
-/** One layer of an exported network, as the JSON description lists it. */
-export type ExportedLayer =
-  | {
-    kind: "conv";
-    /** Prefix of its tensors: `${name}.weight` [O, C, k, k] and `${name}.bias` [O]. */
-    name: string;
-    inChannels: number;
-    outChannels: number;
-    kernel: number;
-    stride: number;
-    padding: number;
-    activation: string;
-    /** Negative slope, for leaky_relu only. */
-    slope?: number;
-  }
-  | { kind: "flatten" }
-  | {
-    kind: "linear";
-    /** Prefix of its tensors: `${name}.weight` [out, in] and `${name}.bias` [out]. */
-    name: string;
-    inFeatures: number;
-    outFeatures: number;
-    activation: string;
-    /** Negative slope, for leaky_relu only. */
-    slope?: number;
-  };
+/**
+ * One layer of an exported network, as the JSON description lists it: the target's own layer
+ * (conv tensors `${name}.weight` [O, C, k, k] and `${name}.bias` [O]; linear `${name}.weight`
+ * [out, in] and `${name}.bias` [out]) plus the negative slope for leaky_relu.
+ */
+export type ExportedLayer = Layer & { slope?: number };
 
 /** The JSON description written beside the weights. */
 export interface ExportedArchitecture {

@@ -206,13 +206,13 @@ export function spread<T>(items: readonly T[], limit: number): T[] {
   return Array.from({ length: limit }, (_, i) => items[Math.floor((i * items.length) / limit)]!);
 }
 
-/** Runs (or resumes) training; `onEvent` receives progress; `signal` stops it cleanly. */
-export async function train(
-  gpu: Gpu,
-  options: TrainOptions,
-  hooks: { onEvent?: (e: TrainEvent) => void; signal?: AbortSignal } = {},
-): Promise<TrainResult> {
-  const started = performance.now();
+/** The dataset and task family that training options name. */
+export async function loadTasks(
+  options: Pick<
+    TrainOptions,
+    "dataset" | "dataDir" | "verify" | "download" | "family" | "holdout" | "holdoutLast"
+  >,
+): Promise<{ dataset: Dataset; family: TaskFamily }> {
   const dataset = await loadDataset(options.dataset, {
     dataDir: options.dataDir,
     verify: options.verify,
@@ -222,6 +222,17 @@ export async function train(
     holdoutLast: options.holdoutLast,
     holdout: options.holdout,
   });
+  return { dataset, family };
+}
+
+/** Runs (or resumes) training; `onEvent` receives progress; `signal` stops it cleanly. */
+export async function train(
+  gpu: Gpu,
+  options: TrainOptions,
+  hooks: { onEvent?: (e: TrainEvent) => void; signal?: AbortSignal } = {},
+): Promise<TrainResult> {
+  const started = performance.now();
+  const { dataset, family } = await loadTasks(options);
   const config = modelConfig(options, dataset, family.tasks.length);
   const net = SuperNet.create(gpu, config);
   const schedule = {
