@@ -1,0 +1,793 @@
+// 2D convolution (cross-correlation, as PyTorch's conv2d) batched over tasks that each have
+// their own weights, and its three backward kernels. Reference: tests/reference/conv2d.ts.
+//
+// Layout, row-major: x [T, B, C, H, W], weight [T, O, C, k, k], bias [T, O],
+// y [T, B, O, Ho, Wo] with Ho = (H + 2 pad - k) / stride + 1 (same for Wo). Workgroups are
+// numbered linearly on a 2D grid (id = wid.x + wid.y * nwg.x) and never mix tasks.
+//
+// Tiling, written for llvmpipe, which runs 8 invocations as one 8-wide SIMD vector and turns
+// every storage or workgroup load into a loop over the 8 lanes (about 50 FMAs' worth, whatever
+// its width), while an indexed read of a private array is a cheap branch-free gather. So the
+// tiled kernels load input rows as vec4 "windows" into private arrays and pick the values of
+// every tap out of them, and keep 16 channels x 8 pixels (or 16 channels x 4 taps) per
+// invocation in mat4x4 registers (columns = 4 consecutive channels):
+//   forward          invocation = 2 output rows x 4 output columns x 16 output channels; per
+//                    (c, ky) it loads one window per row, covering all k taps of its 4 columns.
+//   backward_input   the same for dx, over the stride^2 phases of input pixels (only taps with
+//                    ky = (iy + pad) mod stride contribute), so each phase is a stride-1 problem.
+//   backward_weight  invocation = one (c, ky) and 4 or 8 taps kx x 16 output channels, summing over
+//                    its slice of (b, oy, 4 output columns) quads; 4 slices per workgroup are
+//                    added in a fixed order at the end, so the sum is deterministic.
+// Weights of the forward and backward_input kernels are staged in workgroup memory as vec4s of 4
+// channels (in chunks of input or output channels when they do not fit). Loops over the
+// register blocks are written out: llvmpipe does not unroll loops bounded by override constants.
+// src/ops/conv2d.ts falls back to the naive kernels where a window or the weights do not fit.
+//
+// The *_naive entry points compute one output per invocation; forward_naive is the baseline of
+// tests/conv2d_bench.ts.
+
+struct Params {
+  tasks: u32,
+  batch: u32,
+  cin: u32,
+  h: u32,
+  w: u32,
+  cout: u32,
+  k: u32,
+  ho: u32,
+  wo: u32,
+  stride: u32,
+  pad: u32,
+  // Per-entry block counts (see each entry point).
+  blocks_a: u32,
+  blocks_b: u32,
+  slope: f32,
+}
+
+// 0 identity, 1 relu, 2 leaky_relu, 3 tanh, 4 sigmoid (forward only).
+override ACT: u32 = 0u;
+// Stride of the forward and backward_weight kernels, a constant so that the window values of
+// the 4 output columns sit at constant positions.
+override STRIDE: u32 = 1u;
+// Backward kernels: false => out = grad, true => out += grad.
+override ACCUMULATE: bool = false;
+// backward_weight: Wo and Ho * Wo are multiples of 4, so every 4-column quad of dy is one
+// aligned vec4.
+override DY_ALIGNED: bool = false;
+// forward: an invocation takes 4 output rows instead of 2, halving the weight loads per FMA; for
+// Ho >= 8 (fewer rows would leave invocations idle).
+override TALL: bool = false;
+// backward_weight: an invocation takes 8 taps kx (two windows) instead of 4, halving the loads of
+// dy per FMA; for k > 4.
+override WIDE_TAPS: bool = false;
+// backward_input: an invocation takes 8 columns instead of 4 (one window still covers them when
+// a phase has at most 6 taps along x), halving the loads per FMA; for phase grids >= 8 wide.
+override WIDE_COLUMNS: bool = false;
+
+const WG: u32 = 64u;
+// vec4s of staged weights (32 KB).
+const WSM: u32 = 2048u;
+// backward_weight: elements (c, ky, 4 taps) per workgroup x reduction slices = WG.
+const EL: u32 = 16u;
+const RS: u32 = 4u;
+
+// Binding 0 is the tensor read through windows (x in forward and backward_weight, dy in
+// backward_input); the naive kernels read it as floats. No entry point uses both views.
+@group(0) @binding(0) var<storage, read> src4: array<vec4f>;
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+var<workgroup> wsm: array<vec4f, WSM>;
+
+fn activate(v: f32) -> f32 {
+  switch ACT {
+    case 1u: { return max(v, 0.0); }
+    case 2u: { return select(v * p.slope, v, v > 0.0); }
+    case 3u: {
+      // tanh from exp(-2|v|), which cannot overflow.
+      let e = exp(-2.0 * abs(v));
+      return sign(v) * (1.0 - e) / (1.0 + e);
+    }
+    case 4u: { return 1.0 / (1.0 + exp(-v)); }
+    default: { return v; }
+  }
+}
+
+// q with the lanes whose column (col + 0..3) is outside [0, width), or all if the row is not
+// ok, set to 0.
+fn masked(q: vec4f, col: i32, ok: bool, width: i32) -> vec4f {
+  let c = vec4i(col) + vec4i(0, 1, 2, 3);
+  return select(vec4f(), q, vec4<bool>(ok) & (c >= vec4i(0)) & (c < vec4i(width)));
+}
+
+// (lo, hi) shifted left by m < 4 lanes: the 4 values starting at lane m of lo.
+fn shift(lo: vec4f, hi: vec4f, m: u32) -> vec4f {
+  let m01 = select(vec4f(lo.yzw, hi.x), lo, m == 0u);
+  let m23 = select(vec4f(lo.w, hi.xyz), vec4f(lo.zw, hi.xy), m == 2u);
+  return select(m23, m01, m < 2u);
+}
+
+// A row window: value i (column i of the window) is src[at + i] for i < 13, read as 4 aligned
+// vec4s and shifted into place; value i is win[i / 4][i % 4]. Values of columns col + i outside
+// [0, width), or of a row that is not ok, read as 0. A negative index wraps to a huge one, which
+// robust buffer access reads as 0 or clamps; such values are masked either way.
+fn window(at: i32, col: i32, ok: bool, width: i32) -> mat4x4f {
+  let first = at >> 2u;
+  let m = u32(at & 3);
+  let c = col - i32(m);
+  let a = masked(src4[u32(first)], c, ok, width);
+  let b = masked(src4[u32(first + 1)], c + 4, ok, width);
+  let d = masked(src4[u32(first + 2)], c + 8, ok, width);
+  let e = masked(src4[u32(first + 3)], c + 12, ok, width);
+  return mat4x4f(shift(a, b, m), shift(b, d, m), shift(d, e, m), shift(e, vec4f(), m));
+}
+
+// The window one column further: value i becomes value i + 1.
+fn advance(win: mat4x4f) -> mat4x4f {
+  return mat4x4f(vec4f(win[0].yzw, win[1].x), vec4f(win[1].yzw, win[2].x),
+                 vec4f(win[2].yzw, win[3].x), vec4f(win[3].yzw, 0.0));
+}
+
+// Value i of a window; i must be a constant expression (after override constants are set), so
+// that this is a register move and not an indexed load.
+fn value(win: mat4x4f, i: u32) -> f32 {
+  return win[i / 4u][i % 4u];
+}
+
+// Values i, i + STRIDE, i + 2 STRIDE, i + 3 STRIDE: tap i of 4 output columns.
+fn pick(win: mat4x4f, i: u32) -> vec4f {
+  return vec4f(value(win, i), value(win, i + STRIDE), value(win, i + 2u * STRIDE),
+               value(win, i + 3u * STRIDE));
+}
+
+// Stages weight[t, o0 + 0..15, c, tap] for c in [cs, ce) as wsm[((c - cs) k^2 + tap) 4 + v] =
+// channels o0 + 4v .. o0 + 4v + 3 (the last channel repeated past O).
+fn stage_forward_weights(t: u32, o0: u32, cs: u32, ce: u32, lid: u32) {
+  let kk = p.k * p.k;
+  let ckk = p.cin * kk;
+  for (var i = lid; i < (ce - cs) * kk * 4u; i += WG) {
+    let o = min(vec4u(o0 + 4u * (i % 4u)) + vec4u(0u, 1u, 2u, 3u), vec4u(p.cout - 1u));
+    let wi = (t * p.cout + o) * ckk + cs * kk + i / 4u;
+    wsm[i] = vec4f(weight[wi.x], weight[wi.y], weight[wi.z], weight[wi.w]);
+  }
+}
+
+fn staged(i: u32) -> mat4x4f {
+  return mat4x4f(wsm[i], wsm[i + 1u], wsm[i + 2u], wsm[i + 3u]);
+}
+
+// y[t, b, o0 + 0..15, oy, ox] = act(a + bias) where in range.
+fn store_y(t: u32, b: u32, oy: u32, ox: u32, o0: u32, a: mat4x4f) {
+  if (oy >= p.ho || ox >= p.wo) {
+    return;
+  }
+  let plane = p.ho * p.wo;
+  let base = (t * p.batch + b) * p.cout * plane + oy * p.wo + ox;
+  for (var v = 0u; v < 4u; v++) {
+    for (var j = 0u; j < 4u; j++) {
+      let o = o0 + 4u * v + j;
+      if (o < p.cout) {
+        y[base + o * plane] = activate(a[v][j] + bias[t * p.cout + o]);
+      }
+    }
+  }
+}
+
+// Forward, tiled. Workgroup g = (t, channel block of 16, pixel block), pixel block fastest;
+// invocation q = (b, 2-row tile, 4-column tile) of task t.
+// blocks_a = ceil(B * ceil(Ho / 2) * ceil(Wo / 4) / 64), blocks_b = ceil(O / 16).
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+           @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  let t = g / (p.blocks_a * p.blocks_b);
+  if (t >= p.tasks) {
+    return;
+  }
+  let o0 = ((g / p.blocks_a) % p.blocks_b) * 16u;
+  let tiles_x = (p.wo + 3u) / 4u;
+  let rows = select(2u, 4u, TALL);
+  let tiles_y = (p.ho + rows - 1u) / rows;
+  let n = p.batch * tiles_y * tiles_x;
+  let q = (g % p.blocks_a) * WG + lid;
+  let qc = min(q, n - 1u);
+  let b = qc / (tiles_x * tiles_y);
+  let oy = ((qc / tiles_x) % tiles_y) * rows;
+  let ox = (qc % tiles_x) * 4u;
+  let s = STRIDE;
+  let height = i32(p.h);
+  let width = i32(p.w);
+  let col = i32(ox * s) - i32(p.pad);
+  let kk = p.k * p.k;
+  let chunk = max(1u, WSM / (4u * kk));
+  // Taps per window: the 4 columns' taps kx0 .. kx0 + taps - 1 span 3 stride + taps values.
+  let taps = 13u - 3u * s;
+  var a00 = mat4x4f();
+  var a01 = mat4x4f();
+  var a02 = mat4x4f();
+  var a03 = mat4x4f();
+  var a10 = mat4x4f();
+  var a11 = mat4x4f();
+  var a12 = mat4x4f();
+  var a13 = mat4x4f();
+  var a20 = mat4x4f();
+  var a21 = mat4x4f();
+  var a22 = mat4x4f();
+  var a23 = mat4x4f();
+  var a30 = mat4x4f();
+  var a31 = mat4x4f();
+  var a32 = mat4x4f();
+  var a33 = mat4x4f();
+  for (var cs = 0u; cs < p.cin; cs += chunk) {
+    let ce = min(cs + chunk, p.cin);
+    workgroupBarrier();
+    stage_forward_weights(t, o0, cs, ce, lid);
+    workgroupBarrier();
+    for (var c = cs; c < ce; c++) {
+      let plane = i32(((t * p.batch + b) * p.cin + c) * p.h * p.w);
+      for (var ky = 0u; ky < p.k; ky++) {
+        let iy0 = i32(oy * s + ky) - i32(p.pad);
+        let iy1 = iy0 + i32(s);
+        let iy2 = iy1 + i32(s);
+        let iy3 = iy2 + i32(s);
+        let at0 = plane + clamp(iy0, 0, height - 1) * width + col;
+        let at1 = plane + clamp(iy1, 0, height - 1) * width + col;
+        let at2 = plane + clamp(iy2, 0, height - 1) * width + col;
+        let at3 = plane + clamp(iy3, 0, height - 1) * width + col;
+        let ok0 = iy0 >= 0 && iy0 < height;
+        let ok1 = iy1 >= 0 && iy1 < height;
+        let ok2 = iy2 >= 0 && iy2 < height;
+        let ok3 = iy3 >= 0 && iy3 < height;
+        let row = ((c - cs) * kk + ky * p.k) * 4u;
+        for (var kx0 = 0u; kx0 < p.k; kx0 += taps) {
+          var win0 = window(at0 + i32(kx0), col + i32(kx0), ok0, width);
+          var win1 = window(at1 + i32(kx0), col + i32(kx0), ok1, width);
+          var win2 = mat4x4f();
+          var win3 = mat4x4f();
+          if (TALL) {
+            win2 = window(at2 + i32(kx0), col + i32(kx0), ok2, width);
+            win3 = window(at3 + i32(kx0), col + i32(kx0), ok3, width);
+          }
+          for (var kx = kx0; kx < min(kx0 + taps, p.k); kx++) {
+            let wm = staged(row + 4u * kx);
+            let x0 = pick(win0, 0u);
+            let x1 = pick(win1, 0u);
+            win0 = advance(win0);
+            win1 = advance(win1);
+            a00 += wm * x0.x;
+            a01 += wm * x0.y;
+            a02 += wm * x0.z;
+            a03 += wm * x0.w;
+            a10 += wm * x1.x;
+            a11 += wm * x1.y;
+            a12 += wm * x1.z;
+            a13 += wm * x1.w;
+            if (TALL) {
+              let x2 = pick(win2, 0u);
+              let x3 = pick(win3, 0u);
+              win2 = advance(win2);
+              win3 = advance(win3);
+              a20 += wm * x2.x;
+              a21 += wm * x2.y;
+              a22 += wm * x2.z;
+              a23 += wm * x2.w;
+              a30 += wm * x3.x;
+              a31 += wm * x3.y;
+              a32 += wm * x3.z;
+              a33 += wm * x3.w;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (q >= n) {
+    return;
+  }
+  store_y(t, b, oy, ox, o0, a00);
+  store_y(t, b, oy, ox + 1u, o0, a01);
+  store_y(t, b, oy, ox + 2u, o0, a02);
+  store_y(t, b, oy, ox + 3u, o0, a03);
+  store_y(t, b, oy + 1u, ox, o0, a10);
+  store_y(t, b, oy + 1u, ox + 1u, o0, a11);
+  store_y(t, b, oy + 1u, ox + 2u, o0, a12);
+  store_y(t, b, oy + 1u, ox + 3u, o0, a13);
+  if (TALL) {
+    store_y(t, b, oy + 2u, ox, o0, a20);
+    store_y(t, b, oy + 2u, ox + 1u, o0, a21);
+    store_y(t, b, oy + 2u, ox + 2u, o0, a22);
+    store_y(t, b, oy + 2u, ox + 3u, o0, a23);
+    store_y(t, b, oy + 3u, ox, o0, a30);
+    store_y(t, b, oy + 3u, ox + 1u, o0, a31);
+    store_y(t, b, oy + 3u, ox + 2u, o0, a32);
+    store_y(t, b, oy + 3u, ox + 3u, o0, a33);
+  }
+}
+
+// Forward, naive: one output element per invocation, linear index over [T, B, O, Ho, Wo].
+@compute @workgroup_size(WG)
+fn forward_naive(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let plane = p.ho * p.wo;
+  if (i >= p.tasks * p.batch * p.cout * plane) {
+    return;
+  }
+  let pix = i % plane;
+  let o = (i / plane) % p.cout;
+  let tb = i / (plane * p.cout);
+  let t = tb / p.batch;
+  let oy = pix / p.wo;
+  let ox = pix % p.wo;
+  var s = bias[t * p.cout + o];
+  for (var c = 0u; c < p.cin; c++) {
+    for (var ky = 0u; ky < p.k; ky++) {
+      for (var kx = 0u; kx < p.k; kx++) {
+        let iy = i32(oy * p.stride + ky) - i32(p.pad);
+        let ix = i32(ox * p.stride + kx) - i32(p.pad);
+        if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+          let xi = ((tb * p.cin + c) * p.h + u32(iy)) * p.w + u32(ix);
+          let wi = (((t * p.cout + o) * p.cin + c) * p.k + ky) * p.k + kx;
+          s += src[xi] * weight[wi];
+        }
+      }
+    }
+  }
+  y[i] = activate(s);
+}
+
+// Backward to the input: dx[t, b, c, iy, ix] = sum over o, ky, kx of
+// dy[t, b, o, oy, ox] * weight[t, o, c, ky, kx] where iy = oy * stride - pad + ky (same for x).
+// src4 / src = dy here.
+@group(0) @binding(1) var<storage, read> bi_weight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bi_dx: array<f32>;
+@group(0) @binding(3) var<uniform> bi_p: Params;
+
+// Stages weight[t, o, c0 + 0..15, tap] for o in [os, oe) as wsm[((o - os) k^2 + tap) 4 + v] =
+// channels c0 + 4v .. c0 + 4v + 3 (the last channel repeated past C).
+fn stage_input_weights(t: u32, c0: u32, os: u32, oe: u32, lid: u32) {
+  let kk = bi_p.k * bi_p.k;
+  for (var i = lid; i < (oe - os) * kk * 4u; i += WG) {
+    let c = min(vec4u(c0 + 4u * (i % 4u)) + vec4u(0u, 1u, 2u, 3u), vec4u(bi_p.cin - 1u));
+    let e = i / 4u;
+    let o = os + e / kk;
+    let wi = ((t * bi_p.cout + o) * bi_p.cin + c) * kk + e % kk;
+    wsm[i] = vec4f(bi_weight[wi.x], bi_weight[wi.y], bi_weight[wi.z], bi_weight[wi.w]);
+  }
+}
+
+// dx[t, b, c0 + 0..15, iy, ix] (+)= a where in range.
+fn store_dx(t: u32, b: u32, iy: u32, ix: u32, c0: u32, a: mat4x4f) {
+  if (iy >= bi_p.h || ix >= bi_p.w) {
+    return;
+  }
+  let plane = bi_p.h * bi_p.w;
+  let base = (t * bi_p.batch + b) * bi_p.cin * plane + iy * bi_p.w + ix;
+  for (var v = 0u; v < 4u; v++) {
+    for (var j = 0u; j < 4u; j++) {
+      let c = c0 + 4u * v + j;
+      if (c < bi_p.cin) {
+        if (ACCUMULATE) {
+          bi_dx[base + c * plane] += a[v][j];
+        } else {
+          bi_dx[base + c * plane] = a[v][j];
+        }
+      }
+    }
+  }
+}
+
+// Backward input, tiled. Input pixels split into stride^2 phases (fy, fx) = ((iy + pad) mod s,
+// (ix + pad) mod s); in phase (fy, fx) only taps ky = fy + s uy, kx = fx + s ux contribute, with
+// oy = (iy + pad - ky) / s. A phase's pixels iy = iy_first + s jy form a grid in which the
+// output rows / columns of consecutive taps are consecutive, so a window of dy covers them.
+// Workgroup g = (t, phase, channel block of 16, pixel block), pixel block fastest; invocation
+// = (b, 2-row tile, 4-column tile) of the phase grid ceil(H / s) x ceil(W / s).
+// blocks_a = ceil(B * ceil(ceil(H / s) / 2) * ceil(ceil(W / s) / 4) / 64),
+// blocks_b = ceil(C / 16).
+@compute @workgroup_size(WG)
+fn backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                  @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  let s = bi_p.stride;
+  let t = g / (s * s * bi_p.blocks_b * bi_p.blocks_a);
+  if (t >= bi_p.tasks) {
+    return;
+  }
+  let phase = (g / (bi_p.blocks_b * bi_p.blocks_a)) % (s * s);
+  let fy = phase / s;
+  let fx = phase % s;
+  let c0 = ((g / bi_p.blocks_a) % bi_p.blocks_b) * 16u;
+  let ny = (bi_p.h + s - 1u) / s;
+  let nx = (bi_p.w + s - 1u) / s;
+  let cols = select(4u, 8u, WIDE_COLUMNS);
+  let tiles_x = (nx + cols - 1u) / cols;
+  let tiles_y = (ny + 1u) / 2u;
+  let n = bi_p.batch * tiles_y * tiles_x;
+  let q = (g % bi_p.blocks_a) * WG + lid;
+  let qc = min(q, n - 1u);
+  let b = qc / (tiles_x * tiles_y);
+  let jy = ((qc / tiles_x) % tiles_y) * 2u;
+  let jx = (qc % tiles_x) * cols;
+  // First input row / column of the phase, and the output row / column of its first tap.
+  let first_y = (fy + s - bi_p.pad % s) % s;
+  let first_x = (fx + s - bi_p.pad % s) % s;
+  let oy_first = i32((first_y + bi_p.pad - fy) / s);
+  let ox_first = i32((first_x + bi_p.pad - fx) / s);
+  // Taps of the phase along each axis.
+  let nky = select(0u, (bi_p.k - fy + s - 1u) / s, fy < bi_p.k);
+  let nkx = select(0u, (bi_p.k - fx + s - 1u) / s, fx < bi_p.k);
+  let height = i32(bi_p.ho);
+  let width = i32(bi_p.wo);
+  let kk = bi_p.k * bi_p.k;
+  let chunk = max(1u, WSM / (4u * kk));
+  // Taps ux per window: the pixels' taps u0 .. u1 - 1 read dy columns ox_first + jx + j - ux,
+  // which span u1 - u0 + cols - 1 values.
+  let taps = 14u - cols;
+  var a00 = mat4x4f();
+  var a01 = mat4x4f();
+  var a02 = mat4x4f();
+  var a03 = mat4x4f();
+  var a04 = mat4x4f();
+  var a05 = mat4x4f();
+  var a06 = mat4x4f();
+  var a07 = mat4x4f();
+  var a10 = mat4x4f();
+  var a11 = mat4x4f();
+  var a12 = mat4x4f();
+  var a13 = mat4x4f();
+  var a14 = mat4x4f();
+  var a15 = mat4x4f();
+  var a16 = mat4x4f();
+  var a17 = mat4x4f();
+  for (var os = 0u; os < bi_p.cout; os += chunk) {
+    let oe = min(os + chunk, bi_p.cout);
+    workgroupBarrier();
+    stage_input_weights(t, c0, os, oe, lid);
+    workgroupBarrier();
+    for (var o = os; o < oe; o++) {
+      let plane = i32(((t * bi_p.batch + b) * bi_p.cout + o) * bi_p.ho * bi_p.wo);
+      for (var uy = 0u; uy < nky; uy++) {
+        let oy0 = oy_first + i32(jy) - i32(uy);
+        let oy1 = oy0 + 1;
+        let r0 = plane + clamp(oy0, 0, height - 1) * width;
+        let r1 = plane + clamp(oy1, 0, height - 1) * width;
+        let ok0 = oy0 >= 0 && oy0 < height;
+        let ok1 = oy1 >= 0 && oy1 < height;
+        let row = ((o - os) * kk + (fy + s * uy) * bi_p.k + fx) * 4u;
+        for (var u0 = 0u; u0 < nkx; u0 += taps) {
+          // Tap ux reads window values u1 - 1 - ux + j: the window advances as ux decreases.
+          let u1 = min(u0 + taps, nkx);
+          let col = ox_first + i32(jx) - i32(u1) + 1;
+          var win0 = window(r0 + col, col, ok0, width);
+          var win1 = window(r1 + col, col, ok1, width);
+          for (var ux = u1; ux > u0; ux--) {
+            let wm = staged(row + 4u * s * (ux - 1u));
+            let d0 = win0[0];
+            let d1 = win1[0];
+            a00 += wm * d0.x;
+            a01 += wm * d0.y;
+            a02 += wm * d0.z;
+            a03 += wm * d0.w;
+            a10 += wm * d1.x;
+            a11 += wm * d1.y;
+            a12 += wm * d1.z;
+            a13 += wm * d1.w;
+            if (WIDE_COLUMNS) {
+              let e0 = win0[1];
+              let e1 = win1[1];
+              a04 += wm * e0.x;
+              a05 += wm * e0.y;
+              a06 += wm * e0.z;
+              a07 += wm * e0.w;
+              a14 += wm * e1.x;
+              a15 += wm * e1.y;
+              a16 += wm * e1.z;
+              a17 += wm * e1.w;
+            }
+            win0 = advance(win0);
+            win1 = advance(win1);
+          }
+        }
+      }
+    }
+  }
+  if (q >= n) {
+    return;
+  }
+  let iy = first_y + s * jy;
+  let ix = first_x + s * jx;
+  store_dx(t, b, iy, ix, c0, a00);
+  store_dx(t, b, iy, ix + s, c0, a01);
+  store_dx(t, b, iy, ix + 2u * s, c0, a02);
+  store_dx(t, b, iy, ix + 3u * s, c0, a03);
+  store_dx(t, b, iy + s, ix, c0, a10);
+  store_dx(t, b, iy + s, ix + s, c0, a11);
+  store_dx(t, b, iy + s, ix + 2u * s, c0, a12);
+  store_dx(t, b, iy + s, ix + 3u * s, c0, a13);
+  if (WIDE_COLUMNS) {
+    store_dx(t, b, iy, ix + 4u * s, c0, a04);
+    store_dx(t, b, iy, ix + 5u * s, c0, a05);
+    store_dx(t, b, iy, ix + 6u * s, c0, a06);
+    store_dx(t, b, iy, ix + 7u * s, c0, a07);
+    store_dx(t, b, iy + s, ix + 4u * s, c0, a14);
+    store_dx(t, b, iy + s, ix + 5u * s, c0, a15);
+    store_dx(t, b, iy + s, ix + 6u * s, c0, a16);
+    store_dx(t, b, iy + s, ix + 7u * s, c0, a17);
+  }
+}
+
+// Backward input, naive: one dx element per invocation, linear index over [T, B, C, H, W].
+@compute @workgroup_size(WG)
+fn backward_input_naive(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let hw = bi_p.h * bi_p.w;
+  if (i >= bi_p.tasks * bi_p.batch * bi_p.cin * hw) {
+    return;
+  }
+  let iy = (i % hw) / bi_p.w;
+  let ix = i % bi_p.w;
+  let c = (i / hw) % bi_p.cin;
+  let tb = i / (hw * bi_p.cin);
+  let t = tb / bi_p.batch;
+  var sum = 0.0;
+  for (var o = 0u; o < bi_p.cout; o++) {
+    for (var ky = 0u; ky < bi_p.k; ky++) {
+      for (var kx = 0u; kx < bi_p.k; kx++) {
+        let ny = i32(iy + bi_p.pad) - i32(ky);
+        let nx = i32(ix + bi_p.pad) - i32(kx);
+        let s = i32(bi_p.stride);
+        if (ny >= 0 && nx >= 0 && ny % s == 0 && nx % s == 0 && ny / s < i32(bi_p.ho) &&
+            nx / s < i32(bi_p.wo)) {
+          let di = ((tb * bi_p.cout + o) * bi_p.ho + u32(ny / s)) * bi_p.wo + u32(nx / s);
+          let wi = (((t * bi_p.cout + o) * bi_p.cin + c) * bi_p.k + ky) * bi_p.k + kx;
+          sum += src[di] * bi_weight[wi];
+        }
+      }
+    }
+  }
+  if (ACCUMULATE) {
+    bi_dx[i] += sum;
+  } else {
+    bi_dx[i] = sum;
+  }
+}
+
+// Backward to the weights: dw[t, o, c, ky, kx] = sum over b, oy, ox of
+// dy[t, b, o, oy, ox] * x[t, b, c, oy * stride - pad + ky, ox * stride - pad + kx].
+// src4 / src = x here.
+@group(0) @binding(1) var<storage, read> bw_dy4: array<vec4f>;
+@group(0) @binding(1) var<storage, read> bw_dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bw_dw: array<f32>;
+@group(0) @binding(3) var<uniform> bw_p: Params;
+
+var<workgroup> partial: array<mat4x4f, WG * 8u>;
+
+// sum over j of c_j * x[j]: the outer products of a quad's dy (c_j, 16 channels of column j) and
+// x (one tap, 4 columns).
+fn outer(c0: mat4x4f, c1: mat4x4f, c2: mat4x4f, c3: mat4x4f, x: vec4f) -> mat4x4f {
+  return c0 * x.x + c1 * x.y + c2 * x.z + c3 * x.w;
+}
+
+// dy[at + j] for j < 4 (4 output columns starting at column col of a row of dy), 0 past Wo.
+fn dy_quad(at: u32, col: u32) -> vec4f {
+  if (DY_ALIGNED) {
+    return bw_dy4[at >> 2u];
+  }
+  let m = at & 3u;
+  let lo = bw_dy4[at >> 2u];
+  let hi = bw_dy4[(at >> 2u) + 1u];
+  let v = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+  let ok = vec4u(col) + vec4u(0u, 1u, 2u, 3u) < vec4u(bw_p.wo);
+  return select(vec4f(), vec4f(v[m], v[m + 1u], v[m + 2u], v[m + 3u]), ok);
+}
+
+// Backward weight, tiled. Workgroup g = (t, channel block of 16, element block), element block
+// fastest; lane = slice * EL + e, element = (c, ky, kx block of 4 taps). Slice r sums quads
+// (b, oy, 4 output columns) r, r + RS, ... of the task; slices are then added in order 0..RS-1.
+// blocks_a = ceil(C * k * ceil(k / 4) / EL), blocks_b = ceil(O / 16).
+@compute @workgroup_size(WG)
+fn backward_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                   @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  let t = g / (bw_p.blocks_a * bw_p.blocks_b);
+  if (t >= bw_p.tasks) {
+    return;
+  }
+  let o0 = ((g / bw_p.blocks_a) % bw_p.blocks_b) * 16u;
+  let taps = select(4u, 8u, WIDE_TAPS);
+  let kb = (bw_p.k + taps - 1u) / taps;
+  let elements = bw_p.cin * bw_p.k * kb;
+  let e = (g % bw_p.blocks_a) * EL + lid % EL;
+  let ec = min(e, elements - 1u);
+  let c = ec / (bw_p.k * kb);
+  let ky = (ec / kb) % bw_p.k;
+  let kx = (ec % kb) * taps;
+  let s = STRIDE;
+  let height = i32(bw_p.h);
+  let width = i32(bw_p.w);
+  let tiles_x = (bw_p.wo + 3u) / 4u;
+  let quads = bw_p.batch * bw_p.ho * tiles_x;
+  let plane = bw_p.ho * bw_p.wo;
+  // Rows of dy for the 16 channels (the last repeated past O), relative to image b's start.
+  let rows0 = min(vec4u(o0) + vec4u(0u, 1u, 2u, 3u), vec4u(bw_p.cout - 1u)) * plane;
+  let rows1 = min(vec4u(o0 + 4u) + vec4u(0u, 1u, 2u, 3u), vec4u(bw_p.cout - 1u)) * plane;
+  let rows2 = min(vec4u(o0 + 8u) + vec4u(0u, 1u, 2u, 3u), vec4u(bw_p.cout - 1u)) * plane;
+  let rows3 = min(vec4u(o0 + 12u) + vec4u(0u, 1u, 2u, 3u), vec4u(bw_p.cout - 1u)) * plane;
+  var a0 = mat4x4f();
+  var a1 = mat4x4f();
+  var a2 = mat4x4f();
+  var a3 = mat4x4f();
+  var a4 = mat4x4f();
+  var a5 = mat4x4f();
+  var a6 = mat4x4f();
+  var a7 = mat4x4f();
+  for (var qi = lid / EL; qi < quads; qi += RS) {
+    let b = qi / (bw_p.ho * tiles_x);
+    let oy = (qi / tiles_x) % bw_p.ho;
+    let ox = (qi % tiles_x) * 4u;
+    let iy = i32(oy * s + ky) - i32(bw_p.pad);
+    let col = i32(ox * s + kx) - i32(bw_p.pad);
+    let at = i32(((t * bw_p.batch + b) * bw_p.cin + c) * bw_p.h * bw_p.w) +
+      clamp(iy, 0, height - 1) * width + col;
+    let d = (t * bw_p.batch + b) * bw_p.cout * plane + oy * bw_p.wo + ox;
+    // dy of the quad: column j of channel block v is mat4x4f(dv0, .., dv3)[v] over j.
+    let dj = array<mat4x4f, 4>(
+      mat4x4f(dy_quad(d + rows0.x, ox), dy_quad(d + rows0.y, ox), dy_quad(d + rows0.z, ox),
+              dy_quad(d + rows0.w, ox)),
+      mat4x4f(dy_quad(d + rows1.x, ox), dy_quad(d + rows1.y, ox), dy_quad(d + rows1.z, ox),
+              dy_quad(d + rows1.w, ox)),
+      mat4x4f(dy_quad(d + rows2.x, ox), dy_quad(d + rows2.y, ox), dy_quad(d + rows2.z, ox),
+              dy_quad(d + rows2.w, ox)),
+      mat4x4f(dy_quad(d + rows3.x, ox), dy_quad(d + rows3.y, ox), dy_quad(d + rows3.z, ox),
+              dy_quad(d + rows3.w, ox)),
+    );
+    // Transposed so that column v holds channels o0 + 4v .. + 3 for one output column j.
+    let c0 = mat4x4f(vec4f(dj[0][0].x, dj[0][1].x, dj[0][2].x, dj[0][3].x),
+                     vec4f(dj[1][0].x, dj[1][1].x, dj[1][2].x, dj[1][3].x),
+                     vec4f(dj[2][0].x, dj[2][1].x, dj[2][2].x, dj[2][3].x),
+                     vec4f(dj[3][0].x, dj[3][1].x, dj[3][2].x, dj[3][3].x));
+    let c1 = mat4x4f(vec4f(dj[0][0].y, dj[0][1].y, dj[0][2].y, dj[0][3].y),
+                     vec4f(dj[1][0].y, dj[1][1].y, dj[1][2].y, dj[1][3].y),
+                     vec4f(dj[2][0].y, dj[2][1].y, dj[2][2].y, dj[2][3].y),
+                     vec4f(dj[3][0].y, dj[3][1].y, dj[3][2].y, dj[3][3].y));
+    let c2 = mat4x4f(vec4f(dj[0][0].z, dj[0][1].z, dj[0][2].z, dj[0][3].z),
+                     vec4f(dj[1][0].z, dj[1][1].z, dj[1][2].z, dj[1][3].z),
+                     vec4f(dj[2][0].z, dj[2][1].z, dj[2][2].z, dj[2][3].z),
+                     vec4f(dj[3][0].z, dj[3][1].z, dj[3][2].z, dj[3][3].z));
+    let c3 = mat4x4f(vec4f(dj[0][0].w, dj[0][1].w, dj[0][2].w, dj[0][3].w),
+                     vec4f(dj[1][0].w, dj[1][1].w, dj[1][2].w, dj[1][3].w),
+                     vec4f(dj[2][0].w, dj[2][1].w, dj[2][2].w, dj[2][3].w),
+                     vec4f(dj[3][0].w, dj[3][1].w, dj[3][2].w, dj[3][3].w));
+    // x for taps kx + u (u < 4) and the quad's columns j: window value u + stride j.
+    let ok = iy >= 0 && iy < height;
+    let win = window(at, col, ok, width);
+    a0 += outer(c0, c1, c2, c3, pick(win, 0u));
+    a1 += outer(c0, c1, c2, c3, pick(win, 1u));
+    a2 += outer(c0, c1, c2, c3, pick(win, 2u));
+    a3 += outer(c0, c1, c2, c3, pick(win, 3u));
+    if (WIDE_TAPS) {
+      let win4 = window(at + 4, col + 4, ok, width);
+      a4 += outer(c0, c1, c2, c3, pick(win4, 0u));
+      a5 += outer(c0, c1, c2, c3, pick(win4, 1u));
+      a6 += outer(c0, c1, c2, c3, pick(win4, 2u));
+      a7 += outer(c0, c1, c2, c3, pick(win4, 3u));
+    }
+  }
+  partial[lid * 8u] = a0;
+  partial[lid * 8u + 1u] = a1;
+  partial[lid * 8u + 2u] = a2;
+  partial[lid * 8u + 3u] = a3;
+  partial[lid * 8u + 4u] = a4;
+  partial[lid * 8u + 5u] = a5;
+  partial[lid * 8u + 6u] = a6;
+  partial[lid * 8u + 7u] = a7;
+  workgroupBarrier();
+  if (lid >= EL || e >= elements) {
+    return;
+  }
+  let kk = bw_p.k * bw_p.k;
+  for (var u = 0u; u < taps; u++) {
+    var sum = partial[lid * 8u + u];
+    for (var r = 1u; r < RS; r++) {
+      sum += partial[(r * EL + lid) * 8u + u];
+    }
+    if (kx + u < bw_p.k) {
+      for (var v = 0u; v < 4u; v++) {
+        for (var j = 0u; j < 4u; j++) {
+          let o = o0 + 4u * v + j;
+          if (o < bw_p.cout) {
+            let i = ((t * bw_p.cout + o) * bw_p.cin + c) * kk + ky * bw_p.k + kx + u;
+            if (ACCUMULATE) {
+              bw_dw[i] += sum[v][j];
+            } else {
+              bw_dw[i] = sum[v][j];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Backward weight, naive: one dw element per invocation, linear index over [T, O, C, k, k], the
+// sum over (b, oy, ox) in order.
+@compute @workgroup_size(WG)
+fn backward_weight_naive(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                         @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let kk = bw_p.k * bw_p.k;
+  if (i >= bw_p.tasks * bw_p.cout * bw_p.cin * kk) {
+    return;
+  }
+  let kx = i % bw_p.k;
+  let ky = (i / bw_p.k) % bw_p.k;
+  let c = (i / kk) % bw_p.cin;
+  let o = (i / (kk * bw_p.cin)) % bw_p.cout;
+  let t = i / (kk * bw_p.cin * bw_p.cout);
+  var sum = 0.0;
+  for (var b = 0u; b < bw_p.batch; b++) {
+    for (var oy = 0u; oy < bw_p.ho; oy++) {
+      for (var ox = 0u; ox < bw_p.wo; ox++) {
+        let iy = i32(oy * bw_p.stride + ky) - i32(bw_p.pad);
+        let ix = i32(ox * bw_p.stride + kx) - i32(bw_p.pad);
+        if (iy >= 0 && iy < i32(bw_p.h) && ix >= 0 && ix < i32(bw_p.w)) {
+          let tb = t * bw_p.batch + b;
+          let xi = ((tb * bw_p.cin + c) * bw_p.h + u32(iy)) * bw_p.w + u32(ix);
+          let di = ((tb * bw_p.cout + o) * bw_p.ho + oy) * bw_p.wo + ox;
+          sum += bw_dy[di] * src[xi];
+        }
+      }
+    }
+  }
+  if (ACCUMULATE) {
+    bw_dw[i] += sum;
+  } else {
+    bw_dw[i] = sum;
+  }
+}
+
+// Backward to the bias: dbias[t, o] = sum over b, oy, ox of dy[t, b, o, oy, ox]. Workgroup
+// g = t * O + o; each invocation sums a fixed strided slice, then a fixed tree in workgroup
+// memory adds the 64 partial sums, so the result is the same bits on every run.
+@group(0) @binding(1) var<storage, read_write> bb_dbias: array<f32>;
+@group(0) @binding(2) var<uniform> bb_p: Params;
+
+var<workgroup> tree: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn backward_bias(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= bb_p.tasks * bb_p.cout) {
+    return;
+  }
+  let t = g / bb_p.cout;
+  let o = g % bb_p.cout;
+  let plane = bb_p.ho * bb_p.wo;
+  var sum = 0.0;
+  for (var b = 0u; b < bb_p.batch; b++) {
+    let base = ((t * bb_p.batch + b) * bb_p.cout + o) * plane;
+    for (var i = lid; i < plane; i += WG) {
+      sum += src[base + i];
+    }
+  }
+  tree[lid] = sum;
+  for (var half = WG / 2u; half > 0u; half /= 2u) {
+    workgroupBarrier();
+    if (lid < half) {
+      tree[lid] += tree[lid + half];
+    }
+  }
+  if (lid == 0u) {
+    if (ACCUMULATE) {
+      bb_dbias[g] += tree[0];
+    } else {
+      bb_dbias[g] = tree[0];
+    }
+  }
+}

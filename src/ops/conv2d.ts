@@ -1,0 +1,316 @@
+/**
+ * 2D convolution batched over tasks, each task with its own weights (shaders/conv2d.wgsl):
+ * forward with fused bias and activation, and the backward kernels for input, weight and bias.
+ *
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+/** Activation applied by the forward kernel after the bias. */
+export type Activation = "identity" | "relu" | "leaky_relu" | "tanh" | "sigmoid";
+
+const ACTIVATIONS: Record<Activation, number> = {
+  identity: 0,
+  relu: 1,
+  leaky_relu: 2,
+  tanh: 3,
+  sigmoid: 4,
+};
+
+/** Options of {@linkcode conv2d}. */
+export interface Conv2dOptions {
+  /** Step between output pixels in input pixels; default 1. */
+  stride?: number;
+  /** Zero rows and columns added on every side of the input; default 0. */
+  padding?: number;
+  /** Activation after the bias; default "identity". */
+  activation?: Activation;
+  /** Slope of leaky_relu for negative inputs; default 0.01. */
+  slope?: number;
+  /**
+   * "tiled" (default) keeps several output channels per invocation in registers; "naive"
+   * computes one output per invocation and exists as the benchmark's baseline.
+   */
+  variant?: "tiled" | "naive";
+}
+
+/** Options of the backward convolutions. */
+export interface Conv2dBackwardOptions {
+  /** Stride of the forward convolution; default 1. */
+  stride?: number;
+  /** Padding of the forward convolution; default 0. */
+  padding?: number;
+  /** False (default): out = grad; true: out += grad. */
+  accumulate?: boolean;
+  /**
+   * "tiled" (default; the naive kernel is used where a tile does not fit) or "naive" (one output
+   * per invocation, the benchmark's baseline).
+   */
+  variant?: "tiled" | "naive";
+}
+
+/** Output side length of a convolution: floor((size + 2 * padding - k) / stride) + 1. */
+export function conv2dOutputSize(
+  size: number,
+  options: { k: number; stride?: number; padding?: number },
+): number {
+  const { k, stride = 1, padding = 0 } = options;
+  return Math.floor((size + 2 * padding - k) / stride) + 1;
+}
+
+const WG = 64;
+
+interface Geometry {
+  tasks: number;
+  batch: number;
+  cin: number;
+  h: number;
+  w: number;
+  cout: number;
+  k: number;
+  ho: number;
+  wo: number;
+  stride: number;
+  padding: number;
+}
+
+function expectShape(name: string, t: Tensor, shape: readonly number[]): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new RangeError(`Expected ${name} of shape [${shape}], got [${t.shape}]`);
+  }
+}
+
+/**
+ * Checks x [T, B, C, H, W] and w [T, O, C, k, k] against each other and the options, and returns
+ * every size of the convolution.
+ */
+function geometry(
+  x: Tensor,
+  w: Tensor,
+  options: { stride?: number; padding?: number },
+): Geometry {
+  const { stride = 1, padding = 0 } = options;
+  if (!Number.isInteger(stride) || stride < 1) {
+    throw new RangeError(`Expected an integer stride >= 1, got ${stride}`);
+  }
+  if (!Number.isInteger(padding) || padding < 0) {
+    throw new RangeError(`Expected an integer padding >= 0, got ${padding}`);
+  }
+  if (x.shape.length !== 5) {
+    throw new RangeError(`Expected x of shape [T, B, C, H, W], got [${x.shape}]`);
+  }
+  if (w.shape.length !== 5 || w.shape[3] !== w.shape[4]) {
+    throw new RangeError(`Expected weights of shape [T, O, C, k, k], got [${w.shape}]`);
+  }
+  const [tasks, batch, cin, h, wd] = x.shape as [number, number, number, number, number];
+  const [wt, cout, wc, k] = w.shape as [number, number, number, number];
+  if (wt !== tasks || wc !== cin) {
+    throw new RangeError(
+      `Expected weights of shape [${tasks}, O, ${cin}, k, k] for x of shape [${x.shape}], ` +
+        `got [${w.shape}]`,
+    );
+  }
+  const ho = conv2dOutputSize(h, { k, stride, padding });
+  const wo = conv2dOutputSize(wd, { k, stride, padding });
+  if (ho < 1 || wo < 1 || k < 1) {
+    throw new RangeError(
+      `Kernel ${k}x${k} with padding ${padding} does not fit an input of ${h}x${wd}`,
+    );
+  }
+  if (tasks * batch * cout * cin === 0) {
+    throw new RangeError(`Expected non-empty tensors, got x [${x.shape}] and weights [${w.shape}]`);
+  }
+  return { tasks, batch, cin, h, w: wd, cout, k, ho, wo, stride, padding };
+}
+
+function uniform(gpu: Gpu, g: Geometry, blocks: { a: number; b: number; slope?: number }): Uniform {
+  return new Uniform(gpu, [
+    ["u32", g.tasks],
+    ["u32", g.batch],
+    ["u32", g.cin],
+    ["u32", g.h],
+    ["u32", g.w],
+    ["u32", g.cout],
+    ["u32", g.k],
+    ["u32", g.ho],
+    ["u32", g.wo],
+    ["u32", g.stride],
+    ["u32", g.padding],
+    ["u32", blocks.a],
+    ["u32", blocks.b],
+    ["f32", blocks.slope ?? 0],
+  ]);
+}
+
+/** Values in a row window of the tiled kernels: 4 vec4s less the 3 floats of misalignment. */
+const WINDOW_SPAN = 13;
+/** Largest kernel whose weights for 16 channels of one input channel fit workgroup memory. */
+const MAX_TILED_K = 22;
+/** backward_weight: elements per workgroup (EL in the shader). */
+const ELEMENTS_PER_GROUP = 16;
+
+/**
+ * The binding of `t` as an array of vec4s, its size rounded up to 16 bytes (the tiled kernels
+ * read whole vec4s and mask what lies past the end); undefined where the buffer ends too soon.
+ */
+function vec4Binding(t: Tensor): GPUBufferBinding | undefined {
+  const size = Math.ceil(t.byteLength / 16) * 16;
+  if (t.byteOffset % 16 !== 0 || t.byteOffset + size > t.buffer.size) return undefined;
+  return { buffer: t.buffer, offset: t.byteOffset, size };
+}
+
+/**
+ * Prepares y[t, b] = act(conv(x[t, b], w[t]) + bias[t]) for x [T, B, C, H, W], w [T, O, C, k, k],
+ * bias [T, O] and y [T, B, O, Ho, Wo], Ho = floor((H + 2 * padding - k) / stride) + 1 (same for
+ * Wo). Cross-correlation, like PyTorch's conv2d.
+ */
+export function conv2d(
+  gpu: Gpu,
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor,
+  y: Tensor,
+  options: Conv2dOptions = {},
+): Dispatch[] {
+  const g = geometry(x, w, options);
+  expectShape("bias", bias, [g.tasks, g.cout]);
+  expectShape("y", y, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
+  const activation = options.activation ?? "identity";
+  const act = ACTIVATIONS[activation];
+  if (act === undefined) throw new RangeError(`Unknown activation '${activation}'`);
+  const slope = options.slope ?? 0.01;
+  const x4 = vec4Binding(x);
+  // A window covers the 4 columns' taps, at least one: 3 stride + 1 floats.
+  const tiled = options.variant !== "naive" && x4 !== undefined && g.k <= MAX_TILED_K &&
+    3 * g.stride + 1 <= WINDOW_SPAN;
+  if (!tiled) {
+    const u = uniform(gpu, g, { a: 0, b: 0, slope });
+    const pipe = pipeline(gpu, "conv2d", { entry: "forward_naive", constants: { ACT: act } });
+    return [prepare(gpu, pipe, [x, w, bias, y], grid(Math.ceil(y.size / WG)), u)];
+  }
+  // 4 output rows per invocation where that leaves no row of an invocation idle, else 2.
+  const tall = g.ho >= 8;
+  const tiles = g.batch * Math.ceil(g.ho / (tall ? 4 : 2)) * Math.ceil(g.wo / 4);
+  const pixelBlocks = Math.ceil(tiles / WG);
+  const channelBlocks = Math.ceil(g.cout / 16);
+  const u = uniform(gpu, g, { a: pixelBlocks, b: channelBlocks, slope });
+  const pipe = pipeline(gpu, "conv2d", {
+    entry: "forward",
+    constants: { ACT: act, STRIDE: g.stride, TALL: tall ? 1 : 0 },
+  });
+  const groups = grid(g.tasks * channelBlocks * pixelBlocks);
+  return [prepare(gpu, pipe, [x4, w, bias, y], groups, u)];
+}
+
+/**
+ * Prepares dx from dy and w: dy [T, B, O, Ho, Wo] is the gradient w.r.t. the convolution's
+ * pre-activation output (the caller undoes the activation), w [T, O, C, k, k], dx
+ * [T, B, C, H, W].
+ */
+export function conv2dBackwardInput(
+  gpu: Gpu,
+  dy: Tensor,
+  w: Tensor,
+  dx: Tensor,
+  options: Conv2dBackwardOptions = {},
+): Dispatch[] {
+  const g = geometry(dx, w, options);
+  expectShape("dy", dy, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
+  const constants = { ACCUMULATE: options.accumulate ? 1 : 0 };
+  const dy4 = vec4Binding(dy);
+  const tiled = options.variant !== "naive" && dy4 !== undefined && g.k <= MAX_TILED_K;
+  if (!tiled) {
+    const u = uniform(gpu, g, { a: 0, b: 0 });
+    const pipe = pipeline(gpu, "conv2d", { entry: "backward_input_naive", constants });
+    return [prepare(gpu, pipe, [dy, w, dx], grid(Math.ceil(dx.size / WG)), u)];
+  }
+  const s = g.stride;
+  // 8 columns per invocation where the phase grid is that wide and a window holds 8 columns of
+  // a phase's taps along x (at most ceil(k / stride) <= 6).
+  const wide = Math.ceil(g.w / s) >= 8 && Math.ceil(g.k / s) <= 6;
+  const tiles = g.batch * Math.ceil(Math.ceil(g.h / s) / 2) *
+    Math.ceil(Math.ceil(g.w / s) / (wide ? 8 : 4));
+  const pixelBlocks = Math.ceil(tiles / WG);
+  const channelBlocks = Math.ceil(g.cin / 16);
+  const u = uniform(gpu, g, { a: pixelBlocks, b: channelBlocks });
+  const pipe = pipeline(gpu, "conv2d", {
+    entry: "backward_input",
+    constants: { ...constants, WIDE_COLUMNS: wide ? 1 : 0 },
+  });
+  const groups = grid(g.tasks * s * s * channelBlocks * pixelBlocks);
+  return [prepare(gpu, pipe, [dy4, w, dx], groups, u)];
+}
+
+/**
+ * Prepares dw[t] = sum over b of the correlation of x[t, b] with dy[t, b], for x
+ * [T, B, C, H, W], dy [T, B, O, Ho, Wo] (pre-activation gradient) and dw [T, O, C, k, k]; the sum
+ * runs in a fixed order, so it is deterministic.
+ */
+export function conv2dBackwardWeight(
+  gpu: Gpu,
+  x: Tensor,
+  dy: Tensor,
+  dw: Tensor,
+  options: Conv2dBackwardOptions = {},
+): Dispatch[] {
+  const g = geometry(x, dw, options);
+  expectShape("dy", dy, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
+  const constants = { ACCUMULATE: options.accumulate ? 1 : 0 };
+  const x4 = vec4Binding(x);
+  const dy4 = vec4Binding(dy);
+  // A window covers 4 taps of the 4 columns: 3 stride + 4 values.
+  const tiled = options.variant !== "naive" && x4 !== undefined && dy4 !== undefined &&
+    3 * g.stride + 4 <= WINDOW_SPAN;
+  if (!tiled) {
+    const u = uniform(gpu, g, { a: 0, b: 0 });
+    const pipe = pipeline(gpu, "conv2d", { entry: "backward_weight_naive", constants });
+    return [prepare(gpu, pipe, [x, dy, dw], grid(Math.ceil(dw.size / WG)), u)];
+  }
+  const wide = g.k > 4;
+  const elements = g.cin * g.k * Math.ceil(g.k / (wide ? 8 : 4));
+  const elementBlocks = Math.ceil(elements / ELEMENTS_PER_GROUP);
+  const channelBlocks = Math.ceil(g.cout / 16);
+  const u = uniform(gpu, g, { a: elementBlocks, b: channelBlocks });
+  const aligned = g.wo % 4 === 0 ? 1 : 0;
+  const pipe = pipeline(gpu, "conv2d", {
+    entry: "backward_weight",
+    constants: { ...constants, DY_ALIGNED: aligned, STRIDE: g.stride, WIDE_TAPS: wide ? 1 : 0 },
+  });
+  const groups = grid(g.tasks * channelBlocks * elementBlocks);
+  return [prepare(gpu, pipe, [x4, dy4, dw], groups, u)];
+}
+
+/** Prepares dbias[t, o] = sum over b, i, j of dy[t, b, o, i, j]; dy [T, B, O, Ho, Wo]. */
+export function conv2dBackwardBias(
+  gpu: Gpu,
+  dy: Tensor,
+  dbias: Tensor,
+  options: { accumulate?: boolean } = {},
+): Dispatch[] {
+  if (dy.shape.length !== 5) {
+    throw new RangeError(`Expected dy of shape [T, B, O, Ho, Wo], got [${dy.shape}]`);
+  }
+  const [tasks, batch, cout, ho, wo] = dy.shape as [number, number, number, number, number];
+  expectShape("dbias", dbias, [tasks, cout]);
+  const g: Geometry = {
+    tasks,
+    batch,
+    cin: 0,
+    h: 0,
+    w: 0,
+    cout,
+    k: 0,
+    ho,
+    wo,
+    stride: 1,
+    padding: 0,
+  };
+  const u = uniform(gpu, g, { a: 0, b: 0 });
+  const pipe = pipeline(gpu, "conv2d", {
+    entry: "backward_bias",
+    constants: { ACCUMULATE: options.accumulate ? 1 : 0 },
+  });
+  return [prepare(gpu, pipe, [dy, dbias], grid(tasks * cout), u)];
+}

@@ -1,0 +1,285 @@
+import assert from "node:assert/strict";
+import { sync } from "../src/gpu/kernel.ts";
+import { createTensor, read, type Tensor } from "../src/gpu/tensor.ts";
+import {
+  type Activation,
+  conv2d,
+  conv2dBackwardBias,
+  conv2dBackwardInput,
+  conv2dBackwardWeight,
+  conv2dOutputSize,
+} from "../src/ops/conv2d.ts";
+import {
+  conv2d as conv2dRef,
+  conv2dBackward as conv2dBackwardRef,
+  type ConvShape,
+  outputSize,
+} from "./reference/conv2d.ts";
+import {
+  assertClose,
+  finiteDifference,
+  getGpu,
+  type Gpu,
+  runAndRead,
+  uniform,
+  upload,
+} from "./util.ts";
+
+/** The shapes of x, w, bias and y of a convolution. */
+function shapes(s: ConvShape) {
+  const { ho, wo } = outputSize(s);
+  return {
+    x: [s.tasks, s.batch, s.cin, s.h, s.w],
+    w: [s.tasks, s.cout, s.cin, s.k, s.k],
+    bias: [s.tasks, s.cout],
+    y: [s.tasks, s.batch, s.cout, ho, wo],
+  };
+}
+
+function size(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function describe(s: ConvShape): string {
+  return `T${s.tasks} B${s.batch} C${s.cin} ${s.h}x${s.w} O${s.cout} k${s.k} ` +
+    `s${s.stride ?? 1} p${s.padding ?? 0}`;
+}
+
+/** Random inputs of a convolution, seeded by `seed`. */
+function inputs(s: ConvShape, seed: number) {
+  const sh = shapes(s);
+  return {
+    x: uniform(size(sh.x), seed),
+    w: uniform(size(sh.w), seed + 1, -0.5, 0.5),
+    bias: uniform(size(sh.bias), seed + 2),
+    dy: uniform(size(sh.y), seed + 3),
+  };
+}
+
+// Sizes that are and are not multiples of the 64-invocation blocks and the 4/8/16-channel
+// register blocks, with every kernel size, stride and padding the brief asks for.
+const CONFIGS: ConvShape[] = [
+  { tasks: 1, batch: 1, cin: 1, h: 7, w: 7, cout: 1, k: 1 },
+  { tasks: 1, batch: 2, cin: 3, h: 7, w: 9, cout: 3, k: 3, stride: 1, padding: 1 },
+  { tasks: 3, batch: 1, cin: 1, h: 9, w: 7, cout: 16, k: 3, stride: 2, padding: 0 },
+  { tasks: 3, batch: 2, cin: 3, h: 9, w: 9, cout: 16, k: 5, stride: 2, padding: 2 },
+  { tasks: 1, batch: 2, cin: 16, h: 7, w: 7, cout: 3, k: 5, stride: 1, padding: 2 },
+  { tasks: 3, batch: 2, cin: 16, h: 9, w: 7, cout: 16, k: 1, stride: 2, padding: 1 },
+  { tasks: 2, batch: 1, cin: 5, h: 8, w: 10, cout: 7, k: 3, stride: 3, padding: 1 },
+  { tasks: 1, batch: 3, cin: 2, h: 6, w: 6, cout: 20, k: 4, stride: 2, padding: 0 },
+  { tasks: 2, batch: 2, cin: 16, h: 4, w: 4, cout: 16, k: 5, stride: 2, padding: 2 },
+  // Wo a multiple of 4 (whole-vec4 rows of dy), two channel blocks, the second partial.
+  { tasks: 2, batch: 3, cin: 5, h: 7, w: 8, cout: 18, k: 3, stride: 1, padding: 1 },
+  // Taps split over several windows: forward (stride 3: 4 taps per window), backward input
+  // (stride 1: 10 taps per window).
+  { tasks: 1, batch: 2, cin: 2, h: 11, w: 10, cout: 5, k: 5, stride: 3, padding: 2 },
+  { tasks: 1, batch: 1, cin: 3, h: 13, w: 14, cout: 4, k: 11, stride: 1, padding: 3 },
+  // Phase grids at least 8 wide (backward input takes 8 columns per invocation), partly filled.
+  { tasks: 1, batch: 2, cin: 3, h: 10, w: 17, cout: 5, k: 3, stride: 1, padding: 1 },
+  { tasks: 2, batch: 1, cin: 4, h: 9, w: 19, cout: 6, k: 4, stride: 2, padding: 1 },
+  // Beyond the tiled kernels (stride 5, kernel 23): the naive kernels are used.
+  { tasks: 2, batch: 1, cin: 2, h: 12, w: 11, cout: 3, k: 3, stride: 5, padding: 1 },
+  { tasks: 1, batch: 1, cin: 1, h: 24, w: 23, cout: 2, k: 23, stride: 1, padding: 0 },
+];
+
+const ACTIVATIONS: Activation[] = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"];
+
+async function forward(
+  gpu: Gpu,
+  s: ConvShape,
+  data: ReturnType<typeof inputs>,
+  options: { activation?: Activation; slope?: number; variant?: "tiled" | "naive" },
+): Promise<Float32Array> {
+  const sh = shapes(s);
+  const x = upload(gpu, sh.x, data.x);
+  const w = upload(gpu, sh.w, data.w);
+  const bias = upload(gpu, sh.bias, data.bias);
+  const y = createTensor(gpu, sh.y);
+  const dispatches = conv2d(gpu, x, w, bias, y, {
+    stride: s.stride,
+    padding: s.padding,
+    ...options,
+  });
+  const out = await runAndRead(gpu, dispatches, y);
+  for (const t of [x, w, bias, y]) t.destroy();
+  return out;
+}
+
+Deno.test("conv2d forward matches the reference for both variants", async () => {
+  const gpu = await getGpu();
+  for (const [i, s] of CONFIGS.entries()) {
+    const data = inputs(s, 100 + i);
+    const expected = conv2dRef(s, data);
+    for (const variant of ["tiled", "naive"] as const) {
+      const out = await forward(gpu, s, data, { variant });
+      assertClose(out, expected, { label: `${variant} ${describe(s)}` });
+    }
+  }
+});
+
+Deno.test("conv2d forward applies every activation", async () => {
+  const gpu = await getGpu();
+  const s = CONFIGS[3]!;
+  const data = inputs(s, 7);
+  for (const activation of ACTIVATIONS) {
+    for (const variant of ["tiled", "naive"] as const) {
+      const slope = 0.2;
+      const out = await forward(gpu, s, data, { activation, slope, variant });
+      const expected = conv2dRef(s, { ...data, activation, slope });
+      assertClose(out, expected, { label: `${variant} ${activation}` });
+    }
+  }
+});
+
+Deno.test("conv2d tanh and sigmoid stay finite for large pre-activations", async () => {
+  const gpu = await getGpu();
+  const s: ConvShape = { tasks: 1, batch: 1, cin: 1, h: 3, w: 3, cout: 2, k: 1 };
+  const data = inputs(s, 3);
+  data.x.set([100, -100, 50, -50, 0, 1e4, -1e4, 3, -3]);
+  data.w.set([1, 1]);
+  data.bias.set([0, 0]);
+  for (const activation of ["tanh", "sigmoid"] as const) {
+    const out = await forward(gpu, s, data, { activation });
+    assertClose(out, conv2dRef(s, { ...data, activation }), { label: activation });
+  }
+});
+
+/** Runs the three backward kernels; returns dx, dw, dbias. */
+async function backward(
+  gpu: Gpu,
+  s: ConvShape,
+  data: ReturnType<typeof inputs>,
+  options: { accumulate?: boolean; start?: number } = {},
+): Promise<{ dx: Float32Array; dw: Float32Array; dbias: Float32Array }> {
+  const sh = shapes(s);
+  const x = upload(gpu, sh.x, data.x);
+  const w = upload(gpu, sh.w, data.w);
+  const dy = upload(gpu, sh.y, data.dy);
+  const start = (shape: number[]): Tensor =>
+    upload(gpu, shape, new Float32Array(size(shape)).fill(options.start ?? 0));
+  const dx = start(sh.x);
+  const dw = start(sh.w);
+  const dbias = start(sh.bias);
+  const o = { stride: s.stride, padding: s.padding, accumulate: options.accumulate };
+  const dispatches = [
+    ...conv2dBackwardInput(gpu, dy, w, dx, o),
+    ...conv2dBackwardWeight(gpu, x, dy, dw, o),
+    ...conv2dBackwardBias(gpu, dy, dbias, { accumulate: options.accumulate }),
+  ];
+  const out = {
+    dx: await runAndRead(gpu, dispatches, dx),
+    dw: await read(gpu, dw),
+    dbias: await read(gpu, dbias),
+  };
+  for (const t of [x, w, dy, dx, dw, dbias]) t.destroy();
+  return out;
+}
+
+Deno.test("conv2d backward kernels match the reference backward", async () => {
+  const gpu = await getGpu();
+  for (const [i, s] of CONFIGS.entries()) {
+    const data = inputs(s, 200 + i);
+    const expected = conv2dBackwardRef(s, data);
+    const out = await backward(gpu, s, data);
+    const label = describe(s);
+    assertClose(out.dx, expected.dx, { label: `dx ${label}` });
+    assertClose(out.dw, expected.dw, { label: `dw ${label}` });
+    assertClose(out.dbias, expected.dbias, { label: `dbias ${label}` });
+  }
+});
+
+Deno.test("conv2d backward accumulates into its outputs when asked", async () => {
+  const gpu = await getGpu();
+  const s = CONFIGS[3]!;
+  const data = inputs(s, 11);
+  const expected = conv2dBackwardRef(s, data);
+  const out = await backward(gpu, s, data, { accumulate: true, start: 0.5 });
+  assertClose(out.dx, expected.dx.map((v) => v + 0.5), { label: "dx" });
+  assertClose(out.dw, expected.dw.map((v) => v + 0.5), { label: "dw" });
+  assertClose(out.dbias, expected.dbias.map((v) => v + 0.5), { label: "dbias" });
+  const overwritten = await backward(gpu, s, data, { accumulate: false, start: 0.5 });
+  assertClose(overwritten.dw, expected.dw, { label: "dw without accumulate" });
+});
+
+Deno.test("conv2d reference backward matches finite differences of the reference forward", () => {
+  const tiny: ConvShape[] = [
+    { tasks: 2, batch: 2, cin: 2, h: 5, w: 4, cout: 3, k: 3, stride: 2, padding: 1 },
+    { tasks: 1, batch: 1, cin: 3, h: 4, w: 5, cout: 2, k: 2, stride: 1, padding: 0 },
+  ];
+  for (const [i, s] of tiny.entries()) {
+    const data = inputs(s, 300 + i);
+    // sum(dy * y) has gradient conv2dBackward(dy) w.r.t. x, w and bias (identity activation).
+    const loss = (d: { x: ArrayLike<number>; w: ArrayLike<number>; bias: ArrayLike<number> }) =>
+      conv2dRef(s, d).reduce((acc, v, j) => acc + v * data.dy[j]!, 0);
+    const expected = conv2dBackwardRef(s, data);
+    const label = describe(s);
+    assertClose(expected.dx, finiteDifference((x) => loss({ ...data, x }), data.x), {
+      label: `dx ${label}`,
+      atol: 1e-6,
+    });
+    assertClose(expected.dw, finiteDifference((w) => loss({ ...data, w }), data.w), {
+      label: `dw ${label}`,
+      atol: 1e-6,
+    });
+    assertClose(expected.dbias, finiteDifference((bias) => loss({ ...data, bias }), data.bias), {
+      label: `dbias ${label}`,
+      atol: 1e-6,
+    });
+  }
+});
+
+Deno.test("conv2d on a seed_cnn first layer (T2 B4 C3 32x32 O16 k5 s2 p2)", async () => {
+  const gpu = await getGpu();
+  const s: ConvShape = {
+    tasks: 2,
+    batch: 4,
+    cin: 3,
+    h: 32,
+    w: 32,
+    cout: 16,
+    k: 5,
+    stride: 2,
+    padding: 2,
+  };
+  assert.deepEqual(outputSize(s), { ho: 16, wo: 16 });
+  const data = inputs(s, 400);
+  for (const variant of ["tiled", "naive"] as const) {
+    const out = await forward(gpu, s, data, { activation: "leaky_relu", variant });
+    assertClose(out, conv2dRef(s, { ...data, activation: "leaky_relu" }), { label: variant });
+  }
+  const expected = conv2dBackwardRef(s, data);
+  const out = await backward(gpu, s, data);
+  assertClose(out.dx, expected.dx, { label: "dx" });
+  assertClose(out.dw, expected.dw, { label: "dw", atol: 1e-4 });
+  assertClose(out.dbias, expected.dbias, { label: "dbias", atol: 1e-4 });
+});
+
+Deno.test("conv2d backward weight and bias are bitwise deterministic", async () => {
+  const gpu = await getGpu();
+  const s = CONFIGS[3]!;
+  const data = inputs(s, 500);
+  const first = await backward(gpu, s, data);
+  const second = await backward(gpu, s, data);
+  assert.deepEqual(second.dw, first.dw);
+  assert.deepEqual(second.dbias, first.dbias);
+});
+
+Deno.test("conv2d rejects mismatched shapes and bad options", async () => {
+  const gpu = await getGpu();
+  const x = createTensor(gpu, [2, 1, 3, 8, 8]);
+  const w = createTensor(gpu, [2, 4, 3, 3, 3]);
+  const bias = createTensor(gpu, [2, 4]);
+  const y = createTensor(gpu, [2, 1, 4, 6, 6]);
+  assert.equal(conv2dOutputSize(8, { k: 3 }), 6);
+  assert.throws(() => conv2d(gpu, x, w, bias, y, { padding: 1 }), RangeError);
+  assert.throws(() => conv2d(gpu, x, createTensor(gpu, [1, 4, 3, 3, 3]), bias, y), RangeError);
+  assert.throws(() => conv2d(gpu, x, createTensor(gpu, [2, 4, 2, 3, 3]), bias, y), RangeError);
+  assert.throws(() => conv2d(gpu, x, w, createTensor(gpu, [4]), y), RangeError);
+  assert.throws(() => conv2d(gpu, x, w, bias, y, { stride: 0 }), RangeError);
+  assert.throws(() => conv2d(gpu, x, createTensor(gpu, [2, 4, 3, 9, 9]), bias, y), RangeError);
+  assert.throws(() => conv2dBackwardInput(gpu, y, w, createTensor(gpu, [2, 1, 3, 9, 9])));
+  assert.throws(() => conv2dBackwardWeight(gpu, x, y, createTensor(gpu, [2, 4, 3, 5, 5])));
+  assert.throws(() => conv2dBackwardBias(gpu, y, createTensor(gpu, [2, 5])), RangeError);
+  conv2d(gpu, x, w, bias, y);
+  await sync(gpu);
+});
