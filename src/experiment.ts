@@ -114,6 +114,10 @@ export interface HeldOutResult {
     randomZ: number;
     bestTrainingZ: number;
     meanOverTrainingZ: number;
+    /** With the z of each training task, by task index. */
+    perTrainingZ: { task: number; accuracy: number }[];
+    /** With the z of the trained task of the same classes with labels reversed, if one exists. */
+    reversedTwinZ?: number;
   };
   /** Accuracy by images per class (0 = all) and method. */
   shots: { shots: number; method: Method; accuracy: number; loss: number }[];
@@ -224,7 +228,7 @@ export async function runExperiment(
     const controls = await controls_(gpu, base.dir, state, task, options);
     const shots: HeldOutResult["shots"] = [];
     for (const s of options.shots) {
-      say(`held-out task '${name}': ${s === 0 ? "all" : s} images per class`);
+      say(`held-out task '${name}': ${s === 0 ? "all" : s} image(s) per class`);
       const r = s === 0 ? main : await adapt(gpu, {
         ...adaptBase,
         run: base.dir,
@@ -317,11 +321,19 @@ async function controls_(
     verify: options.verify,
   });
   const perTrain = scores.slice(2).map((s) => s.accuracy);
+  const held = state.family.tasks[task]!;
+  const same = (a: number[], b: number[]) => a.length === b.length && a.every((c, i) => c === b[i]);
+  const twin = state.family.train.findIndex((t) => {
+    const other = state.family.tasks[t]!;
+    return same(other.negative, held.positive) && same(other.positive, held.negative);
+  });
   return {
     meanZ: scores[0]!.accuracy,
     randomZ: scores[1]!.accuracy,
     bestTrainingZ: Math.max(...perTrain),
     meanOverTrainingZ: average(perTrain),
+    perTrainingZ: state.family.train.map((t, i) => ({ task: t, accuracy: perTrain[i]! })),
+    ...(twin >= 0 ? { reversedTwinZ: perTrain[twin]! } : {}),
   };
 }
 

@@ -166,6 +166,16 @@ export function verdict(r: ExperimentResults): string[] {
           (100 * (z - Math.max(zeroShot, best))).toFixed(2)
         } points), so on this family much of the held-out task is solved by networks the generator already produces.`),
   );
+  const twins = r.heldOut.map((h) => h.controls.reversedTwinZ).filter((x) => x !== undefined);
+  if (twins.length > 0) {
+    lines.push(
+      `**Reversed labels:** the z of the trained task with the same classes and reversed labels scores ${
+        pct(average(twins))
+      } on the held-out task, so a single network that ignored z would fail one of the two; z-only adaptation reaches ${
+        pct(z)
+      }, so adapting z does flip the decision.`,
+    );
+  }
   lines.push(
     `**What training the generator contributes:** z-only adaptation through an untrained generator reaches ${
       pct(untrained)
@@ -286,6 +296,13 @@ export async function writeReport(dir: string): Promise<string> {
       pm(r.heldOut.map((h) => h.controls.meanOverTrainingZ))
     } |`,
     `| random z | ${pm(r.heldOut.map((h) => h.controls.randomZ))} |`,
+    ...(r.heldOut.every((h) => h.controls.reversedTwinZ !== undefined)
+      ? [
+        `| the reversed twin's z (same classes, labels swapped) | ${
+          pm(r.heldOut.map((h) => h.controls.reversedTwinZ!))
+        } |`,
+      ]
+      : []),
     "",
   );
   const first = r.heldOut[0];
