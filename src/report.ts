@@ -162,8 +162,12 @@ export function verdict(r: ExperimentResults): string[] {
         ? `Adapting z adds ${
           (100 * (z - Math.max(zeroShot, best))).toFixed(2)
         } points over the best of these, so the task is not solved by one fixed network: z carries task information.`
+        : z < best
+        ? `z-only adaptation (${pct(z)}) ends ${
+          (100 * (best - z)).toFixed(2)
+        } points below simply re-using the best training task's z: the generator's existing networks already do much of this task, and the adaptation from the mean z did not find a better z within its budget.`
         : `Adapting z adds little over re-using an existing z (${
-          (100 * (z - Math.max(zeroShot, best))).toFixed(2)
+          (100 * (z - best)).toFixed(2)
         } points), so on this family much of the held-out task is solved by networks the generator already produces.`),
   );
   const twins = r.heldOut.map((h) => h.controls.reversedTwinZ).filter((x) => x !== undefined);
