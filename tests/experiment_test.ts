@@ -29,7 +29,10 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
   for (const m of held.methods) {
     assert.ok(Number.isFinite(m.loss) && m.accuracy >= 0 && m.accuracy <= 1);
   }
-  for (const v of Object.values(held.controls)) assert.ok(v >= 0 && v <= 1);
+  const { perTrainingZ, reversedTwinZ, ...controls } = held.controls;
+  for (const v of Object.values(controls)) assert.ok(v >= 0 && v <= 1);
+  assert.equal(perTrainingZ.length, results.taskCounts.train);
+  assert.ok(reversedTwinZ !== undefined && reversedTwinZ >= 0 && reversedTwinZ <= 1);
   assert.deepEqual([...new Set(held.shots.map((s) => s.shots))], [1, 0]);
   assert.equal(results.ablations.length, 2);
   const report = await Deno.readTextFile(await writeReport(out));
