@@ -6,25 +6,31 @@
 // numbered linearly on a 2D grid (id = wid.x + wid.y * nwg.x) and never mix tasks.
 //
 // Tiling, written for llvmpipe, which runs 8 invocations as one 8-wide SIMD vector and turns
-// every storage or workgroup load into a loop over the 8 lanes (about 50 FMAs' worth, whatever
-// its width), while an indexed read of a private array is a cheap branch-free gather. So the
-// tiled kernels load input rows as vec4 "windows" into private arrays and pick the values of
-// every tap out of them, and keep 16 channels x 8 pixels (or 16 channels x 4 taps) per
-// invocation in mat4x4 registers (columns = 4 consecutive channels):
-//   forward          invocation = 2 output rows x 4 output columns x 16 output channels; per
-//                    (c, ky) it loads one window per row, covering all k taps of its 4 columns.
-//   backward_input   the same for dx, over the stride^2 phases of input pixels (only taps with
-//                    ky = (iy + pad) mod stride contribute), so each phase is a stride-1 problem.
-//   backward_weight  invocation = one (c, ky) and 4 or 8 taps kx x 16 output channels, summing over
-//                    its slice of (b, oy, 4 output columns) quads; 4 slices per workgroup are
-//                    added in a fixed order at the end, so the sum is deterministic.
+// every storage or workgroup load into a loop over the 8 lanes (tens of FMAs' worth, whatever its
+// width), and does not unroll loops bounded by override constants (nor, reliably, loops with
+// large bodies: indexing a matrix in a loop that is not unrolled is slow). So the tiled kernels
+// read the input along rows as "windows" of 4 aligned vec4s, shifted into place in a mat4x4
+// (value i = window[i / 4][i % 4]), from which every tap of 4 neighbouring output columns is
+// picked at constant positions; outputs are kept as mat4x4 accumulators of 16 channels (column v =
+// channels 4v .. 4v + 3), with the register blocks written out:
+//   forward          invocation = 2 (or 4, TALL) output rows x 4 columns x 16 output channels;
+//                    per (c, ky) one window per row covers all taps of its 4 columns; y is
+//                    written as one vec4 per channel and row where Wo % 4 == 0 (Y_ALIGNED).
+//   backward_input   invocation = 2 rows x 4 (or 8, WIDE_COLUMNS) columns of dx x 16 input
+//                    channels, within one of the stride^2 phases of input pixels: in phase
+//                    ((iy + pad) mod s, (ix + pad) mod s) only every s-th tap contributes, and
+//                    the dy columns of consecutive taps are consecutive, so one window of dy
+//                    covers them.
+//   backward_weight  invocation = one (c, ky), 4 (or 8, WIDE_TAPS) taps kx and 16 output
+//                    channels, summing over its slice of the (b, oy, 4 output columns) quads; the
+//                    4 slices of a workgroup are added in a fixed order at the end, so the sum is
+//                    deterministic.
 // Weights of the forward and backward_input kernels are staged in workgroup memory as vec4s of 4
-// channels (in chunks of input or output channels when they do not fit). Loops over the
-// register blocks are written out: llvmpipe does not unroll loops bounded by override constants.
-// src/ops/conv2d.ts falls back to the naive kernels where a window or the weights do not fit.
+// channels (in chunks of input or output channels when they do not fit). src/ops/conv2d.ts uses
+// the naive kernels where a window or the staged weights would not fit (stride > 4, or > 3 for
+// backward_weight; k > 22), and for the benchmark's baseline.
 //
-// The *_naive entry points compute one output per invocation; forward_naive is the baseline of
-// tests/conv2d_bench.ts.
+// The *_naive entry points compute one output per invocation.
 
 struct Params {
   tasks: u32,
@@ -41,19 +47,22 @@ struct Params {
   // Per-entry block counts (see each entry point).
   blocks_a: u32,
   blocks_b: u32,
+  // Slope of leaky_relu (forward only).
   slope: f32,
 }
 
-// 0 identity, 1 relu, 2 leaky_relu, 3 tanh, 4 sigmoid (forward only).
+// Forward: 0 identity, 1 relu, 2 leaky_relu, 3 tanh, 4 sigmoid. A constant rather than a uniform:
+// llvmpipe runs every case of a switch under a mask, exp included.
 override ACT: u32 = 0u;
 // Stride of the forward and backward_weight kernels, a constant so that the window values of
 // the 4 output columns sit at constant positions.
 override STRIDE: u32 = 1u;
 // Backward kernels: false => out = grad, true => out += grad.
 override ACCUMULATE: bool = false;
-// backward_weight: Wo and Ho * Wo are multiples of 4, so every 4-column quad of dy is one
-// aligned vec4.
+// backward_weight: Wo is a multiple of 4, so every 4-column quad of dy is one aligned vec4.
 override DY_ALIGNED: bool = false;
+// forward: Wo is a multiple of 4, so the 4 output columns of an invocation are one aligned vec4.
+override Y_ALIGNED: bool = false;
 // forward: an invocation takes 4 output rows instead of 2, halving the weight loads per FMA; for
 // Ho >= 8 (fewer rows would leave invocations idle).
 override TALL: bool = false;
@@ -78,14 +87,16 @@ const RS: u32 = 4u;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// The tiled forward kernel writes y through a vec4 view.
+@group(0) @binding(3) var<storage, read_write> y4: array<vec4f>;
 @group(0) @binding(4) var<uniform> p: Params;
 
 var<workgroup> wsm: array<vec4f, WSM>;
 
-fn activate(v: f32) -> f32 {
+fn activate4(v: vec4f) -> vec4f {
   switch ACT {
-    case 1u: { return max(v, 0.0); }
-    case 2u: { return select(v * p.slope, v, v > 0.0); }
+    case 1u: { return max(v, vec4f()); }
+    case 2u: { return select(v * p.slope, v, v > vec4f()); }
     case 3u: {
       // tanh from exp(-2|v|), which cannot overflow.
       let e = exp(-2.0 * abs(v));
@@ -94,6 +105,10 @@ fn activate(v: f32) -> f32 {
     case 4u: { return 1.0 / (1.0 + exp(-v)); }
     default: { return v; }
   }
+}
+
+fn activate(v: f32) -> f32 {
+  return activate4(vec4f(v)).x;
 }
 
 // q with the lanes whose column (col + 0..3) is outside [0, width), or all if the row is not
@@ -155,30 +170,61 @@ fn stage_forward_weights(t: u32, o0: u32, cs: u32, ce: u32, lid: u32) {
   }
 }
 
+// The 16 staged channels at wsm[i .. i + 3] (column v = channels 4v .. 4v + 3).
 fn staged(i: u32) -> mat4x4f {
   return mat4x4f(wsm[i], wsm[i + 1u], wsm[i + 2u], wsm[i + 3u]);
 }
 
-// y[t, b, o0 + 0..15, oy, ox] = act(a + bias) where in range.
-fn store_y(t: u32, b: u32, oy: u32, ox: u32, o0: u32, a: mat4x4f) {
-  if (oy >= p.ho || ox >= p.wo) {
+// y[t, b, o, oy, ox + 0..3] = act(r + bias[t, o]) (i = its index) where in range.
+fn store_channel(t: u32, o: u32, i: u32, ox: u32, r: vec4f) {
+  if (o >= p.cout) {
     return;
   }
-  let plane = p.ho * p.wo;
-  let base = (t * p.batch + b) * p.cout * plane + oy * p.wo + ox;
-  for (var v = 0u; v < 4u; v++) {
-    for (var j = 0u; j < 4u; j++) {
-      let o = o0 + 4u * v + j;
-      if (o < p.cout) {
-        y[base + o * plane] = activate(a[v][j] + bias[t * p.cout + o]);
-      }
-    }
+  let v = activate4(r + bias[t * p.cout + o]);
+  if (Y_ALIGNED) {
+    y4[i / 4u] = v;
+    return;
+  }
+  // Columns past Wo belong to the next row; written one float at a time.
+  y4[i / 4u][i % 4u] = v.x;
+  if (ox + 1u < p.wo) {
+    y4[(i + 1u) / 4u][(i + 1u) % 4u] = v.y;
+  }
+  if (ox + 2u < p.wo) {
+    y4[(i + 2u) / 4u][(i + 2u) % 4u] = v.z;
+  }
+  if (ox + 3u < p.wo) {
+    y4[(i + 3u) / 4u][(i + 3u) % 4u] = v.w;
   }
 }
 
+// Channels o0 + 4v + j of the 4 columns: transpose(m) with m = (a0[v], a1[v], a2[v], a3[v]).
+fn store_block(t: u32, o: u32, i: u32, ox: u32, m: mat4x4f) {
+  let plane = p.ho * p.wo;
+  let r = transpose(m);
+  store_channel(t, o, i, ox, r[0]);
+  store_channel(t, o + 1u, i + plane, ox, r[1]);
+  store_channel(t, o + 2u, i + 2u * plane, ox, r[2]);
+  store_channel(t, o + 3u, i + 3u * plane, ox, r[3]);
+}
+
+// y[t, b, o0 + 0..15, oy, ox + j] = act(a_j + bias) for the 4 columns j, where in range.
+fn store_row(t: u32, b: u32, oy: u32, ox: u32, o0: u32, a0: mat4x4f, a1: mat4x4f, a2: mat4x4f,
+             a3: mat4x4f) {
+  if (oy >= p.ho) {
+    return;
+  }
+  let plane = p.ho * p.wo;
+  let i = ((t * p.batch + b) * p.cout + o0) * plane + oy * p.wo + ox;
+  store_block(t, o0, i, ox, mat4x4f(a0[0], a1[0], a2[0], a3[0]));
+  store_block(t, o0 + 4u, i + 4u * plane, ox, mat4x4f(a0[1], a1[1], a2[1], a3[1]));
+  store_block(t, o0 + 8u, i + 8u * plane, ox, mat4x4f(a0[2], a1[2], a2[2], a3[2]));
+  store_block(t, o0 + 12u, i + 12u * plane, ox, mat4x4f(a0[3], a1[3], a2[3], a3[3]));
+}
+
 // Forward, tiled. Workgroup g = (t, channel block of 16, pixel block), pixel block fastest;
-// invocation q = (b, 2-row tile, 4-column tile) of task t.
-// blocks_a = ceil(B * ceil(Ho / 2) * ceil(Wo / 4) / 64), blocks_b = ceil(O / 16).
+// invocation q = (b, row tile, 4-column tile) of task t, row tiles of R = 2 rows (4 if TALL).
+// blocks_a = ceil(B * ceil(Ho / R) * ceil(Wo / 4) / 64), blocks_b = ceil(O / 16).
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
            @builtin(local_invocation_index) lid: u32) {
@@ -287,23 +333,11 @@ fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   if (q >= n) {
     return;
   }
-  store_y(t, b, oy, ox, o0, a00);
-  store_y(t, b, oy, ox + 1u, o0, a01);
-  store_y(t, b, oy, ox + 2u, o0, a02);
-  store_y(t, b, oy, ox + 3u, o0, a03);
-  store_y(t, b, oy + 1u, ox, o0, a10);
-  store_y(t, b, oy + 1u, ox + 1u, o0, a11);
-  store_y(t, b, oy + 1u, ox + 2u, o0, a12);
-  store_y(t, b, oy + 1u, ox + 3u, o0, a13);
+  store_row(t, b, oy, ox, o0, a00, a01, a02, a03);
+  store_row(t, b, oy + 1u, ox, o0, a10, a11, a12, a13);
   if (TALL) {
-    store_y(t, b, oy + 2u, ox, o0, a20);
-    store_y(t, b, oy + 2u, ox + 1u, o0, a21);
-    store_y(t, b, oy + 2u, ox + 2u, o0, a22);
-    store_y(t, b, oy + 2u, ox + 3u, o0, a23);
-    store_y(t, b, oy + 3u, ox, o0, a30);
-    store_y(t, b, oy + 3u, ox + 1u, o0, a31);
-    store_y(t, b, oy + 3u, ox + 2u, o0, a32);
-    store_y(t, b, oy + 3u, ox + 3u, o0, a33);
+    store_row(t, b, oy + 2u, ox, o0, a20, a21, a22, a23);
+    store_row(t, b, oy + 3u, ox, o0, a30, a31, a32, a33);
   }
 }
 
@@ -359,25 +393,31 @@ fn stage_input_weights(t: u32, c0: u32, os: u32, oe: u32, lid: u32) {
   }
 }
 
-// dx[t, b, c0 + 0..15, iy, ix] (+)= a where in range.
+// dx[i + j plane] (+)= r[j] for the channels c + j < C (plane = H W).
+fn store_dx4(i: u32, c: u32, r: vec4f) {
+  let plane = bi_p.h * bi_p.w;
+  for (var j = 0u; j < 4u; j++) {
+    if (c + j < bi_p.cin) {
+      if (ACCUMULATE) {
+        bi_dx[i + j * plane] += r[j];
+      } else {
+        bi_dx[i + j * plane] = r[j];
+      }
+    }
+  }
+}
+
+// dx[t, b, c0 + 0..15, iy, ix] (+)= a where in range (column v of a = channels 4v .. 4v + 3).
 fn store_dx(t: u32, b: u32, iy: u32, ix: u32, c0: u32, a: mat4x4f) {
   if (iy >= bi_p.h || ix >= bi_p.w) {
     return;
   }
   let plane = bi_p.h * bi_p.w;
-  let base = (t * bi_p.batch + b) * bi_p.cin * plane + iy * bi_p.w + ix;
-  for (var v = 0u; v < 4u; v++) {
-    for (var j = 0u; j < 4u; j++) {
-      let c = c0 + 4u * v + j;
-      if (c < bi_p.cin) {
-        if (ACCUMULATE) {
-          bi_dx[base + c * plane] += a[v][j];
-        } else {
-          bi_dx[base + c * plane] = a[v][j];
-        }
-      }
-    }
-  }
+  let i = ((t * bi_p.batch + b) * bi_p.cin + c0) * plane + iy * bi_p.w + ix;
+  store_dx4(i, c0, a[0]);
+  store_dx4(i + 4u * plane, c0 + 4u, a[1]);
+  store_dx4(i + 8u * plane, c0 + 8u, a[2]);
+  store_dx4(i + 12u * plane, c0 + 12u, a[3]);
 }
 
 // Backward input, tiled. Input pixels split into stride^2 phases (fy, fx) = ((iy + pad) mod s,
@@ -385,9 +425,9 @@ fn store_dx(t: u32, b: u32, iy: u32, ix: u32, c0: u32, a: mat4x4f) {
 // oy = (iy + pad - ky) / s. A phase's pixels iy = iy_first + s jy form a grid in which the
 // output rows / columns of consecutive taps are consecutive, so a window of dy covers them.
 // Workgroup g = (t, phase, channel block of 16, pixel block), pixel block fastest; invocation
-// = (b, 2-row tile, 4-column tile) of the phase grid ceil(H / s) x ceil(W / s).
-// blocks_a = ceil(B * ceil(ceil(H / s) / 2) * ceil(ceil(W / s) / 4) / 64),
-// blocks_b = ceil(C / 16).
+// = (b, 2-row tile, X-column tile) of the phase grid ceil(H / s) x ceil(W / s),
+// blocks_a = ceil(B * ceil(ceil(H / s) / 2) * ceil(ceil(W / s) / X) / 64), X = 4 columns (8 if
+// WIDE_COLUMNS), blocks_b = ceil(C / 16).
 @compute @workgroup_size(WG)
 fn backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                   @builtin(local_invocation_index) lid: u32) {
@@ -587,9 +627,9 @@ fn dy_quad(at: u32, col: u32) -> vec4f {
 }
 
 // Backward weight, tiled. Workgroup g = (t, channel block of 16, element block), element block
-// fastest; lane = slice * EL + e, element = (c, ky, kx block of 4 taps). Slice r sums quads
-// (b, oy, 4 output columns) r, r + RS, ... of the task; slices are then added in order 0..RS-1.
-// blocks_a = ceil(C * k * ceil(k / 4) / EL), blocks_b = ceil(O / 16).
+// fastest; lane = slice * EL + e, element = (c, ky, block of X = 4 taps kx, 8 if WIDE_TAPS).
+// Slice r sums quads (b, oy, 4 output columns) r, r + RS, ... of the task; slices are then added
+// in order 0..RS-1. blocks_a = ceil(C * k * ceil(k / X) / EL), blocks_b = ceil(O / 16).
 @compute @workgroup_size(WG)
 fn backward_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                    @builtin(local_invocation_index) lid: u32) {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { sync } from "../src/gpu/kernel.ts";
-import { createTensor, read, type Tensor } from "../src/gpu/tensor.ts";
+import { createTensor, read, STORAGE_USAGE, Tensor, write } from "../src/gpu/tensor.ts";
+import type { Activation } from "../src/ops/activation.ts";
 import {
-  type Activation,
   conv2d,
   conv2dBackwardBias,
   conv2dBackwardInput,
@@ -56,8 +56,9 @@ function inputs(s: ConvShape, seed: number) {
   };
 }
 
-// Sizes that are and are not multiples of the 64-invocation blocks and the 4/8/16-channel
-// register blocks, with every kernel size, stride and padding the brief asks for.
+// Kernel sizes 1, 3, 5 (and others), strides 1, 2 (and others), paddings 0, 1, 2, odd sizes,
+// C and O of 1, 3, 16 and more, T = 1 and 3, B = 1 and 2: sizes that are and are not multiples
+// of the tiled kernels' blocks (16 channels, 4 columns, 2 or 4 rows, 64 invocations).
 const CONFIGS: ConvShape[] = [
   { tasks: 1, batch: 1, cin: 1, h: 7, w: 7, cout: 1, k: 1 },
   { tasks: 1, batch: 2, cin: 3, h: 7, w: 9, cout: 3, k: 3, stride: 1, padding: 1 },
@@ -81,6 +82,10 @@ const CONFIGS: ConvShape[] = [
   { tasks: 2, batch: 1, cin: 2, h: 12, w: 11, cout: 3, k: 3, stride: 5, padding: 1 },
   { tasks: 1, batch: 1, cin: 1, h: 24, w: 23, cout: 2, k: 23, stride: 1, padding: 0 },
 ];
+
+/** A small seed_cnn-like layer (5x5, stride 2, padding 2), and one the tiled kernels refuse. */
+const SMALL = CONFIGS[3]!;
+const UNTILED = CONFIGS.find((c) => c.stride === 5)!;
 
 const ACTIVATIONS: Activation[] = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"];
 
@@ -119,7 +124,7 @@ Deno.test("conv2d forward matches the reference for both variants", async () => 
 
 Deno.test("conv2d forward applies every activation", async () => {
   const gpu = await getGpu();
-  const s = CONFIGS[3]!;
+  const s = SMALL;
   const data = inputs(s, 7);
   for (const activation of ACTIVATIONS) {
     for (const variant of ["tiled", "naive"] as const) {
@@ -149,7 +154,7 @@ async function backward(
   gpu: Gpu,
   s: ConvShape,
   data: ReturnType<typeof inputs>,
-  options: { accumulate?: boolean; start?: number } = {},
+  options: { accumulate?: boolean; start?: number; variant?: "tiled" | "naive" } = {},
 ): Promise<{ dx: Float32Array; dw: Float32Array; dbias: Float32Array }> {
   const sh = shapes(s);
   const x = upload(gpu, sh.x, data.x);
@@ -160,7 +165,12 @@ async function backward(
   const dx = start(sh.x);
   const dw = start(sh.w);
   const dbias = start(sh.bias);
-  const o = { stride: s.stride, padding: s.padding, accumulate: options.accumulate };
+  const o = {
+    stride: s.stride,
+    padding: s.padding,
+    accumulate: options.accumulate,
+    variant: options.variant,
+  };
   const dispatches = [
     ...conv2dBackwardInput(gpu, dy, w, dx, o),
     ...conv2dBackwardWeight(gpu, x, dy, dw, o),
@@ -175,30 +185,37 @@ async function backward(
   return out;
 }
 
-Deno.test("conv2d backward kernels match the reference backward", async () => {
+Deno.test("conv2d backward kernels match the reference backward for both variants", async () => {
   const gpu = await getGpu();
   for (const [i, s] of CONFIGS.entries()) {
     const data = inputs(s, 200 + i);
     const expected = conv2dBackwardRef(s, data);
-    const out = await backward(gpu, s, data);
-    const label = describe(s);
-    assertClose(out.dx, expected.dx, { label: `dx ${label}` });
-    assertClose(out.dw, expected.dw, { label: `dw ${label}` });
-    assertClose(out.dbias, expected.dbias, { label: `dbias ${label}` });
+    for (const variant of ["tiled", "naive"] as const) {
+      const out = await backward(gpu, s, data, { variant });
+      const label = `${variant} ${describe(s)}`;
+      assertClose(out.dx, expected.dx, { label: `dx ${label}` });
+      assertClose(out.dw, expected.dw, { label: `dw ${label}` });
+      assertClose(out.dbias, expected.dbias, { label: `dbias ${label}` });
+    }
   }
 });
 
 Deno.test("conv2d backward accumulates into its outputs when asked", async () => {
   const gpu = await getGpu();
-  const s = CONFIGS[3]!;
-  const data = inputs(s, 11);
-  const expected = conv2dBackwardRef(s, data);
-  const out = await backward(gpu, s, data, { accumulate: true, start: 0.5 });
-  assertClose(out.dx, expected.dx.map((v) => v + 0.5), { label: "dx" });
-  assertClose(out.dw, expected.dw.map((v) => v + 0.5), { label: "dw" });
-  assertClose(out.dbias, expected.dbias.map((v) => v + 0.5), { label: "dbias" });
-  const overwritten = await backward(gpu, s, data, { accumulate: false, start: 0.5 });
-  assertClose(overwritten.dw, expected.dw, { label: "dw without accumulate" });
+  // Stride 2 (tiled kernels) and stride 5 (the naive ones).
+  for (const s of [SMALL, UNTILED]) {
+    const data = inputs(s, 11);
+    const expected = conv2dBackwardRef(s, data);
+    const label = describe(s);
+    const out = await backward(gpu, s, data, { accumulate: true, start: 0.5 });
+    assertClose(out.dx, expected.dx.map((v) => v + 0.5), { label: `dx ${label}` });
+    assertClose(out.dw, expected.dw.map((v) => v + 0.5), { label: `dw ${label}` });
+    assertClose(out.dbias, expected.dbias.map((v) => v + 0.5), { label: `dbias ${label}` });
+    const overwritten = await backward(gpu, s, data, { accumulate: false, start: 0.5 });
+    assertClose(overwritten.dx, expected.dx, { label: `dx without accumulate ${label}` });
+    assertClose(overwritten.dw, expected.dw, { label: `dw without accumulate ${label}` });
+    assertClose(overwritten.dbias, expected.dbias, { label: `dbias without accumulate ${label}` });
+  }
 });
 
 Deno.test("conv2d reference backward matches finite differences of the reference forward", () => {
@@ -256,7 +273,7 @@ Deno.test("conv2d on a seed_cnn first layer (T2 B4 C3 32x32 O16 k5 s2 p2)", asyn
 
 Deno.test("conv2d backward weight and bias are bitwise deterministic", async () => {
   const gpu = await getGpu();
-  const s = CONFIGS[3]!;
+  const s = SMALL;
   const data = inputs(s, 500);
   const first = await backward(gpu, s, data);
   const second = await backward(gpu, s, data);
@@ -264,22 +281,56 @@ Deno.test("conv2d backward weight and bias are bitwise deterministic", async () 
   assert.deepEqual(second.dbias, first.dbias);
 });
 
+Deno.test("conv2d falls back to the naive kernels for a buffer that ends inside a vec4", async () => {
+  const gpu = await getGpu();
+  const s: ConvShape = { tasks: 1, batch: 1, cin: 1, h: 7, w: 7, cout: 2, k: 3, padding: 1 };
+  const data = inputs(s, 21);
+  // 49 floats: the tiled kernels read x as vec4s and would need 52.
+  const buffer = gpu.device.createBuffer({ size: 49 * 4, usage: STORAGE_USAGE });
+  const x = new Tensor(buffer, [1, 1, 1, 7, 7]);
+  write(gpu, x, data.x);
+  const w = upload(gpu, [1, 2, 1, 3, 3], data.w);
+  const bias = upload(gpu, [1, 2], data.bias);
+  const y = createTensor(gpu, [1, 1, 2, 7, 7]);
+  const out = await runAndRead(gpu, conv2d(gpu, x, w, bias, y, { padding: 1 }), y);
+  assertClose(out, conv2dRef(s, data), { label: "forward" });
+  const dw = createTensor(gpu, [1, 2, 1, 3, 3]);
+  const dy = upload(gpu, [1, 1, 2, 7, 7], data.dy);
+  const grad = await runAndRead(gpu, conv2dBackwardWeight(gpu, x, dy, dw, { padding: 1 }), dw);
+  assertClose(grad, conv2dBackwardRef(s, data).dw, { label: "backward weight" });
+  for (const t of [w, bias, y, dw, dy]) t.destroy();
+  buffer.destroy();
+});
+
 Deno.test("conv2d rejects mismatched shapes and bad options", async () => {
   const gpu = await getGpu();
-  const x = createTensor(gpu, [2, 1, 3, 8, 8]);
-  const w = createTensor(gpu, [2, 4, 3, 3, 3]);
-  const bias = createTensor(gpu, [2, 4]);
-  const y = createTensor(gpu, [2, 1, 4, 6, 6]);
+  const made: Tensor[] = [];
+  const t = (shape: number[]) => {
+    const tensor = createTensor(gpu, shape);
+    made.push(tensor);
+    return tensor;
+  };
+  const x = t([2, 1, 3, 8, 8]);
+  const w = t([2, 4, 3, 3, 3]);
+  const bias = t([2, 4]);
+  const y = t([2, 1, 4, 6, 6]);
   assert.equal(conv2dOutputSize(8, { k: 3 }), 6);
   assert.throws(() => conv2d(gpu, x, w, bias, y, { padding: 1 }), RangeError);
-  assert.throws(() => conv2d(gpu, x, createTensor(gpu, [1, 4, 3, 3, 3]), bias, y), RangeError);
-  assert.throws(() => conv2d(gpu, x, createTensor(gpu, [2, 4, 2, 3, 3]), bias, y), RangeError);
-  assert.throws(() => conv2d(gpu, x, w, createTensor(gpu, [4]), y), RangeError);
+  assert.throws(() => conv2d(gpu, x, t([1, 4, 3, 3, 3]), bias, y), RangeError);
+  assert.throws(() => conv2d(gpu, x, t([2, 4, 2, 3, 3]), bias, y), RangeError);
+  assert.throws(() => conv2d(gpu, x, t([2, 4, 3, 3, 2]), bias, y), RangeError);
+  assert.throws(() => conv2d(gpu, x, w, t([4]), y), RangeError);
   assert.throws(() => conv2d(gpu, x, w, bias, y, { stride: 0 }), RangeError);
-  assert.throws(() => conv2d(gpu, x, createTensor(gpu, [2, 4, 3, 9, 9]), bias, y), RangeError);
-  assert.throws(() => conv2dBackwardInput(gpu, y, w, createTensor(gpu, [2, 1, 3, 9, 9])));
-  assert.throws(() => conv2dBackwardWeight(gpu, x, y, createTensor(gpu, [2, 4, 3, 5, 5])));
-  assert.throws(() => conv2dBackwardBias(gpu, y, createTensor(gpu, [2, 5])), RangeError);
+  assert.throws(() => conv2d(gpu, x, w, bias, y, { padding: -1 }), RangeError);
+  assert.throws(() => conv2d(gpu, x, t([2, 4, 3, 9, 9]), bias, y), RangeError);
+  assert.throws(() => conv2d(gpu, t([2, 1, 3, 8]), w, bias, y), RangeError);
+  assert.throws(() => conv2dBackwardInput(gpu, y, w, t([2, 1, 3, 9, 9])), RangeError);
+  assert.throws(() => conv2dBackwardWeight(gpu, x, y, t([2, 4, 3, 5, 5])), RangeError);
+  assert.throws(() => conv2dBackwardBias(gpu, y, t([2, 5])), RangeError);
+  assert.throws(() => conv2dBackwardBias(gpu, bias, bias), RangeError);
+  // The shapes that were refused above are accepted when they match.
   conv2d(gpu, x, w, bias, y);
+  conv2dBackwardInput(gpu, y, w, x);
   await sync(gpu);
+  for (const tensor of made) tensor.destroy();
 });

@@ -7,17 +7,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-
-/** Activation applied by the forward kernel after the bias. */
-export type Activation = "identity" | "relu" | "leaky_relu" | "tanh" | "sigmoid";
-
-const ACTIVATIONS: Record<Activation, number> = {
-  identity: 0,
-  relu: 1,
-  leaky_relu: 2,
-  tanh: 3,
-  sigmoid: 4,
-};
+import { type Activation, activationCode } from "./activation.ts";
 
 /** Options of {@linkcode conv2d}. */
 export interface Conv2dOptions {
@@ -80,18 +70,23 @@ function expectShape(name: string, t: Tensor, shape: readonly number[]): void {
   if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
     throw new RangeError(`Expected ${name} of shape [${shape}], got [${t.shape}]`);
   }
+  expectFloat(name, t);
+}
+
+function expectFloat(name: string, t: Tensor): void {
+  if (t.dtype !== "f32") throw new RangeError(`Expected ${name} of dtype f32, got ${t.dtype}`);
 }
 
 /**
- * Checks x [T, B, C, H, W] and w [T, O, C, k, k] against each other and the options, and returns
- * every size of the convolution.
+ * Checks x [T, B, C, H, W] (named `input` in messages: x or dx) and w [T, O, C, k, k] against each
+ * other and the options, and returns every size of the convolution.
  */
 function geometry(
   x: Tensor,
   w: Tensor,
-  options: { stride?: number; padding?: number },
+  options: { stride?: number; padding?: number; input: string },
 ): Geometry {
-  const { stride = 1, padding = 0 } = options;
+  const { stride = 1, padding = 0, input } = options;
   if (!Number.isInteger(stride) || stride < 1) {
     throw new RangeError(`Expected an integer stride >= 1, got ${stride}`);
   }
@@ -99,16 +94,18 @@ function geometry(
     throw new RangeError(`Expected an integer padding >= 0, got ${padding}`);
   }
   if (x.shape.length !== 5) {
-    throw new RangeError(`Expected x of shape [T, B, C, H, W], got [${x.shape}]`);
+    throw new RangeError(`Expected ${input} of shape [T, B, C, H, W], got [${x.shape}]`);
   }
   if (w.shape.length !== 5 || w.shape[3] !== w.shape[4]) {
     throw new RangeError(`Expected weights of shape [T, O, C, k, k], got [${w.shape}]`);
   }
+  expectFloat(input, x);
+  expectFloat("weights", w);
   const [tasks, batch, cin, h, wd] = x.shape as [number, number, number, number, number];
   const [wt, cout, wc, k] = w.shape as [number, number, number, number];
   if (wt !== tasks || wc !== cin) {
     throw new RangeError(
-      `Expected weights of shape [${tasks}, O, ${cin}, k, k] for x of shape [${x.shape}], ` +
+      `Expected weights of shape [${tasks}, O, ${cin}, k, k] for ${input} of shape [${x.shape}], ` +
         `got [${w.shape}]`,
     );
   }
@@ -120,12 +117,18 @@ function geometry(
     );
   }
   if (tasks * batch * cout * cin === 0) {
-    throw new RangeError(`Expected non-empty tensors, got x [${x.shape}] and weights [${w.shape}]`);
+    throw new RangeError(
+      `Expected non-empty tensors, got ${input} [${x.shape}] and weights [${w.shape}]`,
+    );
   }
   return { tasks, batch, cin, h, w: wd, cout, k, ho, wo, stride, padding };
 }
 
-function uniform(gpu: Gpu, g: Geometry, blocks: { a: number; b: number; slope?: number }): Uniform {
+function uniform(
+  gpu: Gpu,
+  g: Geometry,
+  blocks: { a: number; b: number; slope?: number },
+): Uniform {
   return new Uniform(gpu, [
     ["u32", g.tasks],
     ["u32", g.batch],
@@ -153,7 +156,8 @@ const ELEMENTS_PER_GROUP = 16;
 
 /**
  * The binding of `t` as an array of vec4s, its size rounded up to 16 bytes (the tiled kernels
- * read whole vec4s and mask what lies past the end); undefined where the buffer ends too soon.
+ * read whole vec4s and mask what lies past the end, and write only inside `t`); undefined where
+ * the buffer ends too soon.
  */
 function vec4Binding(t: Tensor): GPUBufferBinding | undefined {
   const size = Math.ceil(t.byteLength / 16) * 16;
@@ -174,17 +178,17 @@ export function conv2d(
   y: Tensor,
   options: Conv2dOptions = {},
 ): Dispatch[] {
-  const g = geometry(x, w, options);
+  const g = geometry(x, w, { ...options, input: "x" });
   expectShape("bias", bias, [g.tasks, g.cout]);
   expectShape("y", y, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
   const activation = options.activation ?? "identity";
-  const act = ACTIVATIONS[activation];
-  if (act === undefined) throw new RangeError(`Unknown activation '${activation}'`);
+  const act = activationCode(activation);
   const slope = options.slope ?? 0.01;
   const x4 = vec4Binding(x);
+  const y4 = vec4Binding(y);
   // A window covers the 4 columns' taps, at least one: 3 stride + 1 floats.
-  const tiled = options.variant !== "naive" && x4 !== undefined && g.k <= MAX_TILED_K &&
-    3 * g.stride + 1 <= WINDOW_SPAN;
+  const tiled = options.variant !== "naive" && x4 !== undefined && y4 !== undefined &&
+    g.k <= MAX_TILED_K && 3 * g.stride + 1 <= WINDOW_SPAN;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0, slope });
     const pipe = pipeline(gpu, "conv2d", { entry: "forward_naive", constants: { ACT: act } });
@@ -198,10 +202,15 @@ export function conv2d(
   const u = uniform(gpu, g, { a: pixelBlocks, b: channelBlocks, slope });
   const pipe = pipeline(gpu, "conv2d", {
     entry: "forward",
-    constants: { ACT: act, STRIDE: g.stride, TALL: tall ? 1 : 0 },
+    constants: {
+      ACT: act,
+      STRIDE: g.stride,
+      TALL: tall ? 1 : 0,
+      Y_ALIGNED: g.wo % 4 === 0 ? 1 : 0,
+    },
   });
   const groups = grid(g.tasks * channelBlocks * pixelBlocks);
-  return [prepare(gpu, pipe, [x4, w, bias, y], groups, u)];
+  return [prepare(gpu, pipe, [x4, w, bias, y4], groups, u)];
 }
 
 /**
@@ -216,7 +225,7 @@ export function conv2dBackwardInput(
   dx: Tensor,
   options: Conv2dBackwardOptions = {},
 ): Dispatch[] {
-  const g = geometry(dx, w, options);
+  const g = geometry(dx, w, { ...options, input: "dx" });
   expectShape("dy", dy, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
   const constants = { ACCUMULATE: options.accumulate ? 1 : 0 };
   const dy4 = vec4Binding(dy);
@@ -255,7 +264,7 @@ export function conv2dBackwardWeight(
   dw: Tensor,
   options: Conv2dBackwardOptions = {},
 ): Dispatch[] {
-  const g = geometry(x, dw, options);
+  const g = geometry(x, dw, { ...options, input: "x" });
   expectShape("dy", dy, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
   const constants = { ACCUMULATE: options.accumulate ? 1 : 0 };
   const x4 = vec4Binding(x);

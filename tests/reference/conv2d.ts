@@ -5,8 +5,8 @@
  * @module
  */
 
-/** Activation names, as in src/ops/conv2d.ts. */
-export type Activation = "identity" | "relu" | "leaky_relu" | "tanh" | "sigmoid";
+import type { Activation } from "../../src/ops/activation.ts";
+import { act } from "./elementwise.ts";
 
 /** Sizes of a convolution: x [T, B, C, H, W], w [T, O, C, k, k], y [T, B, O, Ho, Wo]. */
 export interface ConvShape {
@@ -38,22 +38,6 @@ export function outputSize(s: ConvShape): { ho: number; wo: number } {
     ho: Math.floor((s.h + 2 * padding - s.k) / stride) + 1,
     wo: Math.floor((s.w + 2 * padding - s.k) / stride) + 1,
   };
-}
-
-/** act(v), with the leaky slope `slope`. */
-export function activate(v: number, activation: Activation, slope = 0.01): number {
-  switch (activation) {
-    case "relu":
-      return Math.max(v, 0);
-    case "leaky_relu":
-      return v > 0 ? v : v * slope;
-    case "tanh":
-      return Math.tanh(v);
-    case "sigmoid":
-      return 1 / (1 + Math.exp(-v));
-    default:
-      return v;
-  }
 }
 
 /** y = act(conv(x, w) + bias) per task; returns y [T, B, O, Ho, Wo]. */
@@ -90,9 +74,9 @@ export function conv2d(
                 }
               }
             }
-            y[(((t * batch + b) * cout + o) * ho + oy) * wo + ox] = activate(
-              sum,
+            y[(((t * batch + b) * cout + o) * ho + oy) * wo + ox] = act(
               data.activation ?? "identity",
+              sum,
               data.slope,
             );
           }
