@@ -213,6 +213,24 @@ export function verdict(r: ExperimentResults): string[] {
   return lines;
 }
 
+/** The command of an experiment folder's run, on CIFAR-100 at the seed's scale. */
+function cifar100Command(dir: string): string {
+  let command = `deno task experiment exp1 --dataset cifar100 --data-dir DIR --profile full`;
+  try {
+    const r: ExperimentResults = JSON.parse(Deno.readTextFileSync(join(dir, "results.json")));
+    const family = r.family === (r.options.name === "exp1" ? "one_vs_anchor" : "pairs_reversed")
+      ? ""
+      : ` --family ${r.family}`;
+    command =
+      `deno task experiment ${r.options.name}${family} --dataset cifar100 --data-dir DIR --profile full --out runs/cifar100-${r.options.name}${
+        family ? `-${r.family}` : ""
+      }`;
+  } catch {
+    // The folder's own report names the problem; keep the generic command here.
+  }
+  return command;
+}
+
 /**
  * Writes the reports of several experiment folders into one Markdown file, copying their plots
  * into `<file without .md>/<folder name>/` next to it; returns the file's path.
@@ -223,6 +241,14 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
     "# Results",
     "",
     "Every section below was written by `deno task report` from a run of `deno task experiment`; the command that reproduces it is at the top of each section. All accuracies are on test images that training and adaptation never saw.",
+    "",
+    "The seed's experiments are defined on CIFAR-100, which is not on the machines these runs came from: **none of the numbers here are CIFAR-100's.** With the official `cifar-100-binary` folder or archive in DIR, the same experiments run as:",
+    "",
+    "```sh",
+    ...new Set(dirs.map((dir) => cifar100Command(dir))),
+    "```",
+    "",
+    "Sections whose dataset is marked *(not verified)* read files that did not match the published md5 sums (allowed with `--no-verify`); their numbers may differ slightly from runs on the official files.",
     "",
   ];
   for (const dir of dirs) {
