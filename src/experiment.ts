@@ -27,7 +27,7 @@ import { MODEL_FILE, type RunState, train, TRAIN_DEFAULTS, type TrainOptions } f
 /** Experiments `experiment` runs. */
 export const EXPERIMENTS = ["exp1", "exp2"] as const;
 /** Sizes of an experiment. */
-export const PROFILES = ["smoke", "quick", "full"] as const;
+export const PROFILES = ["smoke", "quick", "long", "full"] as const;
 
 /** Options of `experiment` (the CLI maps its flags 1:1 onto these). */
 export interface ExperimentOptions {
@@ -41,7 +41,10 @@ export interface ExperimentOptions {
   verify: boolean;
   /** Task family (default: the experiment's own). */
   family?: string;
-  /** smoke (seconds, for tests), quick (2 CPU cores, under 15 minutes on MNIST) or full (the seed's scale, for a GPU). */
+  /**
+   * smoke (seconds, for tests), quick (2 CPU cores, under 15 minutes on MNIST), long (about 40
+   * minutes there) or full (the seed's scale, for a GPU).
+   */
   profile: typeof PROFILES[number];
   /** Number of held-out tasks (the last K); results are mean +- std over them. */
   holdout: number;
@@ -90,6 +93,13 @@ const PROFILE_SETTINGS: Record<typeof PROFILES[number], Profile> = {
   quick: {
     train: { steps: 300, tasksPerStep: 8, batch: 32, evalEvery: 0 },
     adapt: { steps: 150, batch: 64, evalEvery: 25 },
+    sweepMethods: ["z", "full"],
+  },
+  // About 40 minutes per experiment on 2 CPU cores without ablations: 2000 training steps,
+  // 400 adaptation steps.
+  long: {
+    train: { steps: 2000, tasksPerStep: 8, batch: 32, evalEvery: 500 },
+    adapt: { steps: 400, batch: 64, evalEvery: 50 },
     sweepMethods: ["z", "full"],
   },
   // The seed's scale: long training over many tasks per step; every method in the sweep.
