@@ -143,7 +143,8 @@ function fixedSource(gpu: Gpu, T: number, B: number, offset: number): BatchSourc
   const x = tensorFrom(gpu, [T, B, 3, 32, 32], random(T * B * 3 * 32 * 32, 9));
   const y = tensorFrom(gpu, [T, B], Float32Array.from({ length: T * B }, (_, i) => i % 2));
   const taskIndices = tensorFrom(gpu, [T], Uint32Array.from({ length: T }, (_, i) => offset + i));
-  return { x, y, taskIndices, next: () => [] };
+  const none: Dispatch[] = [];
+  return { x, y, taskIndices, next: () => none };
 }
 
 async function stepRows(gpu: Gpu, tasks: number[], B: number): Promise<BenchRow[]> {

@@ -146,8 +146,16 @@ export class StepProgram {
   run(step: number): void {
     for (const g of this.#groups) g.setStep(step);
     const batch = this.#source.next(step);
-    run(this.gpu, batch.length > 0 ? [...batch, ...this.#body] : this.#body);
+    // Sources return the same prepared dispatches every step; join them with the body once.
+    if (batch !== this.#batch) {
+      this.#batch = batch;
+      this.#all = [...batch, ...this.#body];
+    }
+    run(this.gpu, this.#all);
   }
+
+  #batch: Dispatch[] | undefined;
+  #all: Dispatch[] = [];
 
   /** Reads the loss and counts of the last submitted step (waits for it). */
   readMetrics(): Promise<MetricValues> {
