@@ -29,6 +29,7 @@ import {
   runExperiment,
 } from "./src/experiment.ts";
 import { combineReports, writeReport } from "./src/report.ts";
+import { evaluateRun, exportFromRun } from "./src/evaluate.ts";
 import { SafetensorsError } from "./src/safetensors.ts";
 import {
   loadTasks,
@@ -480,15 +481,14 @@ async function runEvaluate(
   given: Record<string, unknown>,
   quiet: boolean,
 ): Promise<void> {
-  const { evaluateRun } = await import("./src/evaluate.ts");
   const gpu = await getGpuFn();
+  if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
   const run = (given.run as string | undefined) ?? ADAPT_DEFAULTS.run;
   const report = await evaluateRun(gpu, {
     run,
     dataDir: given.dataDir as string | undefined,
     verify: (given.verify as boolean | undefined) ?? true,
   });
-  if (!quiet) console.error(`Adapter: ${gpu.description}`);
   for (const s of report.tasks) {
     console.log(
       `${String(s.task).padStart(4)}  ${s.name.padEnd(28)} ${
@@ -508,7 +508,6 @@ async function runExport(
   getGpuFn: () => Promise<Gpu>,
   given: Record<string, unknown>,
 ): Promise<void> {
-  const { exportFromRun } = await import("./src/evaluate.ts");
   const gpu = await getGpuFn();
   const run = (given.run as string | undefined) ?? ADAPT_DEFAULTS.run;
   const written = await exportFromRun(gpu, {
