@@ -185,3 +185,43 @@ Deno.test("every subcommand prints its help", async () => {
     assert.match(r.stdout, new RegExp(`Usage: deno task ${name}`));
   }
 });
+
+Deno.test("Ctrl-C during training saves a checkpoint and says how to resume", async () => {
+  const dir = await Deno.makeTempDir();
+  const run = join(dir, "run");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      join(root, "main.ts"),
+      "train",
+      ...TINY,
+      "--steps",
+      "100000",
+      "--out",
+      run,
+    ],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const metricsFile = join(run, "metrics.jsonl");
+  for (let i = 0; i < 600; i++) {
+    const text = await Deno.readTextFile(metricsFile).catch(() => "");
+    if (text.includes('"kind":"step"')) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill("SIGINT");
+  const out = await child.output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.match(
+    stdout,
+    /Interrupted at step \d+; checkpoint saved\. Resume with: deno task train --resume/,
+  );
+  const info = JSON.parse(await Deno.readTextFile(join(run, "checkpoint.json")));
+  assert.ok(info.step >= 1 && info.step < 100000);
+  await Deno.remove(dir, { recursive: true });
+});
