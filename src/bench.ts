@@ -138,6 +138,32 @@ async function convRows(gpu: Gpu, T: number, B: number): Promise<BenchRow[]> {
   return rows;
 }
 
+/**
+ * Where a step's time goes: the forward alone, then with loss and backward, then the whole step;
+ * the differences are each phase's share (later phases read what earlier ones wrote, so they run
+ * in order).
+ */
+async function breakdown(gpu: Gpu, program: StepProgram, label: string): Promise<BenchRow[]> {
+  const { forward, loss, backward, update } = program.phases;
+  const cumulative: [string, Dispatch[]][] = [
+    ["forward (generator + target)", [...forward]],
+    ["+ loss + backward", [...forward, ...loss, ...backward]],
+    ["+ optimiser (whole step)", [...forward, ...loss, ...backward, ...update]],
+  ];
+  const rows: BenchRow[] = [];
+  let previous = 0;
+  for (const [name, list] of cumulative) {
+    const seconds = await time(gpu, () => run(gpu, list));
+    rows.push({
+      group: "step breakdown",
+      name: `${label}: ${name}, +${((seconds - previous) * 1000).toFixed(1)} ms`,
+      seconds,
+    });
+    previous = seconds;
+  }
+  return rows;
+}
+
 /** A batch source with fixed random images, so the step measures the model alone. */
 function fixedSource(gpu: Gpu, T: number, B: number, offset: number): BatchSource {
   const x = tensorFrom(gpu, [T, B, 3, 32, 32], random(T * B * 3 * 32 * 32, 9));
@@ -173,6 +199,7 @@ async function stepRows(gpu: Gpu, tasks: number[], B: number): Promise<BenchRow[
       seconds,
       imagesPerSecond: (T * B) / seconds,
     });
+    if (T === 16) rows.push(...(await breakdown(gpu, batched, `seed_cnn T=${T} B=${B}`)));
     batched.destroy();
     // The per-task loop: one T = 1 step per task, each a full dispatch chain (forward, backward,
     // update), as a framework without batched per-task weights runs it.
@@ -194,6 +221,15 @@ async function stepRows(gpu: Gpu, tasks: number[], B: number): Promise<BenchRow[
   return rows;
 }
 
+/**
+ * Some machines pin OpenBLAS to an older core type (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE) for
+ * correctness with old builds; a current build then runs far below its peak, so the native peer
+ * processes run without them.
+ */
+const NATIVE_ENV = Object.fromEntries(
+  Object.entries(Deno.env.toObject()).filter(([k]) => !k.startsWith("OPENBLAS_")),
+);
+
 /** The CPU's fp32 GEMM rate through numpy's BLAS, in a separate process; undefined without it. */
 async function nativePeak(): Promise<{ gflops: number; detail: string } | undefined> {
   const script = [
@@ -212,6 +248,8 @@ async function nativePeak(): Promise<{ gflops: number; detail: string } | undefi
         args: ["-c", script],
         stdout: "piped",
         stderr: "null",
+        env: NATIVE_ENV,
+        clearEnv: true,
       }).output();
       if (!out.success) continue;
       const [gflops, version] = new TextDecoder().decode(out.stdout).trim().split(" ");
@@ -234,6 +272,8 @@ async function torchStep(
       args: [script, String(T), String(B)],
       stdout: "piped",
       stderr: "null",
+      env: NATIVE_ENV,
+      clearEnv: true,
     }).output();
     if (!out.success) return undefined;
     const [rate, version, threads] = new TextDecoder().decode(out.stdout).trim().split(" ");

@@ -129,13 +129,27 @@ export class StepProgram {
     this.#metrics = new Metrics(gpu, options.source.taskIndices.size);
     const loss = this.#metrics.prepare(gpu, logits, options.source.y, this.#dLogits);
     this.#tape.buildBackward(logits, this.#dLogits);
+    this.phases = {
+      forward: this.#tape.forward,
+      loss,
+      backward: this.#tape.backward,
+      update: options.groups.flatMap((g) => g.optimizer.dispatches),
+    };
     this.#body = [
-      ...this.#tape.forward,
-      ...loss,
-      ...this.#tape.backward,
-      ...options.groups.flatMap((g) => g.optimizer.dispatches),
+      ...this.phases.forward,
+      ...this.phases.loss,
+      ...this.phases.backward,
+      ...this.phases.update,
     ];
   }
+
+  /** The step's dispatches by phase, in order (for timing breakdowns). */
+  readonly phases: {
+    forward: readonly Dispatch[];
+    loss: readonly Dispatch[];
+    backward: readonly Dispatch[];
+    update: readonly Dispatch[];
+  };
 
   /** Number of dispatches a step runs (batch assembly excluded). */
   get dispatchCount(): number {
