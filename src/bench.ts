@@ -329,6 +329,21 @@ function table(rows: BenchRow[], peak?: number): string {
   return lines.join("\n");
 }
 
+/**
+ * What the kernels' tuning tried on the software driver (llvmpipe), kept beside the numbers so a
+ * missed target comes with its history; measured with tests/matmul_bench.ts and
+ * tests/conv2d_bench.ts (`deno bench -A`).
+ */
+const TRIED = [
+  "## What was tried",
+  "",
+  "- On llvmpipe every storage or workgroup-memory load costs about as much as tens of vector FMAs, whatever its width, so speed comes from few loads and much reuse from registers.",
+  "- matmul: register blocks of 4x4, 8x4, 8x8, 16x4, 16x8 (kept), 16x16, 24x8 and 32x8 outputs per invocation; vec4 loads along the contiguous dimension (kept; 1-float loads are 2x slower); staging tiles through workgroup memory (2.3x slower with the same blocking, dropped); blocks written out by hand (loop-indexed register arrays were 50x slower). Larger blocks spill registers.",
+  "- conv2d: 16 output channels x 8 or 16 pixels per invocation in mat4x4 accumulators; input rows read as aligned vec4 windows with taps picked from registers; backward input split into stride^2 phases; activation as an override constant (a uniform switch was 1.7x slower, llvmpipe runs every case); weights in uniform buffers, texture loads and FMA intrinsics gave nothing.",
+  "- The training step fuses bias and activation into the producing matmul or convolution, generates the weights of all T tasks with one matmul per head, prepares every dispatch once, and submits a whole step (batch assembly, forward, loss, backward, updates) as one command buffer.",
+  "- Where the step's time goes is the breakdown above: the convolutions run at 8-10 GFLOP/s and dominate both passes; the backward costs about 2.3x the forward. The per-task loop pays the generator's update (10-14 ms over 3.7 million parameters) and ~60 dispatches once per task, which is why batching gains 3-3.6x rather than 5x: most of the batched step is convolution work that grows with T.",
+];
+
 /** Runs the benchmarks and writes docs/benchmarks.{json,md}. */
 export async function bench(options: { quick: boolean; out: string }): Promise<string> {
   const gpu = await getGpu();
@@ -432,6 +447,8 @@ export async function bench(options: { quick: boolean; out: string }): Promise<s
     ...summary.map((s) => `- ${s}`),
     "",
     table(rows, peak?.gflops),
+    "",
+    ...TRIED,
     "",
   ].join("\n");
   await Deno.writeTextFile(join(options.out, "benchmarks.md"), md);
