@@ -16,6 +16,7 @@ import {
   conv2dBackwardBias,
   conv2dBackwardInput,
   conv2dBackwardWeight,
+  conv2dOutputSize,
 } from "./ops/conv2d.ts";
 import type { Activation } from "./ops/activation.ts";
 import { activation, activationBackward } from "./ops/elementwise.ts";
@@ -238,8 +239,8 @@ export class Tape {
     const { stride = 1, padding = 0, activation: act = "identity", slope } = options;
     const [T, B, , H, W] = x.shape as [number, number, number, number, number];
     const [, O, , k] = w.shape as [number, number, number, number];
-    const Ho = Math.floor((H + 2 * padding - k) / stride) + 1;
-    const Wo = Math.floor((W + 2 * padding - k) / stride) + 1;
+    const Ho = conv2dOutputSize(H, { k, stride, padding });
+    const Wo = conv2dOutputSize(W, { k, stride, padding });
     const y = this.#result([T, B, O, Ho, Wo], x, w, bias);
     this.forward.push(
       ...conv2d(this.gpu, x.tensor, w.tensor, bias.tensor, y.tensor, {

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Activation } from "../ops/activation.ts";
+import { conv2dOutputSize } from "../ops/conv2d.ts";
 import type { Tape, Var } from "../tape.ts";
 
 /** One layer of a target network. */
@@ -65,10 +66,6 @@ export interface TargetOptions {
   slope?: number;
 }
 
-function convOut(size: number, kernel: number, stride: number, padding: number): number {
-  return Math.floor((size + 2 * padding - kernel) / stride) + 1;
-}
-
 function convStack(
   options: TargetOptions,
   convs: { out: number; kernel: number; stride: number; padding: number }[],
@@ -88,8 +85,8 @@ function convStack(
       activation: "leaky_relu",
     });
     c = cv.out;
-    h = convOut(h, cv.kernel, cv.stride, cv.padding);
-    w = convOut(w, cv.kernel, cv.stride, cv.padding);
+    h = conv2dOutputSize(h, { k: cv.kernel, stride: cv.stride, padding: cv.padding });
+    w = conv2dOutputSize(w, { k: cv.kernel, stride: cv.stride, padding: cv.padding });
     if (h < 1 || w < 1) {
       throw new RangeError(
         `Input [${options.inputShape}] is too small for ${convs.length} convolutions; use a larger input or another --target`,
