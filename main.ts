@@ -158,6 +158,8 @@ interface Command {
   positional?: string;
   /** Whether the positional argument repeats. */
   many?: boolean;
+  /** Option defaults, shown in the help. */
+  defaults?: object;
   run(
     gpu: () => Promise<Gpu>,
     options: Record<string, unknown>,
@@ -170,11 +172,13 @@ const COMMANDS: Record<string, Command> = {
   train: {
     summary: "train the generator and task vectors on a task family",
     flags: TRAIN_FLAGS,
+    defaults: TRAIN_DEFAULTS,
     run: runTrain,
   },
   adapt: {
     summary: "learn a held-out task by its z only, against whole-network baselines",
     flags: ADAPT_FLAGS,
+    defaults: ADAPT_DEFAULTS,
     run: runAdapt,
   },
   evaluate: {
@@ -198,11 +202,13 @@ const COMMANDS: Record<string, Command> = {
   tasks: {
     summary: "list a family's tasks with class names and held-out marks",
     flags: TASK_FLAGS,
+    defaults: TRAIN_DEFAULTS,
     run: runTasks,
   },
   experiment: {
     summary: "run the seed's exp1 or exp2 end to end with controls and ablations",
     flags: EXPERIMENT_FLAGS,
+    defaults: EXPERIMENT_DEFAULTS,
     positional: "exp1|exp2",
     run: runExperimentCommand,
   },
@@ -218,9 +224,16 @@ const COMMANDS: Record<string, Command> = {
 function usage(name: string, cmd: Command): string {
   const what = cmd.positional ? ` ${cmd.positional}` : "";
   const lines = [`Usage: deno task ${name}${what} [flags]   (${cmd.summary})`, ""];
+  const defaults = (cmd.defaults ?? {}) as Record<string, unknown>;
   for (const f of [...cmd.flags, ...COMMON]) {
     const value = f.kind === "bool" ? "" : f.values ? ` <${f.values.join("|")}>` : " <value>";
-    lines.push(`  --${f.flag}${value}`.padEnd(44) + f.help);
+    const given = defaults[f.key];
+    const shown = f.kind === "bool" || given === undefined ||
+        (Array.isArray(given) && given.length === 0)
+      ? ""
+      : ` (default ${Array.isArray(given) ? given.join(",") : given})`;
+    const left = `  --${f.flag}${value}`;
+    lines.push(`${left.length >= 44 ? `${left}  ` : left.padEnd(44)}${f.help}${shown}`);
   }
   return lines.join("\n");
 }
