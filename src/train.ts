@@ -308,7 +308,10 @@ export async function train(
   });
   let saved = options.resume ? step : 0;
   const save = async (): Promise<void> => {
-    await saveRun(gpu, options, { step, state, net, groups });
+    const written = await saveRun(gpu, options, { step, state, net, groups });
+    if (!written) {
+      throw new NonFiniteLossError(step, saved ? { dir: options.out, step: saved } : undefined);
+    }
     saved = step;
     emit({ kind: "checkpoint", step, dir: options.out });
   };
@@ -376,12 +379,18 @@ export async function train(
   return { step, scores, seconds: (performance.now() - started) / 1000, interrupted };
 }
 
-/** Writes the run's checkpoint (model, optimiser state, checkpoint.json) and options.json. */
+/**
+ * Writes the run's checkpoint (model, optimiser state, checkpoint.json) and options.json; returns
+ * false, writing nothing, when a parameter is not finite.
+ */
 async function saveRun(
   gpu: Gpu,
   options: TrainOptions,
   run: { step: number; state: RunState; net: SuperNet; groups: Record<string, ParamGroup> },
-): Promise<void> {
+): Promise<boolean> {
+  // A step whose update made a parameter non-finite must not replace the last good checkpoint.
+  const model = await arenaTensors(gpu, modelArenas(run.net));
+  for (const t of model.values()) if (!t.data.every(Number.isFinite)) return false;
   const optimizerState = new Map<string, NamedTensor>();
   for (const [groupName, group] of Object.entries(run.groups)) {
     for (const { name, tensor } of group.optimizer.state) {
@@ -398,13 +407,14 @@ async function saveRun(
     state: run.state as unknown as Record<string, unknown>,
     versions: { deno: Deno.version.deno, supernet: "0.1.0" },
   }, {
-    [MODEL_FILE]: await arenaTensors(gpu, modelArenas(run.net)),
+    [MODEL_FILE]: model,
     [OPTIMIZER_FILE]: optimizerState,
   });
   await Deno.writeTextFile(
     join(options.out, "options.json"),
     JSON.stringify(options, null, 2) + "\n",
   );
+  return true;
 }
 
 /** Restores model and optimiser state from `dir`; returns the step to continue from. */

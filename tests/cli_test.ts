@@ -168,6 +168,26 @@ Deno.test("bad input gets one clear line and the right exit code", async () => {
     other.stderr,
     /does not match this architecture: generator\.head\.conv1\.weight\.weight is \[100,400\], expected \[20,400\]/,
   );
+  // Training that diverges stops at the step and keeps the last good checkpoint.
+  const diverged = await cli(
+    "train",
+    ...TINY,
+    "--output",
+    "linear",
+    "--lr",
+    "1e30",
+    "--save-every",
+    "1",
+    "--out",
+    join(dir, "nan"),
+  );
+  assert.equal(diverged.code, 1, diverged.stderr);
+  assert.match(
+    diverged.stderr,
+    /Loss became non-finite at step (\d+); the last good checkpoint \(step \d+\)/,
+  );
+  const kept = await loadSafetensors(join(dir, "nan", "model.safetensors"));
+  for (const [name, t] of kept.tensors) assert.ok(t.data.every(Number.isFinite), name);
   // A corrupt checkpoint: truncated model file.
   const model = join(run, "model.safetensors");
   const bytes = await Deno.readFile(model);
