@@ -213,6 +213,31 @@ export function verdict(r: ExperimentResults): string[] {
   return lines;
 }
 
+/** One row per experiment folder: held-out test accuracy of each method (mean over held-out tasks). */
+async function summaryTable(dirs: string[]): Promise<string[]> {
+  const methods: Method[] = ["zero-shot", "z", "full", "finetune", "z-untrained"];
+  const rows = [
+    `| experiment | profile | ${methods.join(" | ")} |`,
+    `| --- | --- | ${methods.map(() => "---:").join(" | ")} |`,
+  ];
+  for (const dir of dirs) {
+    const r: ExperimentResults = JSON.parse(await Deno.readTextFile(join(dir, "results.json")));
+    const acc = (m: Method) =>
+      pct(average(r.heldOut.map((h) => h.methods.find((x) => x.method === m)?.accuracy ?? NaN)));
+    rows.push(
+      `| ${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile} | ${
+        methods.map(acc).join(" | ")
+      } |`,
+    );
+  }
+  return [
+    "Held-out test accuracy by method (details and commands in each section):",
+    "",
+    ...rows,
+    "",
+  ];
+}
+
 /** The command of an experiment folder's run, on CIFAR-100 at the seed's scale. */
 function cifar100Command(dir: string): string {
   let command = `deno task experiment exp1 --dataset cifar100 --data-dir DIR --profile full`;
@@ -248,6 +273,7 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
     ...new Set(dirs.map((dir) => cifar100Command(dir))),
     "```",
     "",
+    ...(await summaryTable(dirs)),
     "Sections whose dataset is marked *(not verified)* read files that did not match the published md5 sums (allowed with `--no-verify`); their numbers may differ slightly from runs on the official files.",
     "",
   ];
