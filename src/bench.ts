@@ -164,6 +164,42 @@ async function breakdown(gpu: Gpu, program: StepProgram, label: string): Promise
   return rows;
 }
 
+/**
+ * Per-kernel timings of a step: every dispatch timed alone (its inputs are whatever the previous
+ * full step left, which is what it reads in a step too), summed by shader and entry point. A
+ * submit-and-wait costs milliseconds on its own, so each dispatch is timed as (9 copies in one
+ * submit - 1 copy) / 8.
+ */
+async function perKernel(gpu: Gpu, program: StepProgram, label: string): Promise<BenchRow[]> {
+  const { forward, loss, backward, update } = program.phases;
+  const byKernel = new Map<string, { seconds: number; count: number }>();
+  for (
+    const [phase, list] of [["forward", forward], ["backward", [...loss, ...backward]], [
+      "update",
+      update,
+    ]] as const
+  ) {
+    for (const d of list) {
+      const nine = Array<Dispatch>(9).fill(d);
+      const one = await time(gpu, () => run(gpu, [d]), { repeats: 3 });
+      const seconds = Math.max(
+        0,
+        (await time(gpu, () => run(gpu, nine), { repeats: 3 }) - one) / 8,
+      );
+      const kernel = `${phase} ${d.pipeline.label.split(":").slice(0, 2).join(":")}`;
+      const entry = byKernel.get(kernel) ?? { seconds: 0, count: 0 };
+      byKernel.set(kernel, { seconds: entry.seconds + seconds, count: entry.count + 1 });
+    }
+  }
+  return [...byKernel.entries()]
+    .sort((a, b) => b[1].seconds - a[1].seconds)
+    .map(([kernel, { seconds, count }]) => ({
+      group: "per kernel",
+      name: `${label}: ${kernel} (${count} dispatch${count > 1 ? "es" : ""})`,
+      seconds,
+    }));
+}
+
 /** A batch source with fixed random images, so the step measures the model alone. */
 function fixedSource(gpu: Gpu, T: number, B: number, offset: number): BatchSource {
   const x = tensorFrom(gpu, [T, B, 3, 32, 32], random(T * B * 3 * 32 * 32, 9));
@@ -199,7 +235,10 @@ async function stepRows(gpu: Gpu, tasks: number[], B: number): Promise<BenchRow[
       seconds,
       imagesPerSecond: (T * B) / seconds,
     });
-    if (T === 16) rows.push(...(await breakdown(gpu, batched, `seed_cnn T=${T} B=${B}`)));
+    if (T === 16) {
+      rows.push(...(await breakdown(gpu, batched, `seed_cnn T=${T} B=${B}`)));
+      rows.push(...(await perKernel(gpu, batched, `seed_cnn T=${T} B=${B}`)));
+    }
     batched.destroy();
     // The per-task loop: one T = 1 step per task, each a full dispatch chain (forward, backward,
     // update), as a framework without batched per-task weights runs it.
