@@ -42,8 +42,8 @@ export interface ExperimentOptions {
   /** Task family (default: the experiment's own). */
   family?: string;
   /**
-   * smoke (seconds, for tests), quick (2 CPU cores, under 15 minutes on MNIST), long (about 40
-   * minutes there) or full (the seed's scale, for a GPU).
+   * smoke (seconds, for tests), quick (2 CPU cores, under 15 minutes on MNIST), long (about 13
+   * minutes there without ablations) or full (the seed's scale, for a GPU).
    */
   profile: typeof PROFILES[number];
   /** Number of held-out tasks (the last K); results are mean +- std over them. */
@@ -95,7 +95,7 @@ const PROFILE_SETTINGS: Record<typeof PROFILES[number], Profile> = {
     adapt: { steps: 150, batch: 64, evalEvery: 25 },
     sweepMethods: ["z", "full"],
   },
-  // About 40 minutes per experiment on 2 CPU cores without ablations: 2000 training steps,
+  // About 13 minutes per experiment (measured 12.4-13.0) on 2 CPU cores without ablations: 2000 training steps,
   // 400 adaptation steps.
   long: {
     train: { steps: 2000, tasksPerStep: 8, batch: 32, evalEvery: 500 },
