@@ -246,22 +246,12 @@ export async function adapt(
         options,
       });
       hooks.onEvent?.({ kind: "method", method, trainable: model.trainable });
-      const evaluator = new Evaluator(gpu, {
-        dataset,
-        family,
-        tasks: [taskIndex],
-        forward: model.forward,
-        batch: 200,
-        tasksPerChunk: 1,
-        store: testStore,
-      });
+      // Test split and (for early stopping) the validation slice: one task, whole passes.
+      const single = { dataset, family, tasks: [taskIndex], forward: model.forward, batch: 200 };
+      const evaluator = new Evaluator(gpu, { ...single, tasksPerChunk: 1, store: testStore });
       const validator = validation
         ? new Evaluator(gpu, {
-          dataset,
-          family,
-          tasks: [taskIndex],
-          forward: model.forward,
-          batch: 200,
+          ...single,
           tasksPerChunk: 1,
           store: valStore,
           split: "train",

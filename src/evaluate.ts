@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { initialZ, resolveTask } from "./adapt.ts";
 import { loadCheckpoint, restoreArenas } from "./checkpoint.ts";
-import { loadDataset } from "./data/dataset.ts";
+import { type Dataset, loadDataset } from "./data/dataset.ts";
 import { ImageStore } from "./data/sampler.ts";
 import { Evaluator } from "./engine.ts";
 import { exportTaskNetwork } from "./export.ts";
@@ -28,6 +28,18 @@ export async function loadRun(
   restoreArenas(gpu, tensors[MODEL_FILE]!, modelArenas(net), join(run, MODEL_FILE));
   const table = tensors[MODEL_FILE]!.get("task.z")!.data as Float32Array;
   return { net, state, options: info.options, table };
+}
+
+/** The dataset a run was trained on, from `dataDir` if given, else the run's own data folder. */
+function runDataset(
+  state: RunState,
+  trained: Pick<TrainOptions, "dataDir">,
+  options: { dataDir?: string; verify: boolean },
+): Promise<Dataset> {
+  return loadDataset(state.dataset.name, {
+    dataDir: options.dataDir ?? trained.dataDir,
+    verify: options.verify,
+  });
 }
 
 /** One evaluated task. */
@@ -56,10 +68,7 @@ export async function evaluateRun(
 ): Promise<{ tasks: EvaluatedTask[]; trainedAccuracy: number; heldOutAccuracy: number }> {
   const { net, state, options: trainOptions, table } = await loadRun(gpu, options.run);
   const family = state.family;
-  const dataset = await loadDataset(state.dataset.name, {
-    dataDir: options.dataDir ?? trainOptions.dataDir,
-    verify: options.verify,
-  });
+  const dataset = await runDataset(state, trainOptions, options);
   const d = state.model.generator.zDim;
   const withMean = table.slice();
   for (const t of family.heldOut) {
@@ -146,10 +155,7 @@ export async function scoreTaskWithZs(
   options: { run: string; task: number; zs: Float32Array[]; dataDir?: string; verify: boolean },
 ): Promise<{ accuracy: number; loss: number }[]> {
   const { net, state, options: trainOptions, table } = await loadRun(gpu, options.run);
-  const dataset = await loadDataset(state.dataset.name, {
-    dataDir: options.dataDir ?? trainOptions.dataDir,
-    verify: options.verify,
-  });
+  const dataset = await runDataset(state, trainOptions, options);
   const d = state.model.generator.zDim;
   const store = new ImageStore(gpu, dataset.test, { shape: dataset.shape });
   const evaluator = new Evaluator(gpu, {
