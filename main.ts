@@ -13,6 +13,8 @@ import {
   type AdaptOptions,
   type AdaptResult,
   METHODS,
+  SEED_ADAPT_PRESET,
+  type TaskAdaptResult,
   Z_INITS,
 } from "./src/adapt.ts";
 import { CheckpointError, loadCheckpoint } from "./src/checkpoint.ts";
@@ -118,15 +120,38 @@ const ADAPT_FLAGS: Flag[] = [
   { flag: "task", key: "task", kind: "string", help: "task index or name (default held-out)" },
   { flag: "methods", key: "methods", kind: "string", help: `comma list of ${METHODS.join(",")}` },
   { flag: "init", key: "init", kind: "string", values: Z_INITS, help: "initial z" },
-  { flag: "steps", key: "steps", kind: "int", help: "steps of every method" },
+  { flag: "population", key: "population", kind: "int", help: "K trained z beside the mean z" },
+  { flag: "steps", key: "steps", kind: "int", help: "most steps of every method" },
   { flag: "batch", key: "batch", kind: "int", help: "images per step" },
   { flag: "shots", key: "shots", kind: "int", help: "images per class (0: all)" },
-  { flag: "lr", key: "lr", kind: "number", help: "learning rate of z" },
+  { flag: "lr", key: "lr", kind: "number", help: "learning rate of z (0: 0.1 x z spread)" },
   { flag: "full-lr", key: "fullLr", kind: "number", help: "learning rate of full" },
+  { flag: "head-lr", key: "headLr", kind: "number", help: "learning rate of head" },
   { flag: "finetune-lr", key: "finetuneLr", kind: "number", help: "learning rate of finetune" },
+  { flag: "no-lr-grid", key: "lrGrid", kind: "bool", help: "baselines skip the lr grid" },
+  { flag: "prior", key: "prior", kind: "number", help: "pull of z toward the trained z (0: off)" },
+  {
+    flag: "validation",
+    key: "validation",
+    kind: "number",
+    help: "fraction of training images for validation",
+  },
   { flag: "optimizer", key: "optimizer", kind: "string", values: OPTIMIZERS, help: "optimiser" },
   { flag: "eval-every", key: "evalEvery", kind: "int", help: "evaluate every N steps" },
   { flag: "patience", key: "patience", kind: "int", help: "early stopping patience (0: off)" },
+  {
+    flag: "no-forgetting",
+    key: "forgetting",
+    kind: "bool",
+    help: "skip re-scoring after finetune",
+  },
+  {
+    flag: "preset",
+    key: "preset",
+    kind: "string",
+    values: ["seed"],
+    help: "the seed's recipe (mean z, fixed lr and steps); flags override it",
+  },
   { flag: "seed", key: "seed", kind: "int", help: "seed" },
   { flag: "out", key: "out", kind: "string", help: "results folder (default <run>/adapt)" },
   ...DATA_FLAGS,
@@ -430,20 +455,30 @@ async function refuseToOverwrite(out: string): Promise<void> {
   }
 }
 
-function adaptTable(result: AdaptResult): string {
+function adaptTable(result: TaskAdaptResult): string {
   const rows = [
-    ["method", "trainable", "test acc", "test loss", "steps", "seconds"],
+    ["method", "trainable", "test acc", "test loss", "steps", "lr", "seconds", "note"],
     ...result.results.map((r) => [
       r.method,
       r.trainable.toLocaleString("en"),
       `${(100 * r.accuracy).toFixed(2)}%`,
       r.loss.toFixed(4),
-      String(r.steps),
+      `${r.steps}/${r.stepsRun}`,
+      r.trainable > 0 ? r.lr.toPrecision(2) : "-",
       r.seconds.toFixed(1),
+      [
+        r.collapsed ? "COLLAPSED (one class for every image)" : "",
+        r.start && r.method !== "zero-shot" ? `from ${r.start}` : "",
+        r.forgetting
+          ? `training tasks ${(100 * r.forgetting.before).toFixed(2)}% -> ${
+            (100 * r.forgetting.after).toFixed(2)
+          }%`
+          : "",
+      ].filter(Boolean).join("; "),
     ]),
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ")).join("\n");
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
 }
 
 async function runAdapt(
@@ -451,7 +486,15 @@ async function runAdapt(
   given: Record<string, unknown>,
   quiet: boolean,
 ): Promise<void> {
-  const options = { ...ADAPT_DEFAULTS, ...given } as AdaptOptions;
+  const { preset, ...rest } = given;
+  const options = {
+    ...ADAPT_DEFAULTS,
+    ...(preset === "seed" ? SEED_ADAPT_PRESET : {}),
+    ...rest,
+  } as AdaptOptions;
+  if (!(options.validation >= 0 && options.validation < 0.5)) {
+    throw new UsageError(`--validation ${options.validation} must be in [0, 0.5)`);
+  }
   if (typeof given.methods === "string") {
     const methods = (given.methods as string).split(",");
     for (const m of methods) {
@@ -471,7 +514,10 @@ async function runAdapt(
     onEvent: (e) => {
       if (e.kind === "method") {
         p.done();
-        p.line(`${e.method}: ${e.trainable.toLocaleString("en")} trainable numbers`);
+        p.line(
+          `${e.method}: ${e.trainable.toLocaleString("en")} trainable numbers, ${e.slots} slot(s)` +
+            (e.trainable > 0 ? `, lr ${e.lr.toPrecision(2)}` : ""),
+        );
       } else {
         p.line(
           `${e.method}: step ${e.step}/${e.steps}  test acc ${
@@ -482,10 +528,14 @@ async function runAdapt(
     },
   });
   p.done();
-  console.log(
-    `Task ${result.task} '${result.taskName}': learned from ${result.trainImages} training images, tested on ${result.testImages}`,
-  );
-  console.log(adaptTable(result));
+  for (const t of result.tasks) {
+    console.log(
+      `Task ${t.task} '${t.taskName}': learned from ${t.trainImages} training images` +
+        (t.validationImages ? ` (${t.validationImages} more held out for validation)` : "") +
+        `, tested on ${t.testImages}`,
+    );
+    console.log(adaptTable(t));
+  }
   console.log(`Results in ${join(result.out, "adapt.json")}`);
 }
 

@@ -41,14 +41,18 @@ class Metrics {
     this.valid = createTensor(gpu, [tasks]);
   }
 
-  /** Prepares loss (with dLogits when given) and accuracy of logits [T, B, 1] against y [T, B]. */
-  prepare(gpu: Gpu, logits: Var, y: Tensor, dLogits?: Tensor): Dispatch[] {
+  /**
+   * Prepares loss (with dLogits when given, times `gradScale`) and accuracy of logits [T, B, 1]
+   * against y [T, B].
+   */
+  prepare(gpu: Gpu, logits: Var, y: Tensor, dLogits?: Tensor, gradScale = 1): Dispatch[] {
     const flat = logits.tensor.reshape(y.shape);
     return [
       ...sigmoidCrossEntropy(gpu, flat, y, {
         perTask: this.perTaskLoss,
         loss: this.loss,
         dLogits: dLogits?.reshape(y.shape),
+        gradScale,
       }),
       ...accuracy(gpu, flat, y, {
         perTask: this.perTaskAccuracy,
@@ -109,13 +113,21 @@ export class StepProgram {
   readonly #body: Dispatch[];
   readonly #dLogits: Tensor;
 
-  /** Builds the tape of `forward` on `source`'s tensors with gradients into `groups`. */
+  /**
+   * Builds the tape of `forward` on `source`'s tensors with gradients into `groups`. The loss is
+   * the mean over task slots of each slot's mean loss; `gradScale` multiplies its gradient (T
+   * makes each slot's gradient the one it would get alone, as batched adaptation needs).
+   * `regularize` builds dispatches that run after the backward and before the updates (e.g. a
+   * prior's gradient added to a group's gradients).
+   */
   constructor(
     readonly gpu: Gpu,
     options: {
       source: BatchSource;
       forward: ForwardBuilder;
       groups: ParamGroup[];
+      gradScale?: number;
+      regularize?: Dispatch[];
     },
   ) {
     this.#source = options.source;
@@ -127,12 +139,18 @@ export class StepProgram {
     });
     this.#dLogits = this.#tape.scratch(logits.shape);
     this.#metrics = new Metrics(gpu, options.source.taskIndices.size);
-    const loss = this.#metrics.prepare(gpu, logits, options.source.y, this.#dLogits);
+    const loss = this.#metrics.prepare(
+      gpu,
+      logits,
+      options.source.y,
+      this.#dLogits,
+      options.gradScale,
+    );
     this.#tape.buildBackward(logits, this.#dLogits);
     this.phases = {
       forward: this.#tape.forward,
       loss,
-      backward: this.#tape.backward,
+      backward: [...this.#tape.backward, ...(options.regularize ?? [])],
       update: options.groups.flatMap((g) => g.optimizer.dispatches),
     };
     this.#body = [

@@ -20,6 +20,7 @@ import {
 import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { initTaskVectors } from "./model/supernet.ts";
+import { mixSeed } from "./random.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
 import { writeAtomic } from "./safetensors.ts";
 import { MODEL_FILE, type RunState, train, TRAIN_DEFAULTS, type TrainOptions } from "./train.ts";
@@ -52,6 +53,8 @@ export interface ExperimentOptions {
   target: string;
   /** Images per class of the shots sweep (0 = all). */
   shots: number[];
+  /** Few-shot subsets drawn per shot count (each row is their mean). */
+  subsets: number;
   /** Run the ablations (linear output; one hidden layer). */
   ablations: boolean;
   /** Seed. */
@@ -68,7 +71,8 @@ export const EXPERIMENT_DEFAULTS: ExperimentOptions = {
   profile: "quick",
   holdout: 1,
   target: "seed_cnn",
-  shots: [1, 5, 20, 100, 0],
+  shots: [1, 5, 0],
+  subsets: 5,
   ablations: true,
   seed: 1,
   out: "runs/experiment",
@@ -122,18 +126,28 @@ export interface HeldOutResult {
   controls: {
     meanZ: number;
     randomZ: number;
+    /** Best training task's z chosen by its test accuracy: an oracle, not a method. */
     bestTrainingZ: number;
+    /** The training task's z with the lowest loss on the held-out task's training images. */
+    bestTrainingZFair: number;
     meanOverTrainingZ: number;
     /** With the z of each training task, by task index. */
     perTrainingZ: { task: number; accuracy: number }[];
     /** With the z of the trained task of the same classes with labels reversed, if one exists. */
     reversedTwinZ?: number;
   };
-  /** Accuracy by images per class (0 = all) and method. */
-  shots: { shots: number; method: Method; accuracy: number; loss: number }[];
+  /** Accuracy by images per class (0 = all) and method: mean and std over the subsets. */
+  shots: {
+    shots: number;
+    method: Method;
+    accuracy: number;
+    loss: number;
+    std: number;
+    subsets: number;
+  }[];
 }
 
-/** One ablation: a generator variant trained and adapted like the base one. */
+/** One ablation: one change to the method, trained and adapted like the base one. */
 export interface AblationResult {
   /** What changed. */
   name: string;
@@ -141,9 +155,11 @@ export interface AblationResult {
   trainedAccuracy: number;
   /** Held-out accuracy with the mean z. */
   zeroShot: number;
-  /** Held-out accuracy after z-only adaptation. */
+  /** Held-out accuracy after z-only adaptation (mean over held-out tasks). */
   zOnly: number;
-  /** Training wall time. */
+  /** Per held-out task. */
+  zOnlyPerTask: number[];
+  /** Training wall time (0 when the base run was reused). */
   trainSeconds: number;
 }
 
@@ -223,72 +239,115 @@ export async function runExperiment(
     dataDir: options.dataDir,
     verify: options.verify,
   });
+  say(`held-out tasks: every method, batched over ${state.family.heldOut.length} task(s)`);
+  const main = await adapt(gpu, {
+    ...adaptBase,
+    run: base.dir,
+    task: "all-heldout",
+    methods: ["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"],
+    out: join(options.out, "adapt"),
+  });
+  const shotRuns: { shots: number; result: Awaited<ReturnType<typeof adapt>> }[] = [];
+  for (const s of options.shots.filter((s) => s > 0)) {
+    for (let k = 0; k < options.subsets; k++) {
+      say(`${s} image(s) per class, subset ${k + 1}/${options.subsets}`);
+      shotRuns.push({
+        shots: s,
+        result: await adapt(gpu, {
+          ...adaptBase,
+          run: base.dir,
+          task: "all-heldout",
+          shots: s,
+          seed: mixSeed(options.seed, 1000 + k),
+          methods: profile.sweepMethods,
+          out: join(options.out, `adapt_shots_${s}_${k}`),
+        }),
+      });
+    }
+  }
   const heldOut: HeldOutResult[] = [];
-  for (const task of state.family.heldOut) {
-    const name = state.family.tasks[task]!.name;
-    say(`held-out task '${name}': methods`);
-    const main = await adapt(gpu, {
-      ...adaptBase,
-      run: base.dir,
-      task: String(task),
-      methods: ["zero-shot", "z", "full", "finetune", "z-untrained"],
-      out: join(options.out, `adapt_${task}`),
+  for (const [i, t] of main.tasks.entries()) {
+    say(`held-out task '${t.taskName}': controls`);
+    const controls = await controls_(gpu, base.dir, state, t.task, {
+      ...options,
+      fairPick: t.ranking[0]?.task,
     });
-    say(`held-out task '${name}': controls`);
-    const controls = await controls_(gpu, base.dir, state, task, options);
     const shots: HeldOutResult["shots"] = [];
     for (const s of options.shots) {
-      say(`held-out task '${name}': ${s === 0 ? "all" : s} image(s) per class`);
-      const r = s === 0 ? main : await adapt(gpu, {
-        ...adaptBase,
-        run: base.dir,
-        task: String(task),
-        shots: s,
-        methods: profile.sweepMethods,
-        out: join(options.out, `adapt_${task}_shots_${s}`),
-      });
-      for (const m of r.results) {
-        if (!profile.sweepMethods.includes(m.method)) continue;
-        shots.push({ shots: s, method: m.method, accuracy: m.accuracy, loss: m.loss });
+      for (const method of profile.sweepMethods) {
+        const found = s === 0
+          ? [t.results.find((m) => m.method === method)!]
+          : shotRuns.filter((r) => r.shots === s).map((r) =>
+            r.result.tasks[i]!.results.find((m) => m.method === method)!
+          );
+        const acc = found.map((m) => m.accuracy);
+        shots.push({
+          shots: s,
+          method,
+          accuracy: average(acc),
+          loss: average(found.map((m) => m.loss)),
+          std: stdDev(acc),
+          subsets: found.length,
+        });
       }
     }
-    heldOut.push({ task, name, methods: main.results, controls, shots });
+    heldOut.push({ task: t.task, name: t.taskName, methods: t.results, controls, shots });
   }
 
   const ablations: AblationResult[] = [];
   if (options.ablations) {
+    const zOf = (r: Awaited<ReturnType<typeof adapt>>, method: Method = "z") =>
+      r.tasks.map((t) => t.results.find((m) => m.method === method)!.accuracy);
+    const row = (name: string, zOnly: number[], trained = evaluated, seconds = 0) => ({
+      name,
+      trainedAccuracy: trained.trainedAccuracy,
+      zeroShot: trained.heldOutAccuracy,
+      zOnly: average(zOnly),
+      zOnlyPerTask: zOnly,
+      trainSeconds: seconds,
+    });
+    ablations.push(row("the seed's recipe (mean z, lr 0.01, 150 steps)", zOf(main, "z-seed")));
+    const adaptOnly: [string, Partial<AdaptOptions>][] = [
+      ["+ validation stopping (mean z, no prior)", { init: "mean", prior: 0 }],
+      ["+ best trained z as start (no prior)", { init: "best", prior: 0 }],
+      ["+ population of starts (no prior)", { prior: 0 }],
+      ["+ prior (all of the new defaults)", {}],
+    ];
+    for (const [label, changes] of adaptOnly) {
+      if (label.startsWith("+ prior")) {
+        ablations.push(row(label, zOf(main)));
+        continue;
+      }
+      say(`ablation: ${label}`);
+      const r = await adapt(gpu, {
+        ...adaptBase,
+        ...changes,
+        run: base.dir,
+        task: "all-heldout",
+        methods: ["z"],
+        out: join(options.out, `ablation_adapt_${ablations.length}`),
+      });
+      ablations.push(row(label, zOf(r)));
+    }
     const variants: [string, Partial<TrainOptions>][] = [
-      ["linear output", { output: "linear" }],
-      ["one hidden layer (100)", { hidden: [100] }],
+      ["generator with one hidden layer (256)", { hidden: [256] }],
     ];
     for (const [label, changes] of variants) {
-      const dirName = `ablation_${label.split(" ")[0]}`;
+      const dirName = `ablation_${label.split(" ")[0]!.replace(/[^a-z-]/g, "")}`;
       const run = await trainRun(dirName, changes);
       const ev = await evaluateRun(gpu, {
         run: run.dir,
         dataDir: options.dataDir,
         verify: options.verify,
       });
-      const zOnly: number[] = [];
-      const zero: number[] = [];
-      for (const task of state.family.heldOut) {
-        const r = await adapt(gpu, {
-          ...adaptBase,
-          run: run.dir,
-          task: String(task),
-          methods: ["zero-shot", "z"],
-          out: join(run.dir, "adapt"),
-        });
-        zero.push(r.results[0]!.accuracy);
-        zOnly.push(r.results[1]!.accuracy);
-      }
-      ablations.push({
-        name: label,
-        trainedAccuracy: ev.trainedAccuracy,
-        zeroShot: average(zero),
-        zOnly: average(zOnly),
-        trainSeconds: run.result.seconds,
+      const r = await adapt(gpu, {
+        ...adaptBase,
+        run: run.dir,
+        task: "all-heldout",
+        methods: ["z"],
+        out: join(run.dir, "adapt"),
       });
+      ablations.push(row(label, zOf(r), ev, run.result.seconds));
     }
   }
 
@@ -314,7 +373,7 @@ async function controls_(
   run: string,
   state: RunState,
   task: number,
-  options: ExperimentOptions,
+  options: ExperimentOptions & { fairPick?: number },
 ): Promise<HeldOutResult["controls"]> {
   const { tensors } = await loadCheckpoint<TrainOptions>(run, [MODEL_FILE]);
   const table = tensors[MODEL_FILE]!.get("task.z")!.data as Float32Array;
@@ -341,6 +400,9 @@ async function controls_(
     meanZ: scores[0]!.accuracy,
     randomZ: scores[1]!.accuracy,
     bestTrainingZ: Math.max(...perTrain),
+    bestTrainingZFair: options.fairPick === undefined
+      ? NaN
+      : perTrain[state.family.train.indexOf(options.fairPick)]!,
     meanOverTrainingZ: average(perTrain),
     perTrainingZ: state.family.train.map((t, i) => ({ task: t, accuracy: perTrain[i]! })),
     ...(twin >= 0 ? { reversedTwinZ: perTrain[twin]! } : {}),

@@ -266,6 +266,49 @@ function makePool(indices: Uint32Array, labels: Float32Array): Pool {
   return { items: indices, labels, stamps: new Uint32Array(indices.length), stamp: 0, taken: 0 };
 }
 
+/** The pools of one task's examples: one, or with `balanced` a negative and a positive one. */
+function taskPools(examples: Examples, task: Task, balanced: boolean | undefined): Pool[] {
+  if (!balanced) return [nonEmpty(makePool(examples.indices, examples.labels), task, "")];
+  return [0, 1].map((side) => {
+    const keep = examples.labels.map((l) => l === side ? 1 : 0);
+    const indices = examples.indices.filter((_, k) => keep[k] === 1);
+    const labels = new Float32Array(indices.length).fill(side);
+    return nonEmpty(makePool(indices, labels), task, side ? "positive " : "negative ");
+  });
+}
+
+/**
+ * Draws one item of `pool` not yet taken in its current round; a round ends when every item was
+ * taken, and a new one begins (a fresh stamp marks the items taken in it).
+ */
+function drawFrom(pool: Pool, random: Random): number {
+  const size = pool.items.length;
+  if (pool.taken % size === 0) pool.stamp = (pool.stamp + 1) >>> 0 || 1;
+  for (;;) {
+    const k = random.below(size);
+    if (pool.stamps[k] !== pool.stamp) {
+      pool.stamps[k] = pool.stamp;
+      pool.taken++;
+      return k;
+    }
+  }
+}
+
+/** Fills B slots of a batch from a task's pools (alternating sides when balanced). */
+function drawBatch(
+  pools: Pool[],
+  random: Random,
+  out: { images: Uint32Array; labels: Float32Array; from: number; batch: number },
+): void {
+  for (const pool of pools) pool.taken = 0;
+  for (let b = 0; b < out.batch; b++) {
+    const pool = pools[pools.length === 2 ? b & 1 : 0]!;
+    const k = drawFrom(pool, random);
+    out.images[out.from + b] = pool.items[k]!;
+    out.labels[out.from + b] = pool.labels[k]!;
+  }
+}
+
 /**
  * Draws training steps. Step `s` is a pure function of (seed, s): T distinct tasks from the
  * training tasks, then for each B images of that task's classes, distinct within the batch
@@ -290,7 +333,6 @@ export class Sampler {
   readonly #random = new Random();
   readonly #seed: number;
   readonly #batch: number;
-  #stamp = 0;
 
   /** Uploads the training images (unless `options.store` is given) and prepares the kernel. */
   constructor(gpu: Gpu, dataset: Dataset, options: SamplerOptions) {
@@ -312,14 +354,7 @@ export class Sampler {
     this.#batch = batch;
     this.#pools = train.map((t) => {
       const task = family.tasks[t]!;
-      const all = taskExamples(task, dataset.train);
-      if (!options.balanced) return [nonEmpty(makePool(all.indices, all.labels), task, "")];
-      return [0, 1].map((side) => {
-        const keep = all.labels.map((l) => l === side ? 1 : 0);
-        const indices = all.indices.filter((_, k) => keep[k] === 1);
-        const labels = new Float32Array(indices.length).fill(side);
-        return nonEmpty(makePool(indices, labels), task, side ? "positive " : "negative ");
-      });
+      return taskPools(taskExamples(task, dataset.train), task, options.balanced);
     });
     this.#ownsStore = options.store === undefined;
     this.#store = options.store ??
@@ -357,30 +392,12 @@ export class Sampler {
       scratch[j] = scratch[t]!;
       scratch[t] = pick;
       tasks[t] = this.#train[pick]!;
-      const pools = this.#pools[pick]!;
-      for (const pool of pools) pool.taken = 0;
-      for (let b = 0; b < this.#batch; b++) {
-        const pool = pools[pools.length === 2 ? b & 1 : 0]!;
-        const k = this.#draw(pool);
-        images[t * this.#batch + b] = pool.items[k]!;
-        labels[t * this.#batch + b] = pool.labels[k]!;
-      }
-    }
-  }
-
-  #draw(pool: Pool): number {
-    const size = pool.items.length;
-    if (pool.taken % size === 0) {
-      this.#stamp = (this.#stamp + 1) >>> 0 || 1;
-      pool.stamp = this.#stamp;
-    }
-    for (;;) {
-      const k = this.#random.below(size);
-      if (pool.stamps[k] !== pool.stamp) {
-        pool.stamps[k] = pool.stamp;
-        pool.taken++;
-        return k;
-      }
+      drawBatch(this.#pools[pick]!, random, {
+        images,
+        labels,
+        from: t * this.#batch,
+        batch: this.#batch,
+      });
     }
   }
 
@@ -399,6 +416,80 @@ export class Sampler {
   destroy(): void {
     this.#assembler.destroy();
     if (this.#ownsStore) this.#store.destroy();
+  }
+}
+
+/** One slot of a {@link SlotSampler}: a task, the examples it learns from, and its seed. */
+export interface Slot {
+  /** The task (its classes name the sides of the balanced draw). */
+  task: Task;
+  /** Training examples of the slot. */
+  examples: Examples;
+  /** Seed of the slot's draws. */
+  seed: number;
+}
+
+/**
+ * Adaptation batches for fixed slots: every step, slot t takes B images of its own examples
+ * (balanced: even positions negative, odd positive) from a random stream reset to (slot seed,
+ * step) alone, so a slot draws the same batches whatever other slots run beside it: adapting N
+ * tasks in one program matches adapting each alone. Task indices are the slot numbers 0..T-1.
+ */
+export class SlotSampler {
+  /** Assembled images [T, B, C, H, W]. */
+  readonly x: Tensor;
+  /** Labels [T, B] (0 or 1). */
+  readonly y: Tensor;
+  /** Slot indices [T] (u32): 0..T-1. */
+  readonly taskIndices: Tensor;
+  readonly #assembler: BatchAssembler;
+  readonly #pools: Pool[][];
+  readonly #seeds: number[];
+  readonly #chosen: Choice;
+  readonly #random = new Random();
+  readonly #batch: number;
+
+  /** Prepares the batches of `slots` over images already uploaded in `store`. */
+  constructor(
+    gpu: Gpu,
+    dataset: Pick<Dataset, "mean" | "std">,
+    options: { slots: readonly Slot[]; batch: number; store: ImageStore; balanced?: boolean },
+  ) {
+    const { slots, batch } = options;
+    if (slots.length === 0) throw new RangeError("SlotSampler needs at least one slot");
+    this.#pools = slots.map((s) => taskPools(s.examples, s.task, options.balanced));
+    this.#seeds = slots.map((s) => s.seed >>> 0);
+    this.#batch = batch;
+    this.#assembler = new BatchAssembler(gpu, options.store, {
+      tasks: slots.length,
+      batch,
+      mean: dataset.mean,
+      std: dataset.std,
+    });
+    this.x = this.#assembler.x;
+    this.y = this.#assembler.y;
+    this.taskIndices = this.#assembler.taskIndices;
+    this.#chosen = {
+      tasks: Uint32Array.from(slots.keys()),
+      images: new Uint32Array(slots.length * batch),
+      labels: new Float32Array(slots.length * batch),
+    };
+  }
+
+  /** Chooses step `step`, writes it, and returns the dispatches that assemble x. */
+  next(step: number): Dispatch[] {
+    const { images, labels } = this.#chosen;
+    this.#pools.forEach((pools, t) => {
+      this.#random.reset(mixSeed(this.#seeds[t]!, step));
+      drawBatch(pools, this.#random, { images, labels, from: t * this.#batch, batch: this.#batch });
+    });
+    this.#assembler.write(this.#chosen, step);
+    return this.#assembler.dispatches;
+  }
+
+  /** Frees the batch buffers (not the store). */
+  destroy(): void {
+    this.#assembler.destroy();
   }
 }
 

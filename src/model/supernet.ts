@@ -178,29 +178,39 @@ export class SuperNet {
 
 /**
  * The `full` baseline: the same target network with ordinary weights (PyTorch's default init),
- * one set per task, trained directly.
+ * one set per task, trained directly. With `frozen`, the named tensors live in a separate arena
+ * (`fixed`) that the forward reads but never trains: the `head` baseline freezes every layer of
+ * a generated network except the last.
  */
 export class PlainNet {
   /** The target architecture. */
   readonly spec: TargetSpec;
-  /** Weights [tasks, ...shape] by name. */
+  /** Trainable weights [tasks, ...shape] by name. */
   readonly params: Arena;
+  /** Frozen weights [tasks, ...shape] by name (empty unless `frozen` names some). */
+  readonly fixed: Arena;
 
   /** Allocates and initialises `tasks` independent weight sets. */
   constructor(
     readonly gpu: Gpu,
     config: Pick<SuperNetConfig, "target" | "inputShape" | "outputs" | "slope" | "seed"> & {
       tasks: number;
+      frozen?: ReadonlySet<string>;
     },
   ) {
     this.spec = makeTarget(config.target, config);
     this.params = new Arena(gpu);
+    this.fixed = new Arena(gpu);
     const shapes = weightShapes(this.spec);
-    for (const w of shapes) this.params.add(w.name, [config.tasks, ...w.shape]);
+    for (const w of shapes) {
+      const arena = config.frozen?.has(w.name) ? this.fixed : this.params;
+      arena.add(w.name, [config.tasks, ...w.shape]);
+    }
     this.params.allocate();
+    this.fixed.allocate();
     const rand = new Random(config.seed);
     for (const w of shapes) {
-      const t = this.params.get(w.name);
+      const t = this.#tensor(w.name);
       write(
         gpu,
         t,
@@ -209,14 +219,29 @@ export class PlainNet {
     }
   }
 
+  #tensor(name: string): Tensor {
+    return this.fixed.entries.some((e) => e.name === name)
+      ? this.fixed.get(name)
+      : this.params.get(name);
+  }
+
+  /** Overwrites weights by name with values [tasks, ...shape]. */
+  assign(values: ReadonlyMap<string, Float32Array>): void {
+    for (const [name, data] of values) write(this.gpu, this.#tensor(name), data);
+  }
+
   /** Records the forward: x [T, B, C, H, W] -> logits [T, B, outputs]. */
   forward(tape: Tape, inputs: { x: Tensor; grads?: Arena }): Var {
-    const weights = arenaVars(tape, this.params, inputs.grads);
+    const weights = new Map([
+      ...arenaVars(tape, this.fixed, undefined),
+      ...arenaVars(tape, this.params, inputs.grads),
+    ]);
     return targetForward(tape, this.spec, { weights, x: tape.input(inputs.x) });
   }
 
-  /** Frees the arena. */
+  /** Frees the arenas. */
   destroy(): void {
     this.params.destroy();
+    this.fixed.destroy();
   }
 }
