@@ -11,7 +11,6 @@ import {
   adapt,
   ADAPT_DEFAULTS,
   type AdaptOptions,
-  type AdaptResult,
   METHODS,
   SEED_ADAPT_PRESET,
   type TaskAdaptResult,
