@@ -112,6 +112,10 @@ const TRAIN_FLAGS: Flag[] = [
   { flag: "seed", key: "seed", kind: "int", help: "seed" },
   { flag: "out", key: "out", kind: "string", help: "run folder" },
   { flag: "resume", key: "resume", kind: "bool", help: "continue the run in --out" },
+  { flag: "meta", key: "meta", kind: "bool", help: "meta-train for adaptability (first-order)" },
+  { flag: "meta-every", key: "metaEvery", kind: "int", help: "every N-th step is a meta step" },
+  { flag: "meta-inner-steps", key: "metaInnerSteps", kind: "int", help: "inner z steps" },
+  { flag: "meta-inner-lr", key: "metaInnerLr", kind: "number", help: "inner z learning rate" },
 ];
 
 const ADAPT_FLAGS: Flag[] = [

@@ -329,11 +329,11 @@ export async function runExperiment(
       });
       ablations.push(row(label, zOf(r)));
     }
-    const variants: [string, Partial<TrainOptions>][] = [
-      ["generator with one hidden layer (256)", { hidden: [256] }],
+    const variants: [string, string, Partial<TrainOptions>][] = [
+      ["generator with one hidden layer (256)", "ablation_hidden", { hidden: [256] }],
+      ["meta-training (first-order, every 2nd step)", "ablation_meta", { meta: true }],
     ];
-    for (const [label, changes] of variants) {
-      const dirName = `ablation_${label.split(" ")[0]!.replace(/[^a-z-]/g, "")}`;
+    for (const [label, dirName, changes] of variants) {
       const run = await trainRun(dirName, changes);
       const ev = await evaluateRun(gpu, {
         run: run.dir,

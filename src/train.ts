@@ -22,6 +22,7 @@ import { type Arena, read, write } from "./gpu/tensor.ts";
 import { Evaluator, mean, StepProgram, type TaskScore } from "./engine.ts";
 import type { GeneratorConfig } from "./model/generator.ts";
 import { SuperNet, type SuperNetConfig, superNetConfig, type ZInit } from "./model/supernet.ts";
+import { MetaStep } from "./meta.ts";
 import { optimizerConfig, OPTIMIZERS, ParamGroup, SCHEDULES } from "./optim.ts";
 import type { NamedTensor } from "./safetensors.ts";
 
@@ -89,6 +90,14 @@ export interface TrainOptions {
   out: string;
   /** Continue the run in `out` from its checkpoint. */
   resume: boolean;
+  /** Meta-train for adaptability (first-order; see src/meta.ts) on every `metaEvery`-th step. */
+  meta: boolean;
+  /** Every N-th step is a meta step. */
+  metaEvery: number;
+  /** Inner z steps of a meta step. */
+  metaInnerSteps: number;
+  /** Learning rate of the inner z steps. */
+  metaInnerLr: number;
 }
 
 /** Defaults: the seed's Experiment 1 training phase on the embedded MNIST, sized for a CPU. */
@@ -118,6 +127,10 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   seed: 1,
   out: "runs/latest",
   resume: false,
+  meta: false,
+  metaEvery: 2,
+  metaInnerSteps: 3,
+  metaInnerLr: 0.05,
 };
 
 /** Progress reported while training. */
@@ -270,6 +283,19 @@ export async function train(
       net.forward(tape, { ...inputs, grads: { params: groups.params.grads, z: groups.z.grads } }),
     groups: [groups.params, groups.z],
   });
+  const meta = options.meta
+    ? new MetaStep(gpu, {
+      net,
+      dataset,
+      family,
+      store: trainStore,
+      tasksPerStep: sampler.x.shape[0]!,
+      batch: options.batch,
+      seed: options.seed,
+      params: groups.params,
+      meta: { innerSteps: options.metaInnerSteps, innerLr: options.metaInnerLr },
+    })
+    : undefined;
   const evaluator = new Evaluator(gpu, {
     dataset,
     family,
@@ -327,10 +353,12 @@ export async function train(
         break;
       }
       step++;
-      program.run(step);
+      const metaStep = meta !== undefined && step % options.metaEvery === 0;
+      if (metaStep) meta.run(step);
+      else program.run(step);
       windowSteps++;
       if (step % options.logEvery === 0 || step === options.steps) {
-        const m = await program.readMetrics();
+        const m = await (metaStep ? meta.outer : program).readMetrics();
         if (!Number.isFinite(m.loss)) {
           throw new NonFiniteLossError(step, saved ? { dir: options.out, step: saved } : undefined);
         }
@@ -368,6 +396,7 @@ export async function train(
   } finally {
     metricsFile.close();
     program.destroy();
+    meta?.destroy();
     evaluator.destroy();
     sampler.destroy();
     trainStore.destroy();

@@ -151,14 +151,20 @@ export class SuperNet {
   /**
    * Records the forward on a tape: the z of `taskIndices` (u32 [T]) generate T weight sets that
    * classify x [T, B, C, H, W]; returns logits [T, B, outputs]. Gradients flow into the arenas of
-   * `grads` that are given (params and/or z); what has no gradient arena is frozen.
+   * `grads` that are given (params and/or z); what has no gradient arena is frozen. `table`
+   * replaces the task-vector table (an arena with a tensor "z" of the same width).
    */
   forward(
     tape: Tape,
-    inputs: { x: Tensor; taskIndices: Tensor; grads?: { params?: Arena; z?: Arena } },
+    inputs: {
+      x: Tensor;
+      taskIndices: Tensor;
+      grads?: { params?: Arena; z?: Arena };
+      table?: Arena;
+    },
   ): Var {
     const params = arenaVars(tape, this.params, inputs.grads?.params);
-    const table = arenaVars(tape, this.z, inputs.grads?.z).get("z")!;
+    const table = arenaVars(tape, inputs.table ?? this.z, inputs.grads?.z).get("z")!;
     const z = tape.gatherRows(table, inputs.taskIndices);
     const weights = generatorForward(tape, this.config.generator, {
       params,
