@@ -717,7 +717,8 @@ interface TaskOutcome {
   z?: Float32Array;
 }
 
-function collapsed(point: CurvePoint, test: Examples): boolean {
+/** True when a network predicts one class for every test image: accuracy at a class share, loss >= ln 2. */
+export function isCollapsed(point: CurvePoint, test: Examples): boolean {
   const positive = test.labels.reduce((a, b) => a + b, 0) / Math.max(1, test.labels.length);
   const atShare = Math.abs(point.accuracy - positive) < 0.005 ||
     Math.abs(point.accuracy - (1 - positive)) < 0.005;
@@ -765,7 +766,7 @@ async function runMethod(
           ...(win.outcome.selection !== undefined && td.validation
             ? { validationLoss: win.outcome.selection }
             : {}),
-          collapsed: collapsed(win.outcome.point, td.test),
+          collapsed: isCollapsed(win.outcome.point, td.test),
           curve: win.outcome.curve,
         },
         z: win.z,
@@ -937,7 +938,12 @@ async function baselineModel(
       },
     };
   }
-  const spec = { ...state.model, seed: opts.seed, tasks: slots.length };
+  const spec = {
+    ...state.model,
+    seed: opts.seed,
+    seeds: slots.map((s) => mixSeed(opts.seed, s.data.task)),
+    tasks: slots.length,
+  };
   let frozen: Set<string> | undefined;
   if (method === "head") {
     const generator = new SuperNet(gpu, { ...state.model, tasks: 1 });

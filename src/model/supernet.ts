@@ -202,6 +202,7 @@ export class PlainNet {
     config: Pick<SuperNetConfig, "target" | "inputShape" | "outputs" | "slope" | "seed"> & {
       tasks: number;
       frozen?: ReadonlySet<string>;
+      seeds?: readonly number[];
     },
   ) {
     this.spec = makeTarget(config.target, config);
@@ -214,14 +215,25 @@ export class PlainNet {
     }
     this.params.allocate();
     this.fixed.allocate();
-    const rand = new Random(config.seed);
+    // Task t's weights come from a stream of its own (seed `seeds[t]`), so a network starts the
+    // same whichever tasks are batched beside it.
+    const seeds = config.seeds ?? [config.seed];
+    if (seeds.length !== 1 && seeds.length !== config.tasks) {
+      throw new RangeError(`Expected 1 or ${config.tasks} seeds, got ${seeds.length}`);
+    }
+    const streams = Array.from(
+      { length: config.tasks },
+      (_, t) => new Random(seeds.length === 1 ? seeds[0]! : seeds[t]!),
+    );
     for (const w of shapes) {
-      const t = this.#tensor(w.name);
-      write(
-        gpu,
-        t,
-        rand.fillUniform(new Float32Array(t.size), standardInitStd(w.fanIn) * Math.sqrt(3)),
-      );
+      const size = w.shape.reduce((a, b) => a * b, 1);
+      const values = new Float32Array(size * config.tasks);
+      const bound = standardInitStd(w.fanIn) * Math.sqrt(3);
+      for (let t = 0; t < config.tasks; t++) {
+        const rand = seeds.length === 1 ? streams[0]! : streams[t]!;
+        values.set(rand.fillUniform(new Float32Array(size), bound), t * size);
+      }
+      write(gpu, this.#tensor(w.name), values);
     }
   }
 
