@@ -836,7 +836,7 @@ async function runMethod(
       const outcomes = await runSlots(ctx, method, {
         slots,
         model,
-        steps: training ? (seedRecipe ? SEED_ADAPT_PRESET.steps! : opts.steps) : 0,
+        steps: training ? opts.steps : 0,
         patience: seedRecipe ? 0 : opts.patience,
       });
       const zs = training ? await read(ctx.gpu, net.z.get("z")) : table;

@@ -120,56 +120,77 @@ const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 const pm = (xs: number[]) =>
   xs.length > 1 ? `${pct(average(xs))} ± ${(100 * stdDev(xs)).toFixed(2)}` : pct(average(xs));
 
-/** The plain-words verdict on the seed's claims, from the numbers. */
+/** Accuracies of a method over the held-out tasks. */
+function accuracies(r: ExperimentResults, method: Method): number[] {
+  return r.heldOut.map((h) => h.methods.find((m) => m.method === method)?.accuracy ?? NaN);
+}
+
+/** Whether any held-out task's result of `method` collapsed to one class. */
+function collapsedIn(r: ExperimentResults, method: Method): number {
+  return r.heldOut.filter((h) => h.methods.find((m) => m.method === method)?.collapsed).length;
+}
+
+const points = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(2)}`;
+
+/** The plain-words verdict on the seed's and the user's claims, from the numbers. */
 export function verdict(r: ExperimentResults): string[] {
-  const by = (method: Method) =>
-    r.heldOut.map((h) => h.methods.find((m) => m.method === method)?.accuracy ?? NaN);
-  const z = average(by("z"));
-  const full = average(by("full"));
-  const zeroShot = average(by("zero-shot"));
-  const untrained = average(by("z-untrained"));
-  const best = average(r.heldOut.map((h) => h.controls.bestTrainingZ));
+  const z = average(accuracies(r, "z"));
+  const full = average(accuracies(r, "full"));
+  const zSeed = average(accuracies(r, "z-seed"));
+  const head = average(accuracies(r, "head"));
+  const zeroShot = average(accuracies(r, "zero-shot"));
+  const untrained = average(accuracies(r, "z-untrained"));
+  const fair = average(r.heldOut.map((h) => h.controls.bestTrainingZFair));
+  const oracle = average(r.heldOut.map((h) => h.controls.bestTrainingZ));
+  const loss = (m: Method) =>
+    average(r.heldOut.map((h) => h.methods.find((x) => x.method === m)?.loss ?? NaN));
   const lines: string[] = [];
-  const gap = 100 * (z - full);
+  const gap = z - full;
   lines.push(
-    Math.abs(gap) <= 1
-      ? `**Claim 1 (z alone reaches the level of training the whole network): holds here.** z-only adaptation reached ${
-        pct(z)
-      } test accuracy on the held-out task(s), the whole network trained from scratch ${
-        pct(full)
-      } (difference ${
-        gap.toFixed(2)
-      } points), with 100 trainable numbers instead of the network's weights.`
-      : gap > 1
-      ? `**Claim 1 (z alone reaches the level of training the whole network): holds, and z-only is better here.** z-only ${
-        pct(z)
-      } vs whole network ${pct(full)} (+${
-        gap.toFixed(2)
-      } points) with the same images and step budget.`
-      : `**Claim 1 (z alone reaches the level of training the whole network): does not hold here.** z-only adaptation reached ${
-        pct(z)
-      }, ${(-gap).toFixed(2)} points below the whole network trained from scratch (${
-        pct(full)
-      }) with the same images and step budget.`,
+    `**z alone against the whole network (target: z >= full - 1 point): ${
+      gap >= -0.01 ? "met" : "missed"
+    }.** z-only adaptation (100 numbers, new defaults) reached ${
+      pct(z)
+    } on the held-out task(s), the whole network trained from scratch ${pct(full)} (${
+      points(gap)
+    } points), with the same images, validation slice and step cap.` +
+      (Number.isFinite(zSeed) ? ` The seed's recipe for z reached ${pct(zSeed)}.` : ""),
   );
+  if (Number.isFinite(fair)) {
+    lines.push(
+      `**z against re-using a trained z (target: z >= both controls): ${
+        z >= fair && z >= oracle ? "met" : "missed"
+      }.** The trained z with the lowest loss on the held-out task's training images scores ${
+        pct(fair)
+      } (a fair control); the best trained z chosen by its test accuracy ${
+        pct(oracle)
+      } (an oracle no method can use). z-only adaptation: ${pct(z)} (${points(z - fair)} and ${
+        points(z - oracle)
+      } points).`,
+    );
+  }
   lines.push(
-    `**Did the generator learn a general network?** With no training, the held-out task scores ${
-      pct(zeroShot)
-    } with the mean z, ${pct(best)} with the best training task's z, and ${
-      pct(average(r.heldOut.map((h) => h.controls.randomZ)))
-    } with a random z. ` +
-      (z - Math.max(zeroShot, best) > 0.02
-        ? `Adapting z adds ${
-          (100 * (z - Math.max(zeroShot, best))).toFixed(2)
-        } points over the best of these, so the task is not solved by one fixed network: z carries task information.`
-        : z < best
-        ? `z-only adaptation (${pct(z)}) ends ${
-          (100 * (best - z)).toFixed(2)
-        } points below simply re-using the best training task's z: the generator's existing networks already do much of this task, and the adaptation from the mean z did not find a better z within its budget.`
-        : `Adapting z adds little over re-using an existing z (${
-          (100 * (z - best)).toFixed(2)
-        } points), so on this family much of the held-out task is solved by networks the generator already produces.`),
+    `**Test loss (target: z's <= the whole network's): ${
+      loss("z") <= loss("full") ? "met" : "missed"
+    }.** z ${loss("z").toFixed(4)}, full ${loss("full").toFixed(4)}, zero-shot ${
+      loss("zero-shot").toFixed(4)
+    }.`,
   );
+  if (Number.isFinite(head)) {
+    lines.push(
+      head >= z - 0.005
+        ? `**Linear probe:** training only the last layer of the generated network (101 numbers) reaches ${
+          pct(head)
+        }, as good as z-only (${
+          pct(z)
+        }): here the generator adds nothing beyond the features of one generated network.`
+        : `**Linear probe:** training only the last layer of the generated network (101 numbers) reaches ${
+          pct(head)
+        }, ${
+          (100 * (z - head)).toFixed(2)
+        } points below z-only: moving z changes more than the last layer.`,
+    );
+  }
   const twins = r.heldOut.map((h) => h.controls.reversedTwinZ).filter((x) => x !== undefined);
   if (twins.length > 0) {
     lines.push(
@@ -177,61 +198,106 @@ export function verdict(r: ExperimentResults): string[] {
         pct(average(twins))
       } on the held-out task, so a single network that ignored z would fail one of the two; z-only adaptation reaches ${
         pct(z)
-      }, so adapting z does flip the decision.`,
+      }.`,
+    );
+  }
+  const collapsed =
+    (["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"] as const)
+      .map((m) => [m, collapsedIn(r, m)] as const).filter(([, n]) => n > 0);
+  if (collapsed.length > 0) {
+    lines.push(
+      `**Collapsed results:** ${
+        collapsed.map(([m, n]) => `${m} on ${n} of ${r.heldOut.length} task(s)`).join(", ")
+      } predicted one class for every test image (accuracy at a class's share, loss at or above ln 2 = 0.6931): such a network learned nothing about the task, and no verdict below is drawn from it.` +
+        (collapsed.some(([m]) => m === "zero-shot")
+          ? " For zero-shot this means the mean z generates a network that does not separate the classes."
+          : ""),
     );
   }
   lines.push(
-    `**What training the generator contributes:** z-only adaptation through an untrained generator reaches ${
-      pct(untrained)
-    }, against ${pct(z)} through the trained one (${(100 * (z - untrained)).toFixed(2)} points).`,
+    collapsedIn(r, "z-untrained") > 0
+      ? `**What training the generator contributes:** not measured here: z-only adaptation through an untrained generator collapsed (see above), so its ${
+        pct(untrained)
+      } says nothing about what an untrained generator can express.`
+      : `**What training the generator contributes:** z-only adaptation through an untrained generator reaches ${
+        pct(untrained)
+      }, against ${pct(z)} through the trained one (${points(z - untrained)} points).`,
   );
   const few = r.heldOut.flatMap((h) => h.shots).filter((s) => s.shots > 0);
   const shotValues = [...new Set(few.map((s) => s.shots))].sort((a, b) => a - b);
-  const wins = shotValues.filter((s) => {
-    const acc = (m: Method) =>
-      average(few.filter((x) => x.shots === s && x.method === m).map((x) => x.accuracy));
-    return acc("z") > acc("full");
-  });
-  if (shotValues.length > 0) {
+  for (const s of shotValues) {
+    const of = (m: Method) => few.filter((x) => x.shots === s && x.method === m);
+    const a = of("z");
+    const b = of("full");
+    if (a.length === 0 || b.length === 0) continue;
+    const diff = average(a.map((x) => x.accuracy)) - average(b.map((x) => x.accuracy));
+    const n = a.reduce((k, x) => k + x.subsets, 0);
+    const spread = Math.sqrt(
+      (average(a.map((x) => x.std ** 2)) + average(b.map((x) => x.std ** 2))) / Math.max(1, n),
+    );
+    const interval = 1.96 * spread;
     lines.push(
-      wins.length > 0
-        ? `**Few-shot:** learning 100 numbers beats training the whole network at ${
-          wins.join(", ")
-        } image(s) per class.`
-        : `**Few-shot:** z-only adaptation did not beat the whole network at any number of images per class tried (${
-          shotValues.join(", ")
-        }).`,
+      `**${s} image(s) per class (target: z beats full by >= 5 points): ${
+        diff >= 0.05 ? "met" : "missed"
+      }.** z ${pct(average(a.map((x) => x.accuracy)))}, full ${
+        pct(average(b.map((x) => x.accuracy)))
+      } (${points(diff)} points, 95% interval ±${(100 * interval).toFixed(2)} over ${n} subsets` +
+        `${Math.abs(diff) < interval ? ": a tie" : ""}).`,
     );
   }
-  for (const a of r.ablations) {
+  if (zeroShot >= 0 && r.ablations.length > 0) {
     lines.push(
-      `**Ablation, ${a.name}:** training tasks ${pct(a.trainedAccuracy)} (base ${
-        pct(r.trainedAccuracy)
-      }), held-out z-only ${pct(a.zOnly)} (base ${pct(z)}), zero-shot ${pct(a.zeroShot)}.`,
+      `**What made the difference** (held-out z-only, same seed): ${
+        r.ablations.map((a) => `${a.name} ${pct(a.zOnly)}`).join("; ")
+      }.`,
     );
   }
   return lines;
 }
 
-/** One row per experiment folder: held-out test accuracy of each method (mean over held-out tasks). */
+/** Methods of the summary table, in order. */
+const SUMMARY: { label: string; of: (h: ExperimentResults["heldOut"][number]) => number }[] = [
+  ...(["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"] as const).map((
+    m,
+  ) => ({
+    label: m === "z" ? "z (new defaults)" : m === "z-seed" ? "z (seed preset)" : m,
+    of: (h: ExperimentResults["heldOut"][number]) =>
+      h.methods.find((x) => x.method === m)?.accuracy ?? NaN,
+  })),
+  { label: "best trained z (fair)", of: (h) => h.controls.bestTrainingZFair ?? NaN },
+  { label: "best trained z (oracle)", of: (h) => h.controls.bestTrainingZ },
+];
+
+/**
+ * One row per experiment (folders that differ only by seed are pooled): held-out test accuracy
+ * of each method, mean ± std over every (seed, held-out task) pair, with n.
+ */
 async function summaryTable(dirs: string[]): Promise<string[]> {
-  const methods: Method[] = ["zero-shot", "z", "full", "finetune", "z-untrained"];
-  const rows = [
-    `| experiment | profile | ${methods.join(" | ")} |`,
-    `| --- | --- | ${methods.map(() => "---:").join(" | ")} |`,
-  ];
+  const groups = new Map<string, { title: string; runs: ExperimentResults[] }>();
   for (const dir of dirs) {
     const r: ExperimentResults = JSON.parse(await Deno.readTextFile(join(dir, "results.json")));
-    const acc = (m: Method) =>
-      pct(average(r.heldOut.map((h) => h.methods.find((x) => x.method === m)?.accuracy ?? NaN)));
+    const title = `${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile}`;
+    const key = `${title} | ${r.options.holdout}`;
+    if (!groups.has(key)) groups.set(key, { title, runs: [] });
+    groups.get(key)!.runs.push(r);
+  }
+  const rows = [
+    `| experiment | profile | seeds x tasks | ${SUMMARY.map((m) => m.label).join(" | ")} |`,
+    `| --- | --- | ---: | ${SUMMARY.map(() => "---:").join(" | ")} |`,
+  ];
+  for (const { title, runs } of groups.values()) {
+    const n = runs.reduce((k, r) => k + r.heldOut.length, 0);
     rows.push(
-      `| ${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile} | ${
-        methods.map(acc).join(" | ")
+      `| ${title} | ${runs.length} x ${runs[0]!.heldOut.length} | ${
+        SUMMARY.map((m) => {
+          const xs = runs.flatMap((r) => r.heldOut.map(m.of)).filter((x) => Number.isFinite(x));
+          return xs.length === n ? pm(xs) : xs.length ? `${pm(xs)} (n=${xs.length})` : "-";
+        }).join(" | ")
       } |`,
     );
   }
   return [
-    "Held-out test accuracy by method (details and commands in each section):",
+    "Held-out test accuracy by method, mean ± std over seeds and held-out tasks (details and commands in each section):",
     "",
     ...rows,
     "",
@@ -326,8 +392,10 @@ export async function writeReport(dir: string): Promise<string> {
     ...verdict(r).flatMap((l) => [l, ""]),
     "## Held-out task(s), all training images",
     "",
-    "| method | trainable numbers per task | test accuracy | test loss | seconds |",
-    "| --- | ---: | ---: | ---: | ---: |",
+    "Each method learns from the task's training images less a validation slice, which picks its learning rate (baselines: a grid of three), its stopping step and (z) its starting point; the step cap is the same for all.",
+    "",
+    "| method | trainable numbers per task | test accuracy | test loss | learning rate | steps (chosen / run) | seconds | collapsed |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   const methods = [...new Set(r.heldOut.flatMap((h) => h.methods.map((m) => m.method)))];
   for (const method of methods) {
@@ -336,8 +404,10 @@ export async function writeReport(dir: string): Promise<string> {
       `| ${method} | ${rows[0]!.trainable.toLocaleString("en")} | ${
         pm(rows.map((x) => x.accuracy))
       } | ${average(rows.map((x) => x.loss)).toFixed(4)} | ${
+        rows[0]!.trainable > 0 ? rows.map((x) => (x.lr ?? 0).toPrecision(2)).join(", ") : "-"
+      } | ${rows.map((x) => `${x.steps}/${x.stepsRun ?? x.steps}`).join(", ")} | ${
         average(rows.map((x) => x.seconds)).toFixed(1)
-      } |`,
+      } | ${rows.filter((x) => x.collapsed).length}/${rows.length} |`,
     );
   }
   md.push(
@@ -347,7 +417,12 @@ export async function writeReport(dir: string): Promise<string> {
     "| z | test accuracy |",
     "| --- | ---: |",
     `| mean of trained z | ${pm(r.heldOut.map((h) => h.controls.meanZ))} |`,
-    `| best training task's z | ${pm(r.heldOut.map((h) => h.controls.bestTrainingZ))} |`,
+    `| trained z with the lowest loss on the task's training images (fair) | ${
+      pm(r.heldOut.map((h) => h.controls.bestTrainingZFair ?? NaN))
+    } |`,
+    `| trained z with the best test accuracy (oracle: chosen on test images) | ${
+      pm(r.heldOut.map((h) => h.controls.bestTrainingZ))
+    } |`,
     `| training tasks' z, mean accuracy | ${
       pm(r.heldOut.map((h) => h.controls.meanOverTrainingZ))
     } |`,
@@ -361,6 +436,23 @@ export async function writeReport(dir: string): Promise<string> {
       : []),
     "",
   );
+  const forgot = r.heldOut.map((h) => h.methods.find((m) => m.method === "finetune")?.forgetting)
+    .filter((f) => f !== undefined);
+  if (forgot.length > 0) {
+    md.push(
+      "Forgetting: mean test accuracy of the training tasks (up to 8, their own z) before and after learning the held-out task:",
+      "",
+      "| method | before | after | points lost |",
+      "| --- | ---: | ---: | ---: |",
+      `| z (generator frozen: bit-identical, tested) | ${pm(forgot.map((f) => f.before))} | ${
+        pm(forgot.map((f) => f.before))
+      } | 0.00 |`,
+      `| finetune (generator and z) | ${pm(forgot.map((f) => f.before))} | ${
+        pm(forgot.map((f) => f.after))
+      } | ${(100 * average(forgot.map((f) => f.before - f.after))).toFixed(2)} |`,
+      "",
+    );
+  }
   const first = r.heldOut[0];
   if (first) {
     const curves = lineChart(
@@ -431,19 +523,16 @@ export async function writeReport(dir: string): Promise<string> {
   }
   if (r.ablations.length > 0) {
     md.push(
-      "## Ablations",
+      "## What made the difference",
       "",
-      "| generator | training tasks accuracy | held-out zero-shot | held-out z-only | training seconds |",
-      "| --- | ---: | ---: | ---: | ---: |",
-      `| tanh output, no hidden layer (the seed's) | ${pct(r.trainedAccuracy)} | ${
-        pm(r.heldOut.map((h) => h.methods.find((m) => m.method === "zero-shot")?.accuracy ?? 0))
-      } | ${pm(r.heldOut.map((h) => h.methods.find((m) => m.method === "z")?.accuracy ?? 0))} | ${
-        r.trainSeconds.toFixed(0)
-      } |`,
+      "Each row changes one thing, same seed and held-out tasks; held-out accuracy after z-only adaptation (rows with a training time trained a generator of their own).",
+      "",
+      "| change | training tasks accuracy | held-out z-only | per task | training seconds |",
+      "| --- | ---: | ---: | --- | ---: |",
       ...r.ablations.map((a) =>
-        `| ${a.name} | ${pct(a.trainedAccuracy)} | ${pct(a.zeroShot)} | ${pct(a.zOnly)} | ${
-          a.trainSeconds.toFixed(0)
-        } |`
+        `| ${a.name} | ${pct(a.trainedAccuracy)} | ${pct(a.zOnly)} | ${
+          (a.zOnlyPerTask ?? []).map(pct).join(", ")
+        } | ${a.trainSeconds ? a.trainSeconds.toFixed(0) : "-"} |`
       ),
       "",
     );
