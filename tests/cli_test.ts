@@ -82,7 +82,7 @@ Deno.test("train, adapt, evaluate, export and tasks run end to end", async () =>
   assert.equal(adapted.code, 0, adapted.stderr);
   assert.match(adapted.stdout, /zero-shot/);
   assert.match(adapted.stdout, /finetune/);
-  const result = JSON.parse(await Deno.readTextFile(join(run, "adapt", "adapt.json")));
+  const result = JSON.parse(await Deno.readTextFile(join(run, "adapt", "adapt.json"))).tasks[0];
   assert.equal(result.results.length, 4);
   for (const r of result.results) {
     assert.ok(r.accuracy >= 0 && r.accuracy <= 1 && Number.isFinite(r.loss), JSON.stringify(r));

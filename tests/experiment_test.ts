@@ -17,6 +17,7 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
     name: "exp2",
     profile: "smoke",
     shots: [1, 0],
+    subsets: 2,
     out,
   });
   assert.equal(results.family, "pairs_reversed");
@@ -24,7 +25,7 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
   const held = results.heldOut[0]!;
   assert.deepEqual(
     held.methods.map((m) => m.method),
-    ["zero-shot", "z", "full", "finetune", "z-untrained"],
+    ["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"],
   );
   for (const m of held.methods) {
     assert.ok(Number.isFinite(m.loss) && m.accuracy >= 0 && m.accuracy <= 1);
@@ -34,9 +35,22 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
   assert.equal(perTrainingZ.length, results.taskCounts.train);
   assert.ok(reversedTwinZ !== undefined && reversedTwinZ >= 0 && reversedTwinZ <= 1);
   assert.deepEqual([...new Set(held.shots.map((s) => s.shots))], [1, 0]);
-  assert.equal(results.ablations.length, 2);
+  for (const s of held.shots) assert.equal(s.subsets, s.shots === 0 ? 1 : 2);
+  assert.ok(held.methods.find((m) => m.method === "finetune")!.forgetting !== undefined);
+  assert.deepEqual(results.ablations.map((a) => a.name.split(" ")[0]), [
+    "the",
+    "+",
+    "+",
+    "+",
+    "+",
+    "generator",
+    "meta-training",
+  ]);
   const report = await Deno.readTextFile(await writeReport(out));
   assert.match(report, /## Verdict/);
+  assert.match(report, /target: z >= full - 1 point\): (met|missed)/);
+  assert.match(report, /oracle: chosen on test images/);
+  assert.match(report, /## What made the difference/);
   assert.match(report, /\| z \| 100 \|/);
   for (const svg of ["accuracy.svg", "loss.svg", "shots.svg"]) {
     assert.match(await Deno.readTextFile(join(out, svg)), /^<svg[^]*<\/svg>\n$/);
