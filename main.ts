@@ -523,7 +523,7 @@ async function runAdapt(
         );
       } else {
         p.line(
-          `${e.method}: step ${e.step}/${e.steps}  test acc ${
+          `${e.method}: step ${e.step}/${e.steps}  ${e.split} acc ${
             (100 * e.accuracy).toFixed(2)
           }%  loss ${e.loss.toFixed(4)}`,
         );

@@ -107,6 +107,11 @@ export interface AdaptOptions {
   patience: number;
   /** Re-score the training tasks after `finetune` to measure forgetting. */
   forgetting: boolean;
+  /**
+   * Score the test images at every evaluation (learning curves); off, the test images are
+   * scored once, at the chosen point.
+   */
+  curves: boolean;
   /** Seed of sampling, few-shot subsets and the random init. */
   seed: number;
   /** Folder of dataset files (default: as in training). */
@@ -122,7 +127,7 @@ export const ADAPT_DEFAULTS: AdaptOptions = {
   run: "runs/latest",
   methods: ["zero-shot", "z", "full"],
   init: "population",
-  population: 4,
+  population: 3,
   steps: 200,
   batch: 64,
   shots: 0,
@@ -137,6 +142,7 @@ export const ADAPT_DEFAULTS: AdaptOptions = {
   evalEvery: 25,
   patience: 3,
   forgetting: true,
+  curves: true,
   seed: 1,
   verify: true,
 };
@@ -236,7 +242,16 @@ export interface AdaptResult {
 /** Progress while adapting. */
 export type AdaptEvent =
   | { kind: "method"; method: Method; trainable: number; slots: number; lr: number }
-  | { kind: "eval"; method: Method; step: number; steps: number; accuracy: number; loss: number };
+  | {
+    kind: "eval";
+    method: Method;
+    step: number;
+    steps: number;
+    /** Which images were scored: the test images (curves on) or the selection images. */
+    split: "test" | "validation";
+    accuracy: number;
+    loss: number;
+  };
 
 /** Finds a task by index or name. */
 export function resolveTask(family: TaskFamily, task: string | undefined): number {
@@ -564,7 +579,13 @@ interface SlotOutcome {
 async function runSlots(
   ctx: Context,
   method: Method,
-  options: { slots: SlotSpec[]; model: SlotModel; steps: number; patience: number },
+  options: {
+    slots: SlotSpec[];
+    model: SlotModel;
+    steps: number;
+    patience: number;
+    select: boolean;
+  },
 ): Promise<SlotOutcome[]> {
   const { gpu, dataset, options: opts } = ctx;
   const { slots, model } = options;
@@ -591,7 +612,7 @@ async function runSlots(
   const selectionSets = slots.map((s) =>
     s.data.validation ?? (s.data.learn.indices.length <= 400 ? s.data.learn : undefined)
   );
-  const selecting = selectionSets.every((e) => e !== undefined);
+  const selecting = options.select && selectionSets.every((e) => e !== undefined);
   const selector = selecting
     ? new Evaluator(gpu, {
       dataset,
@@ -607,32 +628,36 @@ async function runSlots(
     : undefined;
   const stopEarly = selecting && options.patience > 0 && slots.every((s) => s.data.validation);
   const curves: CurvePoint[][] = slots.map(() => []);
-  const best: { selection: number; point: CurvePoint; step: number }[] = [];
+  const best: { selection: number; step: number }[] = [];
   const chosen: Float32Array[][] = slots.map(() => []);
   const stale = new Array<number>(T).fill(0);
   let stepsRun = 0;
   const evaluate = async (step: number): Promise<void> => {
-    const scores = await test.evaluate();
+    const scores = opts.curves ? await test.evaluate() : undefined;
     const picks = selector ? await selector.evaluate() : undefined;
     let improved = false;
-    scores.forEach((s, t) => {
-      const point = { step, accuracy: s.accuracy, loss: s.loss };
-      curves[t]!.push(point);
+    slots.forEach((_, t) => {
+      const s = scores?.[t];
+      if (s) curves[t]!.push({ step, accuracy: s.accuracy, loss: s.loss });
       const selection = picks ? picks[t]!.loss : -step;
       if (best[t] === undefined || selection < best[t]!.selection) {
-        best[t] = { selection, point, step };
+        best[t] = { selection, step };
         stale[t] = 0;
         improved = true;
       } else stale[t]!++;
     });
-    ctx.onEvent?.({
-      kind: "eval",
-      method,
-      step,
-      steps: options.steps,
-      accuracy: average(scores.map((s) => s.accuracy)),
-      loss: average(scores.map((s) => s.loss)),
-    });
+    const shown = scores ?? picks;
+    if (shown) {
+      ctx.onEvent?.({
+        kind: "eval",
+        method,
+        step,
+        steps: options.steps,
+        split: scores ? "test" : "validation",
+        accuracy: average(shown.map((s) => s.accuracy)),
+        loss: average(shown.map((s) => s.loss)),
+      });
+    }
     if (improved && model.groups.length > 0) {
       const values = await Promise.all(model.groups.map((g) => read(gpu, g.params.flat)));
       best.forEach((b, t) => {
@@ -674,17 +699,19 @@ async function runSlots(
       }
       restoreChosen(gpu, model.groups, chosen, T);
     }
+    // The test images score each slot once more, at its chosen point.
+    const final = await test.evaluate();
+    return slots.map((_, t) => ({
+      point: { step: best[t]!.step, accuracy: final[t]!.accuracy, loss: final[t]!.loss },
+      stepsRun,
+      selection: selecting ? best[t]!.selection : undefined,
+      curve: curves[t]!,
+      values: chosen[t]!,
+    }));
   } finally {
     test.destroy();
     selector?.destroy();
   }
-  return slots.map((_, t) => ({
-    point: best[t]!.point,
-    stepsRun,
-    selection: selecting ? best[t]!.selection : undefined,
-    curve: curves[t]!,
-    values: chosen[t]!,
-  }));
 }
 
 /**
@@ -838,11 +865,12 @@ async function runMethod(
         model,
         steps: training ? opts.steps : 0,
         patience: seedRecipe ? 0 : opts.patience,
+        select: !seedRecipe,
       });
       const zs = training ? await read(ctx.gpu, net.z.get("z")) : table;
       return finish(outcomes.map((outcome, t) => ({
         slot: slots[t]!,
-        outcome: seedRecipe ? lastPoint(outcome) : outcome,
+        outcome,
         lr,
         trainable: model.trainable,
         z: zs.slice(t * d, (t + 1) * d),
@@ -877,6 +905,7 @@ async function runMethod(
           model,
           steps: opts.steps,
           patience: opts.patience,
+          select: true,
         });
         res.forEach((outcome, t) =>
           outcomes.push({ slot: slots[t]!, outcome, lr, trainable: model.trainable })
@@ -901,11 +930,6 @@ async function runMethod(
     const f = forgetting.get(data[i]!);
     return f ? { ...o, result: { ...o.result, forgetting: f } } : o;
   });
-}
-
-/** The outcome at the last step, for recipes that select nothing (the seed's). */
-function lastPoint(o: SlotOutcome): SlotOutcome {
-  return { ...o, point: o.curve[o.curve.length - 1]!, selection: undefined };
 }
 
 /** `full`, `head` or `finetune` over the given slots at learning rate `lr`. */

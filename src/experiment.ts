@@ -260,6 +260,7 @@ export async function runExperiment(
           shots: s,
           seed: mixSeed(options.seed, 1000 + k),
           methods: profile.sweepMethods,
+          curves: false,
           out: join(options.out, `adapt_shots_${s}_${k}`),
         }),
       });
@@ -325,6 +326,7 @@ export async function runExperiment(
         run: base.dir,
         task: "all-heldout",
         methods: ["z"],
+        curves: false,
         out: join(options.out, `ablation_adapt_${ablations.length}`),
       });
       ablations.push(row(label, zOf(r)));
@@ -345,6 +347,7 @@ export async function runExperiment(
         run: run.dir,
         task: "all-heldout",
         methods: ["z"],
+        curves: false,
         out: join(run.dir, "adapt"),
       });
       ablations.push(row(label, zOf(r), ev, run.result.seconds));
