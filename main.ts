@@ -88,6 +88,13 @@ const TRAIN_FLAGS: Flag[] = [
   },
   { flag: "output-scale", key: "outputScale", kind: "number", help: "generated = scale * tanh" },
   {
+    flag: "head-scale",
+    key: "headScale",
+    kind: "string",
+    values: ["none", "fan_in"],
+    help: "per-head output scale (fan_in: 3 init stds)",
+  },
+  {
     flag: "z-init",
     key: "zInit",
     kind: "string",

@@ -52,6 +52,8 @@ export interface TrainOptions {
   output: "tanh" | "linear";
   /** Generated weight = scale * tanh(...). */
   outputScale: number;
+  /** Per-head output scaling: none (the seed's) or fan_in (see GeneratorConfig). */
+  headScale?: "none" | "fan_in";
   /** one_hot (default when tasks <= z size) or gaussian initial z. */
   zInit?: ZInit;
   /** Training steps. */
@@ -197,6 +199,7 @@ export function modelConfig(
     hiddenActivation: "leaky_relu",
     output: options.output,
     outputScale: options.outputScale,
+    ...(options.headScale === "fan_in" ? { headScale: "fan_in" as const } : {}),
   };
   return superNetConfig({
     target: options.target,

@@ -151,16 +151,21 @@ function generatorConfig(partial: Partial<GeneratorConfig>): GeneratorConfig {
 }
 
 Deno.test("generated weights equal the CPU reference and tanh bounds them even for huge z", async () => {
-  for (const hidden of [[], [16]]) {
+  const variants = [
+    { hidden: [], headScale: "none" as const },
+    { hidden: [16], headScale: "none" as const },
+    { hidden: [], headScale: "fan_in" as const },
+  ];
+  for (const { hidden, headScale } of variants) {
     const config = superNetConfig({
       ...SMALL,
-      generator: generatorConfig({ zDim: 8, hidden, outputScale: 0.5 }),
+      generator: generatorConfig({ zDim: 8, hidden, outputScale: 0.5, headScale }),
     });
     const net = createNet(config, { headBias: 0.1 });
     const params = await readArena(net.params);
     const T = 3;
     for (const zScale of [1, 100]) {
-      const label = `hidden [${hidden}] z*${zScale}`;
+      const label = `hidden [${hidden}] ${headScale} z*${zScale}`;
       const zValues = gaussian(T * 8, 11).map((v) => v * zScale);
       const z = tensorFrom(gpu, [T, 8], zValues);
       const tape = new Tape(gpu);
@@ -193,9 +198,12 @@ Deno.test("generated weights equal the CPU reference and tanh bounds them even f
           atol: zScale === 1 ? 1e-6 : 2e-5,
           label: `${label} ${name}`,
         });
+        // Each tensor's bound: 0.5, or with fan_in scaling 0.5 x 3 x its own init std.
+        const fanIn = net.weights[i]!.fanIn;
+        const bound = headScale === "fan_in" ? 0.5 * 3 / Math.sqrt(3 * fanIn) : 0.5;
         for (const v of g) {
-          assert.ok(Math.abs(v) <= 0.5, `${label} ${name}: ${v} is outside [-0.5, 0.5]`);
-          if (Math.abs(v) > 0.499) saturated++;
+          assert.ok(Math.abs(v) <= bound, `${label} ${name}: ${v} is outside ±${bound}`);
+          if (Math.abs(v) > 0.998 * bound) saturated++;
         }
       });
       // With z * 100 most pre-activations are far in tanh's tails: the bound is what is tested.
@@ -393,29 +401,33 @@ Deno.test("initial generated seed_cnn has the activation scale of PyTorch's defa
   });
   const layers = plain.spec.layers.filter((l) => l.kind !== "flatten").length;
   const want = await layerStds((tape) => plain.forward(tape, { x }), layers);
-  for (const zInit of ["one_hot", "gaussian"] as const) {
-    for (const hidden of [[], [64]]) {
-      const net = SuperNet.create(
-        gpu,
-        superNetConfig({
-          inputShape,
-          tasks: T,
-          zInit,
-          seed: 43,
-          generator: generatorConfig({ hidden }),
-        }),
+  const variants = [
+    ...(["one_hot", "gaussian"] as const).flatMap((zInit) =>
+      [[], [64]].map((hidden) => ({ zInit, hidden, headScale: "none" as const }))
+    ),
+    { zInit: "one_hot" as const, hidden: [], headScale: "fan_in" as const },
+  ];
+  for (const { zInit, hidden, headScale } of variants) {
+    const net = SuperNet.create(
+      gpu,
+      superNetConfig({
+        inputShape,
+        tasks: T,
+        zInit,
+        seed: 43,
+        generator: generatorConfig({ hidden, headScale }),
+      }),
+    );
+    const got = await layerStds((tape) => net.forward(tape, { x, taskIndices }), layers);
+    got.forEach((s, i) => {
+      const ratio = s / want[i]!;
+      assert.ok(
+        ratio >= 0.5 && ratio <= 2,
+        `${zInit} z, hidden [${hidden}], ${headScale}: layer ${i + 1} std ${s.toFixed(4)} vs ` +
+          `${want[i]!.toFixed(4)} with PyTorch's default init (ratio ${ratio.toFixed(2)})`,
       );
-      const got = await layerStds((tape) => net.forward(tape, { x, taskIndices }), layers);
-      got.forEach((s, i) => {
-        const ratio = s / want[i]!;
-        assert.ok(
-          ratio >= 0.5 && ratio <= 2,
-          `${zInit} z, hidden [${hidden}]: layer ${i + 1} std ${s.toFixed(4)} vs ` +
-            `${want[i]!.toFixed(4)} with PyTorch's default init (ratio ${ratio.toFixed(2)})`,
-        );
-      });
-      net.destroy();
-    }
+    });
+    net.destroy();
   }
   plain.destroy();
   x.destroy();

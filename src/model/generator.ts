@@ -22,6 +22,19 @@ export interface GeneratorConfig {
   output: "tanh" | "linear";
   /** Generated weight = scale * tanh(...) (or scale * linear); default 1. */
   outputScale: number;
+  /**
+   * Per-head scaling: `none` (the seed's: every head times `outputScale`) or `fan_in` (head h
+   * times outputScale x 3 x the PyTorch init std of its tensor, so tanh bounds each tensor at
+   * three of its own init stds and every head's pre-activation starts at the same scale).
+   */
+  headScale?: "none" | "fan_in";
+}
+
+/** The output scale of the head of one target weight tensor. */
+export function headScaleOf(config: GeneratorConfig, weight: WeightShape): number {
+  return config.headScale === "fan_in"
+    ? config.outputScale * 3 * standardInitStd(weight.fanIn)
+    : config.outputScale;
 }
 
 /** Defaults of `GeneratorConfig`: the seed's generator. */
@@ -148,7 +161,7 @@ export function initGenerator(
   const inputNorm = Math.sqrt(meanSquareNorm(h));
   for (const tw of targetWeights) {
     const n = size(tw.shape);
-    const wanted = standardInitStd(tw.fanIn) / config.outputScale;
+    const wanted = standardInitStd(tw.fanIn) / headScaleOf(config, tw);
     // u = h @ W has std |h| * std(W); choose std(u) so that std(f(u)) = wanted.
     const uBound = uniformBoundFor(wanted, config.output);
     const wBound = uBound / inputNorm;
@@ -192,7 +205,7 @@ export function generatorForward(
     const w = tape.linear(h, get(`head.${tw.name}.weight`), {
       bias: get(`head.${tw.name}.bias`).reshape([1, n]),
       activation: config.output === "tanh" ? "tanh" : "identity",
-      scale: config.outputScale,
+      scale: headScaleOf(config, tw),
     });
     out.set(tw.name, w.reshape([T, ...tw.shape]));
   }

@@ -114,11 +114,21 @@ export function generatorReference(
         N: size(tw.shape),
         bias: need(params, `head.${tw.name}.bias`),
         activation: config.output === "tanh" ? "tanh" : "identity",
-        scale: config.outputScale,
+        scale: headScale(config, tw),
       }),
     );
   }
   return { tasks, layers, weights };
+}
+
+/**
+ * A head's output scale: outputScale, or with per-head fan_in scaling outputScale x 3 x the std
+ * of PyTorch's default init, U(-1/sqrt(fanIn), 1/sqrt(fanIn)), whose std is 1/sqrt(3 fanIn).
+ */
+function headScale(config: GeneratorConfig, tw: WeightShape): number {
+  return config.headScale === "fan_in"
+    ? config.outputScale * 3 / Math.sqrt(3 * tw.fanIn)
+    : config.outputScale;
 }
 
 /**
@@ -152,7 +162,7 @@ export function generatorBackwardReference(
         K: width,
         N: n,
         activation: config.output === "tanh" ? "tanh" : "identity",
-        scale: config.outputScale,
+        scale: headScale(config, tw),
         dOut: need(options.dWeights, tw.name),
       },
     );
