@@ -35,6 +35,7 @@ import { SafetensorsError } from "./src/safetensors.ts";
 import {
   loadTasks,
   NonFiniteLossError,
+  SEED_TRAIN_PRESET,
   train,
   TRAIN_DEFAULTS,
   type TrainEvent,
@@ -123,6 +124,13 @@ const TRAIN_FLAGS: Flag[] = [
   { flag: "meta-every", key: "metaEvery", kind: "int", help: "every N-th step is a meta step" },
   { flag: "meta-inner-steps", key: "metaInnerSteps", kind: "int", help: "inner z steps" },
   { flag: "meta-inner-lr", key: "metaInnerLr", kind: "number", help: "inner z learning rate" },
+  {
+    flag: "preset",
+    key: "preset",
+    kind: "string",
+    values: ["seed"],
+    help: "the seed's generator and training (no meta-training); flags override it",
+  },
 ];
 
 const ADAPT_FLAGS: Flag[] = [
@@ -395,10 +403,12 @@ async function runTrain(
   given: Record<string, unknown>,
   quiet: boolean,
 ): Promise<void> {
-  let options: TrainOptions = { ...TRAIN_DEFAULTS, ...given } as TrainOptions;
+  const { preset, ...rest } = given;
+  const chosen = { ...(preset === "seed" ? SEED_TRAIN_PRESET : {}), ...rest };
+  let options: TrainOptions = { ...TRAIN_DEFAULTS, ...chosen } as TrainOptions;
   if (options.resume) {
     const saved = await loadCheckpoint<TrainOptions>(options.out, []);
-    options = { ...saved.info.options, ...given, resume: true } as TrainOptions;
+    options = { ...saved.info.options, ...chosen, resume: true } as TrainOptions;
   } else {
     await refuseToOverwrite(options.out);
   }

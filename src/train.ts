@@ -135,6 +135,16 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   metaInnerLr: 0.05,
 };
 
+/** The seed's generator and training (`--preset seed`): no hidden layer, tanh, no meta-training. */
+export const SEED_TRAIN_PRESET: Partial<TrainOptions> = {
+  zDim: 100,
+  hidden: [],
+  output: "tanh",
+  outputScale: 1,
+  headScale: "none",
+  meta: false,
+};
+
 /** Progress reported while training. */
 export type TrainEvent =
   | { kind: "start"; tasks: number; trainTasks: number; parameters: number; step: number }
