@@ -91,6 +91,29 @@ Deno.test("train, adapt, evaluate, export and tasks run end to end", async () =>
   const zFile = join(run, "adapt", `z_${result.task}.safetensors`);
   assert.equal((await loadSafetensors(zFile)).tensors.get("z")!.data.length, 100);
 
+  // The seed's recipe is one flag away, and the run folder records what it resolved to.
+  const seeded = await cli(
+    "adapt",
+    "--run",
+    run,
+    "--preset",
+    "seed",
+    "--steps",
+    "2",
+    "--methods",
+    "z",
+    "--out",
+    join(dir, "seeded"),
+    "--quiet",
+  );
+  assert.equal(seeded.code, 0, seeded.stderr);
+  const seededOptions = JSON.parse(await Deno.readTextFile(join(dir, "seeded", "adapt.json")))
+    .options;
+  assert.equal(seededOptions.init, "mean");
+  assert.equal(seededOptions.prior, 0);
+  assert.equal(seededOptions.validation, 0);
+  assert.equal(seededOptions.steps, 2, "a flag overrides the preset");
+
   const evaluated = await cli("evaluate", "--run", run, "--quiet");
   assert.equal(evaluated.code, 0, evaluated.stderr);
   assert.match(evaluated.stdout, /held-out \(mean z\)/);
