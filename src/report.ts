@@ -245,6 +245,20 @@ export function verdict(r: ExperimentResults): string[] {
         `${Math.abs(diff) < interval ? ": a tie" : ""}).`,
     );
   }
+  const net = r.heldOut[0]?.methods.find((m) => m.method === "full")?.trainable;
+  const tuned = r.heldOut[0]?.methods.find((m) => m.method === "finetune")?.trainable;
+  if (net && tuned) {
+    const generator = tuned - 100;
+    lines.push(
+      `**Cost:** the generator holds ${generator.toLocaleString("en")} numbers, one task network ${
+        net.toLocaleString("en")
+      }; N tasks stored as z cost ${generator.toLocaleString("en")} + 100 N numbers against ${
+        net.toLocaleString("en")
+      } N for N networks, so the generator pays for itself from ${
+        Math.ceil(generator / (net - 100))
+      } tasks on.`,
+    );
+  }
   if (zeroShot >= 0 && r.ablations.length > 0) {
     lines.push(
       `**What made the difference** (held-out z-only, same seed): ${
