@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { loadCheckpoint, restoreArenas } from "./checkpoint.ts";
 import { type Dataset, loadDataset, type Split } from "./data/dataset.ts";
 import { fewShot, ImageStore, Sampler } from "./data/sampler.ts";
-import { type Examples, taskExamples, type TaskFamily } from "./data/tasks.ts";
+import { type Examples, type Task, taskExamples, type TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
 import { read, Tensor, write } from "./gpu/tensor.ts";
 import { Evaluator, type ForwardBuilder, StepProgram } from "./engine.ts";
@@ -64,10 +64,26 @@ export interface AdaptOptions {
   seed: number;
   /** Folder of dataset files (default: as in training). */
   dataDir?: string;
-  /** Check dataset files against their published sums. */
-  verify: boolean;
+  /** Check dataset files against their published sums (default: as in training). */
+  verify?: boolean;
   /** Folder of the results (default: <run>/adapt). */
   out?: string;
+  /** A task of the caller's own (e.g. from image folders) instead of one of the run's family. */
+  custom?: CustomTask;
+}
+
+/**
+ * A two-class task brought by the caller: its images (train split to learn from, test split to
+ * score on; the run's input shape and normalisation statistics) and its task over their classes.
+ * It borrows the z-table row of `task` (default: the first held-out task) while adapting.
+ */
+export interface CustomTask {
+  /** The images, shaped and normalised like the run's. */
+  dataset: Dataset;
+  /** The task over the dataset's classes, e.g. negative [0], positive [1]. */
+  task: Task;
+  /** Name of the learned z file: `z_<name>.safetensors`. */
+  name: string;
 }
 
 /** Defaults: z-only adaptation against the `full` baseline, sized for a CPU. */
@@ -85,7 +101,6 @@ export const ADAPT_DEFAULTS: AdaptOptions = {
   evalEvery: 25,
   patience: 0,
   seed: 1,
-  verify: true,
 };
 
 /** A point of a learning curve on the test split. */
@@ -203,12 +218,16 @@ export async function adapt(
 ): Promise<AdaptResult> {
   const { info, tensors } = await loadCheckpoint<TrainOptions>(options.run, [MODEL_FILE]);
   const state = info.state as unknown as RunState;
-  const family = state.family;
-  const dataset = await loadDataset(state.dataset.name, {
+  const taskIndex = resolveTask(state.family, options.task ?? customRow(state.family, options));
+  const { custom } = options;
+  // A custom task takes the place of the row's task; everything below runs unchanged on it.
+  const family = custom
+    ? { ...state.family, tasks: state.family.tasks.with(taskIndex, custom.task) }
+    : state.family;
+  const dataset = custom?.dataset ?? await loadDataset(state.dataset.name, {
     dataDir: options.dataDir ?? info.options.dataDir,
-    verify: options.verify,
+    verify: options.verify ?? info.options.verify,
   });
-  const taskIndex = resolveTask(family, options.task);
   const task = family.tasks[taskIndex]!;
   const all = taskExamples(task, dataset.train);
   const shots = options.shots > 0
@@ -312,11 +331,12 @@ export async function adapt(
         if (method === "z") {
           const z = await read(gpu, model.zRow!);
           await saveSafetensors(
-            join(out, `z_${taskIndex}.safetensors`),
+            join(out, `z_${custom?.name ?? taskIndex}.safetensors`),
             new Map([["z", { shape: [z.length], data: z }]]),
             {
               task: task.name,
               run: options.run,
+              classes: JSON.stringify(sideNames(task, dataset.classNames)),
             },
           );
         }
@@ -347,11 +367,29 @@ export async function adapt(
     results,
     out,
   };
+  const { custom: _, ...recorded } = options;
   await writeAtomic(
     join(out, "adapt.json"),
-    JSON.stringify({ options, ...result }, null, 2) + "\n",
+    JSON.stringify(
+      { options: { ...recorded, source: custom?.dataset.source }, ...result },
+      null,
+      2,
+    ) +
+      "\n",
   );
   return result;
+}
+
+/** A custom task borrows the first held-out row, or row 0 when the run holds none out. */
+function customRow(family: TaskFamily, options: AdaptOptions): string | undefined {
+  if (!options.custom) return undefined;
+  return String(family.heldOut[0] ?? 0);
+}
+
+/** Names of a task's label 0 and label 1, e.g. ["cat", "dog"] ("a+b" when a side has several). */
+export function sideNames(task: Task, classNames: readonly string[]): [string, string] {
+  const side = (classes: number[]) => classes.map((c) => classNames[c] ?? String(c)).join("+");
+  return [side(task.negative), side(task.positive)];
 }
 
 /** The new task's initial z from the trained table. */
