@@ -527,8 +527,9 @@ async function outputFolder(flag: string, path: string): Promise<void> {
   if (info) return;
   try {
     await Deno.mkdir(path, { recursive: true });
+    created.push(path);
   } catch (e) {
-    const why = e instanceof Deno.errors.PermissionDenied
+    const why = e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable
       ? "permission denied"
       : e instanceof Deno.errors.NotADirectory || e instanceof Deno.errors.AlreadyExists
       ? "part of the path is a file"
@@ -538,6 +539,9 @@ async function outputFolder(flag: string, path: string): Promise<void> {
     );
   }
 }
+
+/** Output folders this command created, removed again (when still empty) if it fails. */
+const created: string[] = [];
 
 /** A place the command cannot write to: one line, exit code 1. */
 class OutputError extends Error {}
@@ -846,6 +850,7 @@ export async function main(args: string[]): Promise<number> {
     await cmd.run(getGpu, values, quiet, positionals);
     return 0;
   } catch (e) {
+    for (const dir of created) await Deno.remove(dir).catch(() => {});
     if (e instanceof UsageError) {
       console.error(`error: ${e.message}\nRun 'deno task ${name} --help' for the flags.`);
       return 2;

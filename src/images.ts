@@ -279,15 +279,15 @@ export function resizePicture(
     const target = width / height;
     if (picture.width / picture.height > target) {
       const w = Math.max(1, Math.round(picture.height * target));
-      box = { x: (picture.width - w) / 2, y: 0, w, h: picture.height };
+      box = { x: Math.floor((picture.width - w) / 2), y: 0, w, h: picture.height };
     } else {
       const h = Math.max(1, Math.round(picture.width / target));
-      box = { x: 0, y: (picture.height - h) / 2, w: picture.width, h };
+      box = { x: 0, y: Math.floor((picture.height - h) / 2), w: picture.width, h };
     }
   }
   const c = picture.channels;
-  const across = filterWeights(picture.width, width, box.x, box.w);
-  const down = filterWeights(picture.height, height, box.y, box.h);
+  const across = filterWeights(width, box.x, box.w);
+  const down = filterWeights(height, box.y, box.h);
   // Horizontal pass into floats [H_in, W_out, C], then vertical into bytes [H_out, W_out, C].
   const mid = new Float32Array(picture.height * width * c);
   for (let y = 0; y < picture.height; y++) {
@@ -319,11 +319,11 @@ export function resizePicture(
 }
 
 /**
- * Triangle-filter taps of each output sample over the input range [offset, offset + span) of a
- * line of `inSize` samples: centres at pixel centres, support max(1, span / outSize).
+ * Triangle-filter taps of each output sample over the input samples [offset, offset + span) of a
+ * line (the crop; nothing outside it is read): centres at pixel centres, support
+ * max(1, span / outSize).
  */
 function filterWeights(
-  inSize: number,
   outSize: number,
   offset: number,
   span: number,
@@ -332,8 +332,8 @@ function filterWeights(
   const support = Math.max(1, scale);
   return Array.from({ length: outSize }, (_, i) => {
     const centre = offset + (i + 0.5) * scale;
-    const first = Math.max(0, Math.floor(centre - support));
-    const last = Math.min(inSize - 1, Math.ceil(centre + support));
+    const first = Math.max(offset, Math.floor(centre - support));
+    const last = Math.min(offset + span - 1, Math.ceil(centre + support));
     const weights = new Float64Array(last - first + 1);
     let total = 0;
     for (let j = first; j <= last; j++) {

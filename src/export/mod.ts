@@ -11,6 +11,7 @@ import type { SuperNet } from "../model/supernet.ts";
 import { type NamedTensor, writeAtomic } from "../safetensors.ts";
 import {
   describeArchitecture,
+  type ExportedArchitecture,
   type ExportFormat,
   type ExportSource,
   generateWeights,
@@ -80,6 +81,12 @@ export async function exportTaskNetwork(
   const path = `${dir}/${file}`;
   const architecture = `${dir}/${name}.json`;
   await Deno.mkdir(dir, { recursive: true });
+  // The other format of the same network may be there already: keep naming it.
+  const before = await readDescription(architecture);
+  if (before && JSON.stringify(before.z) === JSON.stringify(description.z)) {
+    if (format === "onnx" && before.weightsFile) description.weightsFile = before.weightsFile;
+    if (format !== "onnx" && before.onnxFile) description.onnxFile = before.onnxFile;
+  }
   if (format === "onnx") {
     await writeAtomic(path, onnxModel(description, generated));
   } else {
@@ -87,4 +94,12 @@ export async function exportTaskNetwork(
   }
   await writeAtomic(architecture, JSON.stringify(description, null, 2) + "\n");
   return format === "onnx" ? { onnx: path, architecture } : { weights: path, architecture };
+}
+
+async function readDescription(path: string): Promise<ExportedArchitecture | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path));
+  } catch {
+    return undefined;
+  }
 }
