@@ -28,7 +28,12 @@ import {
   type AdaptOptions,
   type AdaptResult,
 } from "./src/adapt.ts";
-import { type EvaluatedTask, evaluateRun, exportFromRun, type ExportOptions } from "./src/evaluate.ts";
+import {
+  type EvaluatedTask,
+  evaluateRun,
+  exportFromRun,
+  type ExportOptions,
+} from "./src/evaluate.ts";
 import { getGpu } from "./src/gpu/device.ts";
 import { imageTask, type ImageTaskOptions, type ImageTaskReport } from "./src/image_task.ts";
 import type { SkippedImage } from "./src/images.ts";
