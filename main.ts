@@ -1,5 +1,6 @@
 /**
- * The SuperNet command line: `train`, `adapt`, `evaluate`, `export`, `tasks`. Parses flags into
+ * The SuperNet command line: `train`, `adapt`, `evaluate`, `export`, `predict`, `tasks`,
+ * `experiment`, `report`. Parses flags into
  * each subcommand's options, runs it, and prints progress and results. Exit codes: 0 ok,
  * 1 failure, 2 usage error.
  *
@@ -31,6 +32,10 @@ import {
 } from "./src/experiment.ts";
 import { combineReports, writeReport } from "./src/report.ts";
 import { evaluateRun, exportFromRun } from "./src/evaluate.ts";
+import { EXPORT_FORMATS, type ExportFormat } from "./src/export/mod.ts";
+import { imageTask, type ImageTaskOptions } from "./src/image_task.ts";
+import { FITS, ImageError, type SkippedImage } from "./src/images.ts";
+import { predict, PREDICT_DEFAULTS, type PredictOptions } from "./src/predict.ts";
 import { SafetensorsError } from "./src/safetensors.ts";
 import {
   loadTasks,
@@ -54,7 +59,20 @@ interface Flag {
   kind: Kind;
   values?: readonly string[];
   help: string;
+  /** Still accepted, with this warning printed, and hidden from the help. */
+  deprecated?: string;
 }
+
+const PICTURE_FLAGS: Flag[] = [
+  {
+    flag: "fit",
+    key: "fit",
+    kind: "string",
+    values: FITS,
+    help: "centre-crop to the input's shape, or stretch (default crop)",
+  },
+  { flag: "strict", key: "strict", kind: "bool", help: "stop at the first bad picture" },
+];
 
 const DATA_FLAGS: Flag[] = [
   { flag: "data-dir", key: "dataDir", kind: "string", help: "folder of dataset files" },
@@ -103,7 +121,12 @@ const TRAIN_FLAGS: Flag[] = [
     help: "initial task vectors",
   },
   { flag: "steps", key: "steps", kind: "int", help: "training steps" },
-  { flag: "tasks-per-step", key: "tasksPerStep", kind: "int", help: "T: tasks per step" },
+  {
+    flag: "tasks-per-step",
+    key: "tasksPerStep",
+    kind: "int",
+    help: "T: tasks per step (default 8, or all training tasks if fewer)",
+  },
   { flag: "batch", key: "batch", kind: "int", help: "B: images per task per step" },
   { flag: "balanced", key: "balanced", kind: "bool", help: "half positive batches" },
   { flag: "augment", key: "augment", kind: "bool", help: "random crop and flip" },
@@ -171,8 +194,27 @@ const ADAPT_FLAGS: Flag[] = [
     help: "the seed's recipe (mean z, fixed lr and steps); flags override it",
   },
   { flag: "seed", key: "seed", kind: "int", help: "seed" },
-  { flag: "out", key: "out", kind: "string", help: "results folder (default <run>/adapt)" },
+  {
+    flag: "out",
+    key: "out",
+    kind: "string",
+    help: "results folder (default <run>/adapt, with --images <run>/adapt_<folder>)",
+  },
   ...DATA_FLAGS,
+  {
+    flag: "images",
+    key: "images",
+    kind: "string",
+    help: "your own task: a folder with one subfolder of pictures per class (two)",
+  },
+  { flag: "test-dir", key: "testDir", kind: "string", help: "held-out pictures, same layout" },
+  {
+    flag: "positive",
+    key: "positive",
+    kind: "string",
+    help: "subfolder of the positive class (default: the second by name)",
+  },
+  ...PICTURE_FLAGS,
 ];
 
 const EXPERIMENT_FLAGS: Flag[] = [
@@ -180,7 +222,15 @@ const EXPERIMENT_FLAGS: Flag[] = [
   ...DATA_FLAGS,
   { flag: "family", key: "family", kind: "string", values: FAMILIES, help: "task family" },
   { flag: "profile", key: "profile", kind: "string", values: PROFILES, help: "size" },
-  { flag: "holdout", key: "holdout", kind: "int", help: "hold out the last K tasks" },
+  { flag: "holdout-last", key: "holdoutLast", kind: "int", help: "hold out the last K tasks" },
+  {
+    flag: "holdout",
+    key: "holdoutLast",
+    kind: "int",
+    help: "hold out the last K tasks",
+    deprecated: "--holdout K is deprecated for experiment; use --holdout-last K (in train and " +
+      "tasks, --holdout takes task indices)",
+  },
   { flag: "target", key: "target", kind: "string", values: TARGETS, help: "target network" },
   { flag: "shots", key: "shots", kind: "ints", help: "images per class to sweep (0: all)" },
   { flag: "no-ablations", key: "ablations", kind: "bool", help: "skip the ablations" },
@@ -233,14 +283,38 @@ const COMMANDS: Record<string, Command> = {
     run: runEvaluate,
   },
   export: {
-    summary: "write a task's generated network as safetensors + JSON for PyTorch",
+    summary: "write a task's generated network (safetensors or ONNX) + JSON with its preprocessing",
     flags: [
       { flag: "run", key: "run", kind: "string", help: "run folder" },
       { flag: "task", key: "task", kind: "string", help: "task index or name" },
       { flag: "z", key: "z", kind: "string", help: "a z file written by adapt" },
       { flag: "out", key: "out", kind: "string", help: "output folder (default <run>/export)" },
+      {
+        flag: "format",
+        key: "format",
+        kind: "string",
+        values: EXPORT_FORMATS,
+        help: "weights for PyTorch, or an ONNX model (default safetensors)",
+      },
+      ...DATA_FLAGS,
     ],
     run: runExport,
+  },
+  predict: {
+    summary: "classify pictures with a learned z: probability and class of each",
+    flags: [
+      { flag: "run", key: "run", kind: "string", help: "run folder" },
+      { flag: "z", key: "z", kind: "string", help: "a z file written by adapt" },
+      { flag: "task", key: "task", kind: "string", help: "or a task of the run (index or name)" },
+      { flag: "json", key: "json", kind: "bool", help: "one JSON object per line" },
+      { flag: "batch", key: "batch", kind: "int", help: "images per GPU batch" },
+      ...PICTURE_FLAGS,
+      ...DATA_FLAGS,
+    ],
+    defaults: PREDICT_DEFAULTS,
+    positional: "FILES_OR_DIRS...",
+    many: true,
+    run: runPredict,
   },
   tasks: {
     summary: "list a family's tasks with class names and held-out marks",
@@ -269,6 +343,7 @@ function usage(name: string, cmd: Command): string {
   const lines = [`Usage: deno task ${name}${what} [flags]   (${cmd.summary})`, ""];
   const defaults = (cmd.defaults ?? {}) as Record<string, unknown>;
   for (const f of [...cmd.flags, ...COMMON]) {
+    if (f.deprecated) continue;
     const value = f.kind === "bool" ? "" : f.values ? ` <${f.values.join("|")}>` : " <value>";
     const given = defaults[f.key];
     const shown = f.kind === "bool" || given === undefined ||
@@ -279,6 +354,11 @@ function usage(name: string, cmd: Command): string {
     lines.push(`${left.length >= 44 ? `${left}  ` : left.padEnd(44)}${f.help}${shown}`);
   }
   return lines.join("\n");
+}
+
+/** The command-line name of an option key, e.g. testDir -> test-dir. */
+function flagName(key: string): string {
+  return key.replaceAll(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
 function parseValue(f: Flag, raw: unknown): unknown {
@@ -325,9 +405,20 @@ async function parse(
   const flags = [...cmd.flags, ...COMMON];
   const spec: Record<string, { type: "string" | "boolean" }> = {};
   for (const f of flags) spec[f.flag] = { type: f.kind === "bool" ? "boolean" : "string" };
+  // "--steps -1" would read as two flags; join a negative number to its flag so that the value
+  // check below names it.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i]!.startsWith("--") ? args[i]!.slice(2) : undefined;
+    const next = args[i + 1];
+    if (name && spec[name]?.type === "string" && next !== undefined && /^-[\d.]/.test(next)) {
+      joined.push(`--${name}=${next}`);
+      i++;
+    } else joined.push(args[i]!);
+  }
   let parsed;
   try {
-    parsed = parseArgs({ args, options: spec, strict: true, allowPositionals: true });
+    parsed = parseArgs({ args: joined, options: spec, strict: true, allowPositionals: true });
   } catch (e) {
     throw new UsageError((e as Error).message.split("\n")[0]!);
   }
@@ -338,6 +429,7 @@ async function parse(
   for (const f of cmd.flags) {
     const raw = (parsed.values as Record<string, unknown>)[f.flag];
     if (raw === undefined) continue;
+    if (f.deprecated) console.error(`warning: ${f.deprecated}`);
     values[f.key] = parseValue(f, raw);
     explicit.add(f.key);
   }
@@ -361,7 +453,7 @@ async function readConfig(path: string, flags: Flag[]): Promise<Record<string, u
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     throw new UsageError(`--config ${path}: expected a JSON object of options`);
   }
-  const keys = new Set(flags.map((f) => f.key));
+  const keys = new Set(flags.filter((f) => !f.deprecated).map((f) => f.key));
   for (const key of Object.keys(data)) {
     if (!keys.has(key)) {
       throw new UsageError(
@@ -412,6 +504,7 @@ async function runTrain(
   } else {
     await refuseToOverwrite(options.out);
   }
+  await outputFolder("out", options.out);
   const gpu = await getGpuFn();
   const p = progress(quiet);
   if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
@@ -465,6 +558,44 @@ async function runTrain(
   }
 }
 
+/**
+ * Makes sure an output folder can be written before any work starts: a file there is a usage
+ * error (it is never replaced), and a folder that cannot be created is named with the reason.
+ */
+async function outputFolder(flag: string, path: string): Promise<void> {
+  const info = await Deno.stat(path).catch(() => undefined);
+  if (info && !info.isDirectory) {
+    throw new UsageError(
+      `--${flag} ${path} is a file; expected a folder (the file is left as it is): choose another --${flag}`,
+    );
+  }
+  if (info) return;
+  try {
+    await Deno.mkdir(path, { recursive: true });
+    created.push(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable
+      ? "permission denied"
+      : e instanceof Deno.errors.NotADirectory || e instanceof Deno.errors.AlreadyExists
+      ? "part of the path is a file"
+      : (e as Error).message;
+    throw new OutputError(
+      `cannot create --${flag} ${path} (${why}); choose a folder you can write to`,
+    );
+  }
+}
+
+/** Output folders this command created, removed again (when still empty) if it fails. */
+const created: string[] = [];
+
+/** A place the command cannot write to: one line, exit code 1. */
+class OutputError extends Error {}
+
+/** Prints one warning line per skipped picture. */
+function warnSkipped(s: SkippedImage): void {
+  console.error(`warning: skipped ${s.file}: ${s.reason}`);
+}
+
 /** A run folder that holds a checkpoint is not replaced, except the default runs/latest. */
 async function refuseToOverwrite(out: string): Promise<void> {
   const exists = await Deno.stat(join(out, "checkpoint.json")).then(() => true, () => false);
@@ -475,9 +606,9 @@ async function refuseToOverwrite(out: string): Promise<void> {
   }
 }
 
-function adaptTable(result: TaskAdaptResult): string {
+function adaptTable(result: TaskAdaptResult, scored = "test"): string {
   const rows = [
-    ["method", "trainable", "test acc", "test loss", "steps", "lr", "seconds", "note"],
+    ["method", "trainable", `${scored} acc`, `${scored} loss`, "steps", "lr", "seconds", "note"],
     ...result.results.map((r) => [
       r.method,
       r.trainable.toLocaleString("en"),
@@ -506,7 +637,9 @@ async function runAdapt(
   given: Record<string, unknown>,
   quiet: boolean,
 ): Promise<void> {
-  const { preset, ...rest } = given;
+  const { images, testDir, positive, fit, strict, preset, ...rest } = given as
+    & Record<string, unknown>
+    & Partial<ImageTaskOptions>;
   const options = {
     ...ADAPT_DEFAULTS,
     ...(preset === "seed" ? SEED_ADAPT_PRESET : {}),
@@ -514,6 +647,15 @@ async function runAdapt(
   } as AdaptOptions;
   if (!(options.validation >= 0 && options.validation < 0.5)) {
     throw new UsageError(`--validation ${options.validation} must be in [0, 0.5)`);
+  }
+  if (images === undefined) {
+    for (const [flag, value] of Object.entries({ testDir, positive, fit, strict })) {
+      if (value !== undefined) {
+        throw new UsageError(`--${flagName(flag)} only applies with --images DIR`);
+      }
+    }
+  } else if (options.task !== undefined) {
+    throw new UsageError("--task and --images are exclusive: --images brings its own task");
   }
   if (typeof given.methods === "string") {
     const methods = (given.methods as string).split(",");
@@ -527,6 +669,26 @@ async function runAdapt(
   if (options.steps < 1 || options.batch < 1 || options.evalEvery < 1) {
     throw new UsageError("--steps, --batch and --eval-every must be at least 1");
   }
+  await loadCheckpoint(options.run, []);
+  let scored = "test";
+  if (images !== undefined) {
+    const { custom, report } = await imageTask(
+      options.run,
+      { images, testDir, positive, fit, strict, dataDir: options.dataDir, verify: options.verify },
+      { onSkip: warnSkipped },
+    );
+    const [neg, pos] = report.classNames;
+    const count = (n: [number, number]) => `${n[0] + n[1]} (${n[0]} '${neg}', ${n[1]} '${pos}')`;
+    console.error(
+      `Pictures: learning from ${count(report.train)}, ` +
+        (report.heldOut ? `scoring on ${count(report.test)} in ${testDir}` : "no --test-dir") +
+        `; ${report.skipped.length} skipped. Positive class: '${pos}'`,
+    );
+    if (!report.heldOut) scored = "train";
+    options.custom = custom;
+    options.out ??= join(options.run, `adapt_${custom.name}`);
+  }
+  await outputFolder("out", options.out ?? join(options.run, "adapt"));
   const gpu = await getGpuFn();
   if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
   const p = progress(quiet);
@@ -548,15 +710,30 @@ async function runAdapt(
     },
   });
   p.done();
+  const custom = options.custom;
   for (const t of result.tasks) {
     console.log(
-      `Task ${t.task} '${t.taskName}': learned from ${t.trainImages} training images` +
-        (t.validationImages ? ` (${t.validationImages} more held out for validation)` : "") +
-        `, tested on ${t.testImages}`,
+      custom
+        ? `Task '${t.taskName}' (your pictures): learned from ${t.trainImages} images` +
+          (t.validationImages ? ` (${t.validationImages} more held out for validation)` : "") +
+          (scored === "test"
+            ? `, tested on ${t.testImages} held-out ones`
+            : `, scored on the same images (pass --test-dir for a held-out score)`)
+        : `Task ${t.task} '${t.taskName}': learned from ${t.trainImages} training images` +
+          (t.validationImages ? ` (${t.validationImages} more held out for validation)` : "") +
+          `, tested on ${t.testImages}`,
     );
-    console.log(adaptTable(t));
+    console.log(adaptTable(t, scored));
   }
   console.log(`Results in ${join(result.out, "adapt.json")}`);
+  if (options.methods.includes("z")) {
+    for (const t of result.tasks) {
+      const zFile = join(result.out, `z_${custom?.name ?? String(t.task)}.safetensors`);
+      console.log(
+        `z in ${zFile}. Next: deno task predict --run ${options.run} --z ${zFile} PICTURES...`,
+      );
+    }
+  }
 }
 
 async function runEvaluate(
@@ -570,7 +747,7 @@ async function runEvaluate(
   const report = await evaluateRun(gpu, {
     run,
     dataDir: given.dataDir as string | undefined,
-    verify: (given.verify as boolean | undefined) ?? true,
+    verify: given.verify as boolean | undefined,
   });
   for (const s of report.tasks) {
     console.log(
@@ -591,15 +768,67 @@ async function runExport(
   getGpuFn: () => Promise<Gpu>,
   given: Record<string, unknown>,
 ): Promise<void> {
-  const gpu = await getGpuFn();
   const run = (given.run as string | undefined) ?? ADAPT_DEFAULTS.run;
+  const out = (given.out as string | undefined) ?? join(run, "export");
+  await loadCheckpoint(run, []);
+  await outputFolder("out", out);
+  const gpu = await getGpuFn();
   const written = await exportFromRun(gpu, {
     run,
     task: given.task as string | undefined,
     z: given.z as string | undefined,
-    out: (given.out as string | undefined) ?? join(run, "export"),
+    out,
+    format: given.format as ExportFormat | undefined,
+    dataDir: given.dataDir as string | undefined,
+    verify: given.verify as boolean | undefined,
   });
-  console.log(`Wrote ${written.weights} and ${written.architecture}`);
+  console.log(`Wrote ${written.weights ?? written.onnx} and ${written.architecture}`);
+}
+
+async function runPredict(
+  getGpuFn: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+  quiet: boolean,
+  paths: string[],
+): Promise<void> {
+  const { json, ...rest } = given;
+  const options = { ...PREDICT_DEFAULTS, ...rest, paths } as PredictOptions;
+  if (options.batch < 1) throw new UsageError("--batch must be at least 1");
+  if (options.z !== undefined && options.task !== undefined) {
+    throw new UsageError("--z and --task are exclusive: pass one");
+  }
+  const gpu = await getGpuFn();
+  if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
+  const result = await predict(gpu, options, { onSkip: warnSkipped });
+  const [, positive] = result.classNames;
+  if (json) {
+    for (const p of result.predictions) {
+      console.log(JSON.stringify({
+        file: p.file,
+        probability: p.probability,
+        class: p.className,
+        label: p.label,
+        logit: p.logit,
+      }));
+    }
+  } else {
+    const width = Math.max(4, ...result.predictions.map((p) => p.file.length));
+    console.log(`${"file".padEnd(width)}  P(${positive})  class`);
+    for (const p of result.predictions) {
+      console.log(
+        `${p.file.padEnd(width)}  ${
+          p.probability.toFixed(4).padEnd(positive.length + 3)
+        }  ${p.className}`,
+      );
+    }
+  }
+  console.error(
+    `${result.predictions.length} picture(s) classified, ${result.skipped.length} skipped; ` +
+      `task '${result.task}' (P is the probability of '${positive}')`,
+  );
+  if (result.predictions.length === 0) {
+    throw new DataError("no usable picture among the files given; expected PNG or JPEG files");
+  }
 }
 
 async function runTasks(
@@ -692,13 +921,15 @@ export async function main(args: string[]): Promise<number> {
     await cmd.run(getGpu, values, quiet, positionals);
     return 0;
   } catch (e) {
+    for (const dir of created) await Deno.remove(dir).catch(() => {});
     if (e instanceof UsageError) {
       console.error(`error: ${e.message}\nRun 'deno task ${name} --help' for the flags.`);
       return 2;
     }
     const known = e instanceof DataError || e instanceof CheckpointError ||
       e instanceof SafetensorsError || e instanceof GpuUnavailableError ||
-      e instanceof NonFiniteLossError || e instanceof RangeError;
+      e instanceof NonFiniteLossError || e instanceof RangeError || e instanceof ImageError ||
+      e instanceof OutputError;
     if (known) {
       console.error(`error: ${(e as Error).message}`);
       return 1;

@@ -16,12 +16,12 @@ import { join } from "node:path";
 import { loadCheckpoint, restoreArenas } from "./checkpoint.ts";
 import { type Dataset, loadDataset } from "./data/dataset.ts";
 import { fewShot, ImageStore, type Slot, SlotSampler } from "./data/sampler.ts";
-import { type Examples, taskExamples, type TaskFamily } from "./data/tasks.ts";
+import { type Examples, type Task, taskExamples, type TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
 import type { Dispatch } from "./gpu/kernel.ts";
 import { read, tensorFrom, write } from "./gpu/tensor.ts";
 import { Evaluator, type ForwardBuilder, StepProgram } from "./engine.ts";
-import { generateWeights } from "./export.ts";
+import { generateWeights } from "./export/network.ts";
 import { initTaskVectors, PlainNet, SuperNet } from "./model/supernet.ts";
 import { weightCount } from "./model/target.ts";
 import { axpby } from "./ops/elementwise.ts";
@@ -116,10 +116,26 @@ export interface AdaptOptions {
   seed: number;
   /** Folder of dataset files (default: as in training). */
   dataDir?: string;
-  /** Check dataset files against their published sums. */
-  verify: boolean;
+  /** Check dataset files against their published sums (default: as in training). */
+  verify?: boolean;
   /** Folder of the results (default: <run>/adapt). */
   out?: string;
+  /** A task of the caller's own (e.g. from image folders) instead of one of the run's family. */
+  custom?: CustomTask;
+}
+
+/**
+ * A two-class task brought by the caller: its images (train split to learn from, test split to
+ * score on; the run's input shape and normalisation statistics) and its task over their classes.
+ * It borrows the z-table row of `task` (default: the first held-out task) while adapting.
+ */
+export interface CustomTask {
+  /** The images, shaped and normalised like the run's. */
+  dataset: Dataset;
+  /** The task over the dataset's classes, e.g. negative [0], positive [1]. */
+  task: Task;
+  /** Name of the learned z file: `z_<name>.safetensors`. */
+  name: string;
 }
 
 /** Defaults: population init, validation-based stopping and the prior, sized for a CPU. */
@@ -144,7 +160,6 @@ export const ADAPT_DEFAULTS: AdaptOptions = {
   forgetting: true,
   curves: true,
   seed: 1,
-  verify: true,
 };
 
 /**
@@ -350,12 +365,21 @@ export async function adapt(
 ): Promise<AdaptResult> {
   const { info, tensors } = await loadCheckpoint<TrainOptions>(options.run, [MODEL_FILE]);
   const state = info.state as unknown as RunState;
-  const family = state.family;
-  const dataset = await loadDataset(state.dataset.name, {
+  const { custom } = options;
+  const taskList = resolveTasks(state.family, options.task ?? customRow(state.family, options));
+  if (custom && taskList.length !== 1) {
+    throw new RangeError("A task of your own adapts alone; name at most one --task row for it");
+  }
+  // A custom task takes the place of the row's task; everything below runs unchanged on it.
+  const family = custom
+    ? { ...state.family, tasks: state.family.tasks.with(taskList[0]!, custom.task) }
+    : state.family;
+  const dataset = custom?.dataset ?? await loadDataset(state.dataset.name, {
     dataDir: options.dataDir ?? info.options.dataDir,
-    verify: options.verify,
+    verify: options.verify ?? info.options.verify,
   });
-  const taskList = resolveTasks(family, options.task);
+  // The training tasks' own images are not in a custom dataset: forgetting cannot be scored.
+  if (custom) options = { ...options, forgetting: false };
   const data: TaskData[] = taskList.map((task) => {
     const all = taskExamples(family.tasks[task]!, dataset.train);
     const pool = options.shots > 0
@@ -393,9 +417,14 @@ export async function adapt(
         for (const [i, r] of perTask.entries()) {
           const task = family.tasks[data[i]!.task]!;
           await saveSafetensors(
-            join(out, `z_${data[i]!.task}.safetensors`),
+            join(out, `z_${custom?.name ?? data[i]!.task}.safetensors`),
             new Map([["z", { shape: [r.z!.length], data: r.z! }]]),
-            { task: task.name, run: options.run, start: r.result.start ?? "" },
+            {
+              task: task.name,
+              run: options.run,
+              start: r.result.start ?? "",
+              classes: JSON.stringify(sideNames(task, dataset.classNames)),
+            },
           );
         }
       }
@@ -416,11 +445,28 @@ export async function adapt(
     })),
     out,
   };
+  const { custom: _, ...recorded } = options;
   await writeAtomic(
     join(out, "adapt.json"),
-    JSON.stringify({ options, ...result }, null, 2) + "\n",
+    JSON.stringify(
+      { options: { ...recorded, source: custom?.dataset.source }, ...result },
+      null,
+      2,
+    ) + "\n",
   );
   return result;
+}
+
+/** A custom task borrows the first held-out row, or row 0 when the run holds none out. */
+function customRow(family: TaskFamily, options: AdaptOptions): string | undefined {
+  if (!options.custom) return undefined;
+  return String(family.heldOut[0] ?? 0);
+}
+
+/** Names of a task's label 0 and label 1, e.g. ["cat", "dog"] ("a+b" when a side has several). */
+export function sideNames(task: Task, classNames: readonly string[]): [string, string] {
+  const side = (classes: number[]) => classes.map((c) => classNames[c] ?? String(c)).join("+");
+  return [side(task.negative), side(task.positive)];
 }
 
 /** The mean of the trained z, and their spread: the RMS over tasks and coordinates of z - mean. */

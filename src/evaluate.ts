@@ -4,43 +4,16 @@
  *
  * @module
  */
-import { join } from "node:path";
-import { initialZ, resolveTask } from "./adapt.ts";
-import { loadCheckpoint, restoreArenas } from "./checkpoint.ts";
-import { type Dataset, loadDataset } from "./data/dataset.ts";
+import { initialZ } from "./adapt.ts";
 import { ImageStore } from "./data/sampler.ts";
 import { Evaluator } from "./engine.ts";
-import { exportTaskNetwork } from "./export.ts";
+import { type ExportFormat, exportTaskNetwork } from "./export/mod.ts";
 import type { Gpu } from "./gpu/device.ts";
 import { write } from "./gpu/tensor.ts";
-import { SuperNet } from "./model/supernet.ts";
-import { loadSafetensors } from "./safetensors.ts";
-import { MODEL_FILE, modelArenas, type RunState, type TrainOptions } from "./train.ts";
+import { describePreprocessing } from "./images.ts";
+import { chooseTask, loadRun, type RunDataOptions, runDataset, runStatistics } from "./run.ts";
 
-/** A run's trained generator and task vectors, restored on the GPU. */
-export async function loadRun(
-  gpu: Gpu,
-  run: string,
-): Promise<{ net: SuperNet; state: RunState; options: TrainOptions; table: Float32Array }> {
-  const { info, tensors } = await loadCheckpoint<TrainOptions>(run, [MODEL_FILE]);
-  const state = info.state as unknown as RunState;
-  const net = new SuperNet(gpu, state.model);
-  restoreArenas(gpu, tensors[MODEL_FILE]!, modelArenas(net), join(run, MODEL_FILE));
-  const table = tensors[MODEL_FILE]!.get("task.z")!.data as Float32Array;
-  return { net, state, options: info.options, table };
-}
-
-/** The dataset a run was trained on, from `dataDir` if given, else the run's own data folder. */
-function runDataset(
-  state: RunState,
-  trained: Pick<TrainOptions, "dataDir">,
-  options: { dataDir?: string; verify: boolean },
-): Promise<Dataset> {
-  return loadDataset(state.dataset.name, {
-    dataDir: options.dataDir ?? trained.dataDir,
-    verify: options.verify,
-  });
-}
+export { loadRun };
 
 /** One evaluated task. */
 export interface EvaluatedTask {
@@ -64,7 +37,7 @@ export interface EvaluatedTask {
  */
 export async function evaluateRun(
   gpu: Gpu,
-  options: { run: string; dataDir?: string; verify: boolean },
+  options: { run: string } & RunDataOptions,
 ): Promise<{ tasks: EvaluatedTask[]; trainedAccuracy: number; heldOutAccuracy: number }> {
   const { net, state, options: trainOptions, table } = await loadRun(gpu, options.run);
   const family = state.family;
@@ -111,35 +84,44 @@ export async function evaluateRun(
   }
 }
 
+/** Options of `export`. */
+export interface ExportOptions extends RunDataOptions {
+  /** Run folder written by `train`. */
+  run: string;
+  /** Task index or name (default: the first held-out task). */
+  task?: string;
+  /** A z file written by `adapt` (overrides `task`). */
+  z?: string;
+  /** Output folder. */
+  out: string;
+  /** safetensors (default) or onnx; the JSON description is always written. */
+  format?: ExportFormat;
+}
+
 /**
  * Writes the generated network of a task: its trained z, or the z in a file written by `adapt`
- * (`z_<task>.safetensors`), or for a held-out task without one the mean z.
+ * (`z_<task>.safetensors`), or for a held-out task without one the mean z; the JSON records the
+ * preprocessing (the run's normalisation statistics), the label names and the source.
  */
 export async function exportFromRun(
   gpu: Gpu,
-  options: { run: string; task?: string; z?: string; out: string },
-): Promise<{ weights: string; architecture: string }> {
-  const { net, state, table } = await loadRun(gpu, options.run);
+  options: ExportOptions,
+): Promise<{ weights?: string; onnx?: string; architecture: string }> {
+  const { net, state, table, step, options: trained } = await loadRun(gpu, options.run);
   try {
-    const family = state.family;
-    const task = resolveTask(family, options.task);
-    const d = state.model.generator.zDim;
-    let z: Float32Array;
-    if (options.z) {
-      const loaded = await loadSafetensors(options.z);
-      const found = loaded.tensors.get("z");
-      if (!found || found.data.length !== d) {
-        throw new RangeError(`${options.z}: expected a tensor 'z' of ${d} numbers`);
-      }
-      z = found.data as Float32Array;
-    } else if (family.heldOut.includes(task) || family.excluded.includes(task)) {
-      z = initialZ(family, state, table, { task, init: "mean", seed: 0 });
-    } else {
-      z = table.slice(task * d, (task + 1) * d);
-    }
-    await Deno.mkdir(options.out, { recursive: true });
-    return await exportTaskNetwork(gpu, net, z, options.out, {
-      name: family.tasks[task]!.name.replaceAll(/[^A-Za-z0-9_-]+/g, "_"),
+    const chosen = await chooseTask(state, table, { task: options.task, zFile: options.z });
+    const stats = await runStatistics(state, trained, options);
+    return await exportTaskNetwork(gpu, net, chosen.z, options.out, {
+      name: chosen.name.replaceAll(/[^A-Za-z0-9_-]+/g, "_"),
+      format: options.format,
+      preprocessing: describePreprocessing(state.model.inputShape, stats),
+      classNames: chosen.classNames,
+      source: {
+        run: options.run,
+        step,
+        dataset: state.dataset.source,
+        z: chosen.source,
+      },
     });
   } finally {
     net.destroy();
@@ -152,7 +134,7 @@ export async function exportFromRun(
  */
 export async function scoreTaskWithZs(
   gpu: Gpu,
-  options: { run: string; task: number; zs: Float32Array[]; dataDir?: string; verify: boolean },
+  options: { run: string; task: number; zs: Float32Array[] } & RunDataOptions,
 ): Promise<{ accuracy: number; loss: number }[]> {
   const { net, state, options: trainOptions, table } = await loadRun(gpu, options.run);
   const dataset = await runDataset(state, trainOptions, options);

@@ -23,7 +23,14 @@ import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
 import { writeAtomic } from "./safetensors.ts";
-import { MODEL_FILE, type RunState, train, TRAIN_DEFAULTS, type TrainOptions } from "./train.ts";
+import {
+  loadTasks,
+  MODEL_FILE,
+  type RunState,
+  train,
+  TRAIN_DEFAULTS,
+  type TrainOptions,
+} from "./train.ts";
 
 /** Experiments `experiment` runs. */
 export const EXPERIMENTS = ["exp1", "exp2"] as const;
@@ -48,7 +55,7 @@ export interface ExperimentOptions {
    */
   profile: typeof PROFILES[number];
   /** Number of held-out tasks (the last K); results are mean +- std over them. */
-  holdout: number;
+  holdoutLast: number;
   /** Target network. */
   target: string;
   /** Images per class of the shots sweep (0 = all). */
@@ -69,7 +76,7 @@ export const EXPERIMENT_DEFAULTS: ExperimentOptions = {
   dataset: "mnist",
   verify: true,
   profile: "quick",
-  holdout: 1,
+  holdoutLast: 1,
   target: "seed_cnn",
   shots: [1, 5, 0],
   subsets: 5,
@@ -80,7 +87,7 @@ export const EXPERIMENT_DEFAULTS: ExperimentOptions = {
 
 /** Step budgets of a profile. */
 interface Profile {
-  train: Pick<TrainOptions, "steps" | "tasksPerStep" | "batch" | "evalEvery">;
+  train: Required<Pick<TrainOptions, "steps" | "tasksPerStep" | "batch" | "evalEvery">>;
   adapt: Pick<AdaptOptions, "steps" | "batch" | "evalEvery">;
   sweepMethods: Method[];
 }
@@ -210,7 +217,7 @@ export async function runExperiment(
     dataDir: options.dataDir,
     verify: options.verify,
     family,
-    holdoutLast: options.holdout,
+    holdoutLast: options.holdoutLast,
     target: options.target,
     seed: options.seed,
     evalTasks: 0,
@@ -223,6 +230,9 @@ export async function runExperiment(
     const result = await train(gpu, opts);
     return { dir: opts.out, result };
   };
+  // A profile's tasks per step is a ceiling: families with fewer training tasks use them all.
+  const { family: tasks } = await loadTasks(baseTrain);
+  baseTrain.tasksPerStep = Math.min(profile.train.tasksPerStep, tasks.train.length);
   const adaptBase: AdaptOptions = {
     ...ADAPT_DEFAULTS,
     ...profile.adapt,

@@ -291,7 +291,7 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
   for (const dir of dirs) {
     const r: ExperimentResults = JSON.parse(await Deno.readTextFile(join(dir, "results.json")));
     const title = `${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile}`;
-    const key = `${title} | ${r.options.holdout}`;
+    const key = `${title} | ${r.taskCounts.heldOut}`;
     if (!groups.has(key)) groups.set(key, { title, runs: [] });
     groups.get(key)!.runs.push(r);
   }

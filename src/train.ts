@@ -58,8 +58,8 @@ export interface TrainOptions {
   zInit?: ZInit;
   /** Training steps. */
   steps: number;
-  /** T: tasks per step. */
-  tasksPerStep: number;
+  /** T: tasks per step (default: 8, or every training task when the family has fewer). */
+  tasksPerStep?: number;
   /** B: images per task per step. */
   batch: number;
   /** Balanced batches (half positive). */
@@ -102,6 +102,9 @@ export interface TrainOptions {
   metaInnerLr: number;
 }
 
+/** Tasks per step when not given (fewer when the family has fewer training tasks). */
+export const DEFAULT_TASKS_PER_STEP = 8;
+
 /** Defaults: the seed's Experiment 1 training phase on the embedded MNIST, sized for a CPU. */
 export const TRAIN_DEFAULTS: TrainOptions = {
   dataset: "mnist",
@@ -113,7 +116,6 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   output: "tanh",
   outputScale: 1,
   steps: 300,
-  tasksPerStep: 8,
   batch: 32,
   balanced: true,
   augment: false,
@@ -189,8 +191,11 @@ export class NonFiniteLossError extends Error {
 
 /** What a run folder records about the task family and dataset, besides the options. */
 export interface RunState {
-  /** Dataset identity (name and source, e.g. verified files). */
-  dataset: { name: string; source: string; classes: string[] };
+  /**
+   * Dataset identity (name and source, e.g. verified files), and the per-channel mean and std on
+   * [0, 1] that inputs were normalised with (absent in runs written before they were recorded).
+   */
+  dataset: { name: string; source: string; classes: string[]; mean?: number[]; std?: number[] };
   /** The family with its tasks, held-out and training indices. */
   family: TaskFamily;
   /** The SuperNet's architecture and init. */
@@ -254,11 +259,22 @@ export async function loadTasks(
 /** Runs (or resumes) training; `onEvent` receives progress; `signal` stops it cleanly. */
 export async function train(
   gpu: Gpu,
-  options: TrainOptions,
+  given: TrainOptions,
   hooks: { onEvent?: (e: TrainEvent) => void; signal?: AbortSignal } = {},
 ): Promise<TrainResult> {
   const started = performance.now();
-  const { dataset, family } = await loadTasks(options);
+  const { dataset, family } = await loadTasks(given);
+  // The resolved T is what the run folder records.
+  const options = {
+    ...given,
+    tasksPerStep: given.tasksPerStep ?? Math.min(DEFAULT_TASKS_PER_STEP, family.train.length),
+  };
+  if (options.tasksPerStep > family.train.length) {
+    throw new RangeError(
+      `--tasks-per-step ${options.tasksPerStep} is more than the ${family.train.length} training ` +
+        `tasks of ${family.name} on ${dataset.name}; use at most ${family.train.length}`,
+    );
+  }
   const config = modelConfig(options, dataset, family.tasks.length);
   const net = SuperNet.create(gpu, config);
   const schedule = {
@@ -283,7 +299,7 @@ export async function train(
   const testStore = new ImageStore(gpu, dataset.test, { shape: dataset.shape });
   const sampler = new Sampler(gpu, dataset, {
     family,
-    tasksPerStep: Math.min(options.tasksPerStep, family.train.length),
+    tasksPerStep: options.tasksPerStep,
     batch: options.batch,
     seed: options.seed,
     balanced: options.balanced,
@@ -319,7 +335,13 @@ export async function train(
     store: testStore,
   });
   const state: RunState = {
-    dataset: { name: dataset.name, source: dataset.source, classes: dataset.classNames },
+    dataset: {
+      name: dataset.name,
+      source: dataset.source,
+      classes: dataset.classNames,
+      mean: dataset.mean,
+      std: dataset.std,
+    },
     family,
     model: config,
   };

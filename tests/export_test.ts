@@ -5,7 +5,7 @@ import {
   type ExportedArchitecture,
   exportTaskNetwork,
   generateWeights,
-} from "../src/export.ts";
+} from "../src/export/mod.ts";
 import { SuperNet, superNetConfig } from "../src/model/supernet.ts";
 import { makeTarget } from "../src/model/target.ts";
 import { loadSafetensors } from "../src/safetensors.ts";

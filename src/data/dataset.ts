@@ -88,6 +88,7 @@ export function resolveDataDir(options: LoadOptions = {}): string {
 
 /** Loads a dataset by name; an unknown name is a DataError that lists the valid ones. */
 export async function loadDataset(name: string, options: LoadOptions = {}): Promise<Dataset> {
+  if (name !== "mnist") await checkDataDir(resolveDataDir(options));
   switch (name) {
     case "mnist": {
       const { loadMnist } = await import("./mnist.ts");
@@ -103,6 +104,17 @@ export async function loadDataset(name: string, options: LoadOptions = {}): Prom
     }
     default:
       throw new DataError(`Unknown dataset '${name}': expected one of ${DATASETS.join(", ")}`);
+  }
+}
+
+/** A data folder that exists must be a folder: a file there is named in a DataError. */
+async function checkDataDir(dir: string): Promise<void> {
+  const info = await Deno.stat(dir).catch(() => undefined);
+  if (info && !info.isDirectory) {
+    throw new DataError(
+      `Data folder ${dir} (from --data-dir or SUPERNET_DATA) is a file; expected the folder ` +
+        `that holds the dataset's files (see data/README.md)`,
+    );
   }
 }
 

@@ -37,16 +37,25 @@ export function getGpu(): Promise<Gpu> {
 }
 
 /**
- * Mesa's drivers warn on every start when XDG_RUNTIME_DIR is unset (common in containers and CI);
- * point it at a private folder of our own before the driver loads.
+ * Mesa's drivers print "XDG_RUNTIME_DIR is invalid or not set" on every start when the variable
+ * is unset (common in containers and CI); point it at a private folder before the driver loads.
+ * The folder is made for this process (mode 0700, so no other user's socket can be in it) and
+ * removed at exit. Needs only env and write permission (no uid lookup).
  */
 function quietDriverWarning(): void {
   if (Deno.build.os !== "linux") return;
   try {
     if (Deno.env.get("XDG_RUNTIME_DIR")) return;
-    const dir = `${Deno.env.get("TMPDIR") ?? "/tmp"}/supernet-runtime-${Deno.uid() ?? 0}`;
-    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const dir = Deno.makeTempDirSync({ prefix: "supernet-runtime-" });
+    Deno.chmodSync(dir, 0o700);
     Deno.env.set("XDG_RUNTIME_DIR", dir);
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch {
+        // Already gone or not removable: a leftover empty folder in the temp dir is harmless.
+      }
+    });
   } catch {
     // Without env or write permission the warning stays; nothing else depends on it.
   }

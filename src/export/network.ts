@@ -1,22 +1,43 @@
 /**
- * Export of one task's generated network: the generator's output for a task vector z, written as
- * a safetensors file of PyTorch-layout tensors (conv weights [O, C, k, k], linear weights
- * [out, in], biases [out], named "conv1.weight", ...) plus a JSON description of the
- * architecture, so the network can be rebuilt and used without this tool.
+ * The one description of an exported task network that every format shares: the generator's
+ * weights for a task vector z (PyTorch layout: conv [O, C, k, k], linear [out, in], bias [out],
+ * named "conv1.weight", ...), and the JSON that records the layers, the input preprocessing, the
+ * meaning of the labels and where the weights came from.
  *
  * @module
  */
-import type { Gpu } from "./gpu/device.ts";
-import { run } from "./gpu/kernel.ts";
-import { readMany, tensorFrom } from "./gpu/tensor.ts";
-import { generatorForward } from "./model/generator.ts";
-import type { SuperNet } from "./model/supernet.ts";
-import type { Layer, TargetSpec } from "./model/target.ts";
-import { type NamedTensor, saveSafetensors, writeAtomic } from "./safetensors.ts";
-import { Tape, type Var } from "./tape.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { run } from "../gpu/kernel.ts";
+import { readMany, tensorFrom } from "../gpu/tensor.ts";
+import type { Preprocessing } from "../images.ts";
+import { generatorForward } from "../model/generator.ts";
+import type { SuperNet } from "../model/supernet.ts";
+import type { Layer, TargetSpec } from "../model/target.ts";
+import type { NamedTensor } from "../safetensors.ts";
+import { Tape, type Var } from "../tape.ts";
 
-/** Version of the JSON description's layout. */
-export const EXPORT_FORMAT_VERSION = 1;
+/**
+ * Version of the JSON description's layout: 2 added `preprocessing`, `classNames`, `source` and
+ * `onnxFile`.
+ */
+export const EXPORT_FORMAT_VERSION = 2;
+
+/** Formats `export` writes besides the JSON description. */
+export const EXPORT_FORMATS = ["safetensors", "onnx"] as const;
+/** One of {@link EXPORT_FORMATS}. */
+export type ExportFormat = typeof EXPORT_FORMATS[number];
+
+/** Where an exported network came from. */
+export interface ExportSource {
+  /** The run folder of the generator. */
+  run: string;
+  /** Training steps of the generator's checkpoint. */
+  step: number;
+  /** The dataset the generator was trained on (its record, e.g. file names and checks). */
+  dataset: string;
+  /** Where z came from: a z file written by adapt, or a task of the run. */
+  z: string;
+}
 
 /**
  * One layer of an exported network, as the JSON description lists it: the target's own layer
@@ -43,8 +64,19 @@ export interface ExportedArchitecture {
   layers: ExportedLayer[];
   /** Shape of every tensor of the weights file, by name. */
   weights: Record<string, number[]>;
-  /** The weights file, relative to this description. */
-  weightsFile: string;
+  /** The safetensors weights file, relative to this description (when written). */
+  weightsFile?: string;
+  /** The ONNX model, relative to this description (when written). */
+  onnxFile?: string;
+  /** What an input must be: size, channels, scale to [0, 1], mean and std. */
+  preprocessing?: Preprocessing;
+  /**
+   * classNames[k] is the class of label k; the logit is the log-odds of classNames[1], so
+   * sigmoid(logit) is the probability of that (positive) class.
+   */
+  classNames?: [string, string];
+  /** The generator and task vector the weights came from. */
+  source?: ExportSource;
   /** The task vector the weights were generated from. */
   z: number[];
   /** How to build the equivalent torch.nn model. */
@@ -86,14 +118,18 @@ export async function generateWeights(
   }
 }
 
-/** The JSON description of a target architecture whose weights are in `weightsFile`. */
+/** The JSON description of a target architecture whose weights are `weights`. */
 export function describeArchitecture(
   spec: TargetSpec,
   options: {
     name: string;
     weights: ReadonlyMap<string, NamedTensor>;
-    weightsFile: string;
+    weightsFile?: string;
+    onnxFile?: string;
     z: Float32Array;
+    preprocessing?: Preprocessing;
+    classNames?: [string, string];
+    source?: ExportSource;
   },
 ): ExportedArchitecture {
   const slopeOf = (activation: string) => activation === "leaky_relu" ? { slope: spec.slope } : {};
@@ -127,14 +163,18 @@ export function describeArchitecture(
     outputs: spec.outputs,
     layers,
     weights: Object.fromEntries([...options.weights].map(([n, t]) => [n, [...t.shape]])),
-    weightsFile: options.weightsFile,
+    ...(options.weightsFile ? { weightsFile: options.weightsFile } : {}),
+    ...(options.onnxFile ? { onnxFile: options.onnxFile } : {}),
+    ...(options.preprocessing ? { preprocessing: options.preprocessing } : {}),
+    ...(options.classNames ? { classNames: options.classNames } : {}),
+    ...(options.source ? { source: options.source } : {}),
     z: Array.from(options.z),
-    torch: torchNote(layers),
+    torch: torchNote(layers, options.preprocessing),
   };
 }
 
-/** A short recipe for the equivalent torch.nn module, listing its layers. */
-function torchNote(layers: ExportedLayer[]): string {
+/** A short recipe for the equivalent torch.nn module, listing its layers and its input. */
+function torchNote(layers: ExportedLayer[], preprocessing?: Preprocessing): string {
   const modules: string[] = [];
   const steps: string[] = [];
   for (const layer of layers) {
@@ -151,9 +191,18 @@ function torchNote(layers: ExportedLayer[]): string {
       steps.push("torch.flatten(x, 1)");
     }
   }
+  const input = preprocessing
+    ? `x = (x - mean) / std with mean = torch.tensor(${
+      JSON.stringify(preprocessing.mean)
+    }).view(1, -1, 1, 1) and std = torch.tensor(${
+      JSON.stringify(preprocessing.std)
+    }).view(1, -1, 1, 1) (see "preprocessing": x holds 8-bit pixel values / 255, ${preprocessing.channels}); x = `
+    : "x = ";
   return `An nn.Module with attributes ${modules.join("; ")}. Its forward(x), for x of shape ` +
-    `[N, C, H, W], runs x = ${steps.join("; x = ")}; and returns x, the logits ` +
-    `(binary tasks: sigmoid(logit) is the probability of class 1). Load the weights with ` +
+    `[N, C, H, W], runs ${input}${steps.join("; x = ")}; and returns x, the logits ` +
+    `(binary tasks: sigmoid(logit) is the probability of class 1${
+      preprocessing ? ", classNames[1]" : ""
+    }). Load the weights with ` +
     `model.load_state_dict(safetensors.torch.load_file(weightsFile)): the tensor names and ` +
     `layouts are those of this module's state_dict.`;
 }
@@ -167,40 +216,4 @@ function activationCall(name: string, activation: string, slope?: number): strin
     default:
       return `torch.${activation}(${name}(x))`;
   }
-}
-
-/**
- * Writes the network that `net` generates for task vector z [zDim] into `dir` (created if
- * missing): the weights as `<name>.safetensors` (PyTorch layout and names) and the architecture
- * as `<name>.json`, each written atomically. Returns both paths.
- */
-export async function exportTaskNetwork(
-  gpu: Gpu,
-  net: SuperNet,
-  z: Float32Array,
-  dir: string,
-  options: { name: string },
-): Promise<{ weights: string; architecture: string }> {
-  const { name } = options;
-  if (!/^[\w.-]+$/.test(name)) {
-    throw new RangeError(
-      `Export name must use only letters, digits, '_', '-' and '.', got '${name}'`,
-    );
-  }
-  const generated = await generateWeights(gpu, net, z);
-  const weights = new Map<string, NamedTensor>(
-    net.weights.map((w) => [w.name, { shape: [...w.shape], data: generated.get(w.name)! }]),
-  );
-  const weightsFile = `${name}.safetensors`;
-  const description = describeArchitecture(net.spec, { name, weights, weightsFile, z });
-  const weightsPath = `${dir}/${weightsFile}`;
-  const architecturePath = `${dir}/${name}.json`;
-  await Deno.mkdir(dir, { recursive: true });
-  await saveSafetensors(weightsPath, weights, {
-    format: description.format,
-    target: description.target,
-    architecture: `${name}.json`,
-  });
-  await writeAtomic(architecturePath, JSON.stringify(description, null, 2) + "\n");
-  return { weights: weightsPath, architecture: architecturePath };
 }
