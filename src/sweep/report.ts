@@ -60,8 +60,7 @@ function escape(text: string): string {
 
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(2)}%` : "–");
 const points = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(2) : "–");
-const pValue = (p: number) =>
-  !Number.isFinite(p) ? "–" : p < 0.001 ? "< 0.001" : p.toFixed(3).replace(/0+$/, "0");
+const pValue = (p: number) => !Number.isFinite(p) ? "–" : p < 0.001 ? "< 0.001" : p.toFixed(3);
 
 /** `mean ± std` in percent (std in points; no std for n = 1). */
 export function meanStd(s: Summary): string {
@@ -260,7 +259,7 @@ export async function writeSweepReport(
   const groups = groupBySeed(done);
   const fixed = Object.entries(record.content.options).filter(([k, v]) =>
     v.length === 1 && k !== SEED_OPTION
-  ).map(([k, v]) => `${k}=${JSON.stringify(v[0])}`);
+  ).map(([k, v]) => `${k}=${typeof v[0] === "string" ? v[0] : JSON.stringify(v[0])}`);
   const md: string[] = [
     `# Sweep ${basename(dir)}`,
     "",

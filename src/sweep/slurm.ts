@@ -119,7 +119,7 @@ export function sbatchArgs(
     "--parsable",
     `--array=${arraySpec(cells, settings.parallel)}`,
     `--job-name=${name}`,
-    `--output=${literalPattern(join(logs, "slurm-%A_%a.log"))}`,
+    `--output=${join(literalPattern(logs), "slurm-%A_%a.log")}`,
     ...(settings.partition ? [`--partition=${settings.partition}`] : []),
     ...(settings.time ? [`--time=${settings.time}`] : []),
     ...(settings.cpus ? [`--cpus-per-task=${settings.cpus}`] : []),
