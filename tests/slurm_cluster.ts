@@ -62,7 +62,7 @@ export async function clusterUnavailable(): Promise<string | undefined> {
   return undefined;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
@@ -123,7 +123,7 @@ export async function startCluster(): Promise<Cluster> {
     await Deno.writeFile(key, crypto.getRandomValues(new Uint8Array(1024)), { mode: 0o400 });
     await Deno.chown(key, mungeUid, mungeGid);
     const socket = join(munge, "munge.socket");
-    const spawn = async (name: string, command: string, args: string[], log: string) => {
+    const spawn = (name: string, command: string, args: string[], log: string) => {
       const child = new Deno.Command(command, {
         args,
         env,
@@ -136,7 +136,7 @@ export async function startCluster(): Promise<Cluster> {
       child.status.then(() => exited = true);
       return () => exited;
     };
-    const mungeExited = await spawn("munged", (await which("setpriv"))!, [
+    const mungeExited = spawn("munged", (await which("setpriv"))!, [
       "--reuid=munge",
       "--regid=munge",
       "--init-groups",
@@ -166,8 +166,8 @@ export async function startCluster(): Promise<Cluster> {
         "# A private single-node cluster for tests; everything lives in this folder.",
         "ClusterName=supernettest",
         `SlurmctldHost=${host}(127.0.0.1)`,
-        `SlurmctldPort=${await freePort()}`,
-        `SlurmdPort=${await freePort()}`,
+        `SlurmctldPort=${freePort()}`,
+        `SlurmdPort=${freePort()}`,
         "SlurmUser=root",
         "SlurmdUser=root",
         "AuthType=auth/munge",
@@ -200,13 +200,13 @@ export async function startCluster(): Promise<Cluster> {
     );
     const ctldLog = join(dir, "log", "slurmctld.log");
     const dLog = join(dir, "log", "slurmd.log");
-    const ctldExited = await spawn(
+    const ctldExited = spawn(
       "slurmctld",
       (await which("slurmctld"))!,
       ["-D", "-f", conf],
       ctldLog,
     );
-    const dExited = await spawn("slurmd", (await which("slurmd"))!, ["-D", "-f", conf], dLog);
+    const dExited = spawn("slurmd", (await which("slurmd"))!, ["-D", "-f", conf], dLog);
     for (let i = 0;; i++) {
       const sinfo = await output((await which("sinfo"))!, ["-h", "-o", "%T"], env);
       if (sinfo.ok && sinfo.stdout.trim() === "idle") break;
