@@ -21,7 +21,7 @@ import { cellStatus } from "./cell.ts";
 import { type Cell, cellDir, readSweep, SEED_OPTION } from "./plan.ts";
 
 /** One done cell and its results. */
-interface Done {
+export interface Done {
   cell: Cell;
   results: ExperimentResults;
 }
@@ -166,8 +166,12 @@ function methodAccuracy(r: ExperimentResults, method: string): number {
   return xs.every((x) => typeof x === "number") ? mean(xs as number[]) : NaN;
 }
 
-/** Groups done cells by everything but the seed, and computes each group's statistics. */
-export function groupBySeed(done: readonly Done[]): SeedGroup[] {
+/**
+ * Groups done cells by everything but the seed, and computes each group's statistics. Labels
+ * name the options that differ between `planned` cells (default: the done ones), so they stay
+ * the same while a sweep fills in.
+ */
+export function groupBySeed(done: readonly Done[], planned?: readonly Cell[]): SeedGroup[] {
   const byKey = new Map<string, Done[]>();
   for (const d of done) {
     const { [SEED_OPTION]: _seed, ...rest } = d.cell.values;
@@ -175,7 +179,7 @@ export function groupBySeed(done: readonly Done[]): SeedGroup[] {
     byKey.set(key, [...(byKey.get(key) ?? []), d]);
   }
   const varying = new Set<string>();
-  const all = [...byKey.values()].map((g) => g[0]!.cell);
+  const all = planned ?? done.map((d) => d.cell);
   for (const c of all) {
     for (const [k, v] of Object.entries(c.values)) {
       if (k !== SEED_OPTION && all.some((o) => JSON.stringify(o.values[k]) !== JSON.stringify(v))) {
@@ -256,7 +260,7 @@ export async function writeSweepReport(
   const assets = options.out ? options.out.replace(/\.md$/, "") : dir;
   const link = (file: string) => relative(dirname(path), join(assets, file)).replaceAll("\\", "/");
   await Deno.mkdir(assets, { recursive: true });
-  const groups = groupBySeed(done);
+  const groups = groupBySeed(done, record.cells);
   const fixed = Object.entries(record.content.options).filter(([k, v]) =>
     v.length === 1 && k !== SEED_OPTION
   ).map(([k, v]) => `${k}=${typeof v[0] === "string" ? v[0] : JSON.stringify(v[0])}`);
