@@ -174,7 +174,11 @@ const EXPERIMENT_TRAIN_FLAGS: Flag[] = TRAIN_FLAGS.filter((f) =>
     "warmup",
     "clip",
   ].includes(f.flag)
-).map((f) => ({ ...f, help: `training: ${f.help}`, into: "train" as const }));
+).map((f) => ({
+  ...f,
+  help: f.help.startsWith("training") ? f.help : `training: ${f.help}`,
+  into: "train" as const,
+}));
 
 /** Adaptation flags of `experiment` (ExperimentOptions.adapt), `adapt-` where training has the name. */
 const EXPERIMENT_ADAPT_FLAGS: Flag[] = ADAPT_FLAGS.filter((f) =>
@@ -817,6 +821,10 @@ async function runSweepCommand(
   const before = await sweepStatus(target);
   const width = Math.max(4, ...cells.map((c) => c.name.length));
   console.log(`Sweep ${out}: ${cells.length} cell(s) from ${planPath}`);
+  const fixed = Object.entries(plan.options).filter(([, v]) => v.length === 1);
+  if (fixed.length > 0) {
+    console.log(`  every cell: ${fixed.map(([k, v]) => `${k}=${JSON.stringify(v[0])}`).join(" ")}`);
+  }
   for (const s of before) {
     const action = s.state === "done" && !options.force
       ? "skip (done)"

@@ -342,6 +342,12 @@ Deno.test("sweep usage errors get one line and exit 2", async () => {
     assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
     assert.match(r.stderr, message);
   }
+  const help = await cli(["sweep", "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Usage: deno task sweep PLAN\.json/);
+  assert.match(help.stdout, /--sbatch-arg/);
+  const experimentHelp = await cli(["experiment", "--help"]);
+  assert.match(experimentHelp.stdout, /--adapt-steps <value>\s+adaptation: steps of every method/);
   const notSweep = await cli(["sweep", "--status", dir]);
   assert.equal(notSweep.code, 1);
   assert.match(notSweep.stderr, /sweep\.json: not found; expected a folder written by/);

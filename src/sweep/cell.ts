@@ -77,13 +77,10 @@ export const RECORDS = {
   results: "results.json",
 } as const;
 
-/** This machine's name (`unknown` without permission to ask). */
+/** This machine's name (from HOSTNAME, or `unknown`, without permission to ask; never prompts). */
 export function hostName(): string {
-  try {
-    return Deno.hostname();
-  } catch {
-    return Deno.env.get("HOSTNAME") ?? "unknown";
-  }
+  const granted = Deno.permissions.querySync({ name: "sys", kind: "hostname" }).state === "granted";
+  return granted ? Deno.hostname() : Deno.env.get("HOSTNAME") ?? "unknown";
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
