@@ -348,6 +348,19 @@ Deno.test("sweep usage errors get one line and exit 2", async () => {
   assert.match(help.stdout, /--sbatch-arg/);
   const experimentHelp = await cli(["experiment", "--help"]);
   assert.match(experimentHelp.stdout, /--adapt-steps <value>\s+adaptation: steps of every method/);
+  const noSlurm = await cli(
+    [
+      "sweep",
+      join(root, "docs", "sweeps", "smoke.json"),
+      "--out",
+      join(dir, "s"),
+      "--backend",
+      "slurm",
+    ],
+    { PATH: join(dir, "empty") },
+  );
+  assert.equal(noSlurm.code, 1, noSlurm.stderr);
+  assert.match(noSlurm.stderr, /sbatch not found: --backend slurm needs Slurm's client commands/);
   const notSweep = await cli(["sweep", "--status", dir]);
   assert.equal(notSweep.code, 1);
   assert.match(notSweep.stderr, /sweep\.json: not found; expected a folder written by/);
