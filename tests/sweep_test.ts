@@ -206,7 +206,7 @@ Deno.test("a cell is done only with its done record, results and matching option
   assert.equal(killed.state, "failed");
   assert.match(killed.detail, /stopped without a record/);
   // A live process holding the lock: running.
-  const live = new Deno.Command("bash", { args: ["-c", "sleep 30", "--cell"] }).spawn();
+  const live = new Deno.Command("bash", { args: ["-c", "sleep 30; true", "--cell"] }).spawn();
   await write(RECORDS.running, { host: hostName(), pid: live.pid, started: "now" });
   assert.equal(await state(), "running");
   live.kill("SIGKILL");

@@ -96,16 +96,38 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /**
- * Whether the process of a running record is alive: checked in /proc on this host, in Slurm's
- * queue for an element elsewhere (`queue`: element -> Slurm state); undefined when it cannot be told.
+ * Whether process `pid` on this host is a running cell: `ps` shows its command line with
+ * `--cell`; without `ps`, whether it exists (`kill -0`). Undefined without permission to run them
+ * (never prompts).
+ */
+async function cellProcessAlive(pid: number): Promise<boolean | undefined> {
+  const allowed = (command: string) =>
+    Deno.permissions.querySync({ name: "run", command }).state === "granted";
+  const run = async (command: string, args: string[]) =>
+    await new Deno.Command(command, { args, stdin: "null", stdout: "piped", stderr: "null" })
+      .output();
+  try {
+    if (!allowed("ps")) return undefined;
+    const out = await run("ps", ["-o", "args=", "-p", String(pid)]);
+    return out.success && new TextDecoder().decode(out.stdout).includes("--cell");
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound) || !allowed("sh")) return undefined;
+    return (await run("sh", ["-c", 'kill -0 "$1"', "sh", String(pid)])).success;
+  }
+}
+
+/**
+ * Whether the process of a running record is alive: asked of this host's process table when the
+ * record is from this host, of Slurm's queue (`queue`: element -> state) for an element
+ * elsewhere; undefined when it cannot be told.
  */
 export async function isAlive(
   record: RunningRecord,
   queue?: ReadonlyMap<string, string>,
 ): Promise<boolean | undefined> {
-  if (record.host === hostName() && await exists("/proc/self")) {
-    const cmdline = await Deno.readTextFile(`/proc/${record.pid}/cmdline`).catch(() => "");
-    return cmdline.includes("--cell");
+  if (record.host === hostName()) {
+    const alive = await cellProcessAlive(record.pid);
+    if (alive !== undefined) return alive;
   }
   if (record.slurmJob && queue) {
     const state = queue.get(record.slurmJob);
