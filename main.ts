@@ -817,6 +817,7 @@ async function runSweepCommand(
     return;
   }
   if (options.parallel < 1) throw new UsageError("--parallel must be at least 1");
+  if (!(options.poll > 0)) throw new UsageError("--poll must be more than 0 seconds");
   const target = { dir: out, record };
   const before = await sweepStatus(target);
   const width = Math.max(4, ...cells.map((c) => c.name.length));
