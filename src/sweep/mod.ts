@@ -91,9 +91,24 @@ export async function runSweep(
     let changed = false;
     for (const s of status) {
       if (!launched.includes(s.cell) || s.state === "done") continue;
-      if (s.state === "failed" && !s.detail.startsWith("stopped without a record")) continue;
       const element = launch.jobId ? `${launch.jobId}_${s.cell.index}` : undefined;
       const state = element ? queue.get(element) : undefined;
+      if (s.state === "failed" && !s.detail.startsWith("stopped without a record")) {
+        // A cell stopped by a signal says so; add why Slurm sent it (TIMEOUT, CANCELLED, ...).
+        if (s.detail.startsWith("stopped by") && state && state !== "FAILED") {
+          await recordLostCell(
+            sweep.dir,
+            s.cell,
+            `${s.detail} (Slurm element ${element}: ${state})`,
+            {
+              log: s.log,
+              slurmJob: element,
+            },
+          );
+          changed = true;
+        }
+        continue;
+      }
       await recordLostCell(
         sweep.dir,
         s.cell,
