@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import {
   adapt,
@@ -31,6 +31,24 @@ import {
   runExperiment,
 } from "./src/experiment.ts";
 import { combineReports, writeReport } from "./src/report.ts";
+import { slurmLog, type SweepTarget } from "./src/sweep/backend.ts";
+import { type CellStatus, runCell } from "./src/sweep/cell.ts";
+import { localBackend, LOG_ENV } from "./src/sweep/local.ts";
+import { runSweep, sweepStatus } from "./src/sweep/mod.ts";
+import {
+  expandCells,
+  isSweepDir,
+  loadPlan,
+  PlanError,
+  readSweep,
+  sameCell,
+  type SlurmSettings,
+  SweepError,
+  type SweepRecord,
+  writeSweep,
+} from "./src/sweep/plan.ts";
+import { writeSweepReport } from "./src/sweep/report.ts";
+import { slurmBackend, SlurmError } from "./src/sweep/slurm.ts";
 import { evaluateRun, exportFromRun } from "./src/evaluate.ts";
 import { EXPORT_FORMATS, type ExportFormat } from "./src/export/mod.ts";
 import { imageTask, type ImageTaskOptions } from "./src/image_task.ts";
@@ -50,7 +68,7 @@ import {
 /** A mistake in the command line: printed with the subcommand's usage hint, exit code 2. */
 class UsageError extends Error {}
 
-type Kind = "string" | "int" | "number" | "bool" | "ints";
+type Kind = "string" | "int" | "number" | "bool" | "ints" | "strings";
 
 /** One flag: its name on the command line, the option key, its type, and allowed values. */
 interface Flag {
@@ -61,6 +79,10 @@ interface Flag {
   help: string;
   /** Still accepted, with this warning printed, and hidden from the help. */
   deprecated?: string;
+  /** Options object the value goes into (`experiment`'s training and adaptation overrides). */
+  into?: "train" | "adapt";
+  /** Its key there (default: `key`). */
+  field?: string;
 }
 
 const PICTURE_FLAGS: Flag[] = [
@@ -217,6 +239,66 @@ const ADAPT_FLAGS: Flag[] = [
   ...PICTURE_FLAGS,
 ];
 
+/** Training flags `experiment` applies on top of its profile (ExperimentOptions.train). */
+const EXPERIMENT_TRAIN_FLAGS: Flag[] = TRAIN_FLAGS.filter((f) =>
+  [
+    "z-dim",
+    "hidden",
+    "output",
+    "output-scale",
+    "z-init",
+    "steps",
+    "tasks-per-step",
+    "batch",
+    "balanced",
+    "augment",
+    "optimizer",
+    "lr",
+    "z-lr",
+    "schedule",
+    "warmup",
+    "clip",
+    "head-scale",
+    "meta",
+    "meta-every",
+    "meta-inner-steps",
+    "meta-inner-lr",
+  ].includes(f.flag)
+).map((f) => ({
+  ...f,
+  help: f.help.startsWith("training") ? f.help : `training: ${f.help}`,
+  into: "train" as const,
+}));
+
+/** Adaptation flags of `experiment` (ExperimentOptions.adapt), `adapt-` where training has the name. */
+const EXPERIMENT_ADAPT_FLAGS: Flag[] = ADAPT_FLAGS.filter((f) =>
+  [
+    "init",
+    "population",
+    "steps",
+    "batch",
+    "lr",
+    "full-lr",
+    "head-lr",
+    "finetune-lr",
+    "no-lr-grid",
+    "prior",
+    "validation",
+    "optimizer",
+    "patience",
+  ].includes(f.flag)
+).map((f) => {
+  const prefix = ["init", "steps", "batch", "lr", "optimizer"].includes(f.flag);
+  return {
+    ...f,
+    flag: prefix ? `adapt-${f.flag}` : f.flag,
+    key: prefix ? `adapt${f.key[0]!.toUpperCase()}${f.key.slice(1)}` : f.key,
+    help: `adaptation: ${f.help}`,
+    into: "adapt" as const,
+    field: f.key,
+  };
+});
+
 const EXPERIMENT_FLAGS: Flag[] = [
   { flag: "dataset", key: "dataset", kind: "string", values: DATASETS, help: "dataset" },
   ...DATA_FLAGS,
@@ -236,7 +318,41 @@ const EXPERIMENT_FLAGS: Flag[] = [
   { flag: "no-ablations", key: "ablations", kind: "bool", help: "skip the ablations" },
   { flag: "seed", key: "seed", kind: "int", help: "seed" },
   { flag: "out", key: "out", kind: "string", help: "output folder" },
+  ...EXPERIMENT_TRAIN_FLAGS,
+  ...EXPERIMENT_ADAPT_FLAGS,
 ];
+
+const SWEEP_FLAGS: Flag[] = [
+  { flag: "out", key: "out", kind: "string", help: "sweep folder (default runs/<plan name>)" },
+  {
+    flag: "backend",
+    key: "backend",
+    kind: "string",
+    values: ["local", "slurm"],
+    help: "where cells run",
+  },
+  { flag: "parallel", key: "parallel", kind: "int", help: "cells at once (slurm: the array's %P)" },
+  { flag: "dry-run", key: "dryRun", kind: "bool", help: "print the cells and stop" },
+  { flag: "force", key: "force", kind: "bool", help: "rerun cells that are done" },
+  { flag: "cell", key: "cell", kind: "int", help: "run one cell by index (what each job runs)" },
+  { flag: "status", key: "status", kind: "string", help: "print each cell's state in this folder" },
+  { flag: "wait", key: "wait", kind: "bool", help: "slurm: wait until the array ends" },
+  { flag: "poll", key: "poll", kind: "number", help: "slurm: seconds between squeue polls" },
+  { flag: "partition", key: "partition", kind: "string", help: "slurm: partition" },
+  { flag: "time", key: "time", kind: "string", help: "slurm: time limit per cell" },
+  { flag: "cpus", key: "cpus", kind: "int", help: "slurm: CPUs per cell" },
+  { flag: "mem", key: "mem", kind: "string", help: "slurm: memory per cell (e.g. 8G)" },
+  { flag: "gres", key: "gres", kind: "string", help: "slurm: generic resources (e.g. gpu:1)" },
+  {
+    flag: "sbatch-arg",
+    key: "args",
+    kind: "strings",
+    help: "slurm: one more sbatch argument (repeatable)",
+  },
+];
+
+/** Defaults of `sweep`. */
+const SWEEP_DEFAULTS = { backend: "local", parallel: 1, poll: 5 };
 
 const COMMON: Flag[] = [
   { flag: "config", key: "config", kind: "string", help: "JSON file of options" },
@@ -251,6 +367,8 @@ interface Command {
   positional?: string;
   /** Whether the positional argument repeats. */
   many?: boolean;
+  /** Whether the command checks for its positional argument itself. */
+  optional?: boolean;
   /** Option defaults, shown in the help. */
   defaults?: object;
   run(
@@ -329,8 +447,17 @@ const COMMANDS: Record<string, Command> = {
     positional: "exp1|exp2",
     run: runExperimentCommand,
   },
+  sweep: {
+    summary: "run a plan's grid of experiments here or on Slurm; --status DIR shows each cell",
+    flags: SWEEP_FLAGS,
+    defaults: SWEEP_DEFAULTS,
+    positional: "PLAN.json",
+    optional: true,
+    run: runSweepCommand,
+  },
   report: {
-    summary: "write report.md with SVG plots from experiment folders (--out combines them)",
+    summary:
+      "write report.md with SVG plots from experiment or sweep folders (--out combines them)",
     flags: [{ flag: "out", key: "out", kind: "string", help: "one Markdown file for all DIRs" }],
     positional: "DIR...",
     many: true,
@@ -341,6 +468,9 @@ const COMMANDS: Record<string, Command> = {
 function usage(name: string, cmd: Command): string {
   const what = cmd.positional ? ` ${cmd.positional}` : "";
   const lines = [`Usage: deno task ${name}${what} [flags]   (${cmd.summary})`, ""];
+  if (name === "experiment") {
+    lines.push("Training and adaptation flags override the profile's settings.", "");
+  }
   const defaults = (cmd.defaults ?? {}) as Record<string, unknown>;
   for (const f of [...cmd.flags, ...COMMON]) {
     if (f.deprecated) continue;
@@ -363,6 +493,7 @@ function flagName(key: string): string {
 
 function parseValue(f: Flag, raw: unknown): unknown {
   if (f.kind === "bool") return f.flag.startsWith("no-") ? !raw : raw;
+  if (f.kind === "strings") return (raw as string[]).map(String);
   const text = String(raw);
   if (f.values && !f.values.includes(text)) {
     throw new UsageError(
@@ -403,8 +534,13 @@ async function parse(
   }
 > {
   const flags = [...cmd.flags, ...COMMON];
-  const spec: Record<string, { type: "string" | "boolean" }> = {};
-  for (const f of flags) spec[f.flag] = { type: f.kind === "bool" ? "boolean" : "string" };
+  const spec: Record<string, { type: "string" | "boolean"; multiple?: boolean }> = {};
+  for (const f of flags) {
+    spec[f.flag] = {
+      type: f.kind === "bool" ? "boolean" : "string",
+      multiple: f.kind === "strings",
+    };
+  }
   // "--steps -1" would read as two flags; join a negative number to its flag so that the value
   // check below names it.
   const joined: string[] = [];
@@ -453,15 +589,41 @@ async function readConfig(path: string, flags: Flag[]): Promise<Record<string, u
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     throw new UsageError(`--config ${path}: expected a JSON object of options`);
   }
-  const keys = new Set(flags.filter((f) => !f.deprecated).map((f) => f.key));
-  for (const key of Object.keys(data)) {
-    if (!keys.has(key)) {
-      throw new UsageError(
-        `--config ${path}: unknown option '${key}'; valid options: ${[...keys].join(", ")}`,
-      );
-    }
+  const current = flags.filter((f) => !f.deprecated);
+  for (const [key, value] of Object.entries(data)) {
+    const problem = checkOption(current, key, value);
+    if (problem) throw new UsageError(`--config ${path}: ${problem}`);
   }
   return data as Record<string, unknown>;
+}
+
+/** What is wrong with a JSON option value (a config file's or a sweep plan's), or undefined. */
+function checkOption(flags: Flag[], key: string, value: unknown): string | undefined {
+  const f = flags.find((x) => x.key === key);
+  if (!f) {
+    return `unknown option '${key}'; valid options: ${flags.map((x) => x.key).join(", ")}`;
+  }
+  const nonNegative = (v: unknown, int: boolean) =>
+    typeof v === "number" && Number.isFinite(v) && v >= 0 && (!int || Number.isInteger(v));
+  const ok = f.kind === "bool"
+    ? typeof value === "boolean"
+    : f.kind === "int" || f.kind === "number"
+    ? nonNegative(value, f.kind === "int")
+    : f.kind === "ints"
+    ? Array.isArray(value) && value.every((v) => nonNegative(v, true))
+    : f.kind === "strings"
+    ? Array.isArray(value) && value.every((v) => typeof v === "string")
+    : typeof value === "string" && (!f.values || f.values.includes(value));
+  if (ok) return undefined;
+  const expected = {
+    bool: "true or false",
+    int: "a non-negative integer",
+    number: "a non-negative number",
+    ints: "a list of non-negative integers",
+    strings: "a list of strings",
+    string: f.values ? `one of ${f.values.join(", ")}` : "a string",
+  }[f.kind];
+  return `option '${key}' is ${JSON.stringify(value)}; expected ${expected}`;
 }
 
 /** A progress printer: one rewritten line on a terminal, plain lines otherwise. */
@@ -857,12 +1019,7 @@ async function runExperimentCommand(
   if (!(EXPERIMENTS as readonly string[]).includes(name ?? "")) {
     throw new UsageError(`unknown experiment '${name}'; expected ${EXPERIMENTS.join(" or ")}`);
   }
-  const options = {
-    ...EXPERIMENT_DEFAULTS,
-    out: `runs/${name}`,
-    ...given,
-    name,
-  } as ExperimentOptions;
+  const options = experimentOptions(name!, given);
   const gpu = await getGpuFn();
   if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
   const started = performance.now();
@@ -879,17 +1036,285 @@ async function runExperimentCommand(
   console.log(`Finished in ${minutes(result.seconds)}; report ${report}`);
 }
 
+/**
+ * `experiment`'s options from flag values: training and adaptation flags go into `train` and
+ * `adapt`, applied on top of the profile; the rest as given, over the defaults.
+ */
+function experimentOptions(name: string, given: Record<string, unknown>): ExperimentOptions {
+  const plain: Record<string, unknown> = {};
+  const train: Record<string, unknown> = {};
+  const adapt: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(given)) {
+    const f = EXPERIMENT_FLAGS.find((x) => x.key === key);
+    const target = f?.into === "train" ? train : f?.into === "adapt" ? adapt : plain;
+    target[f?.field ?? key] = value;
+  }
+  return {
+    ...EXPERIMENT_DEFAULTS,
+    out: `runs/${name}`,
+    ...plain,
+    name,
+    ...(Object.keys(train).length ? { train: train as Partial<TrainOptions> } : {}),
+    ...(Object.keys(adapt).length ? { adapt: adapt as Partial<AdaptOptions> } : {}),
+  } as ExperimentOptions;
+}
+
 async function runReport(
   _gpu: () => Promise<Gpu>,
   given: Record<string, unknown>,
   _quiet: boolean,
   dirs: string[],
 ): Promise<void> {
+  const sweeps = await Promise.all(dirs.map(isSweepDir));
+  if (sweeps.some(Boolean)) {
+    if (typeof given.out === "string" && dirs.length > 1) {
+      throw new UsageError("--out with a sweep folder takes that one folder only");
+    }
+    for (const [i, dir] of dirs.entries()) {
+      if (!sweeps[i]) {
+        console.log(`Wrote ${await writeReport(dir)}`);
+        continue;
+      }
+      const report = await writeSweepReport(dir, { out: given.out as string | undefined });
+      console.log(`Sweep ${dir}: held-out test accuracy over seeds (95% CI: Student t)`);
+      for (const line of report.table) console.log(`  ${line}`);
+      if (report.notDone.length > 0) {
+        console.log(`Not done, not counted: ${report.notDone.map((n) => n.cell.name).join(", ")}`);
+      }
+      console.log(`Wrote ${report.path}`);
+    }
+    return;
+  }
   if (typeof given.out === "string") {
     console.log(`Wrote ${await combineReports(dirs, given.out)}`);
     return;
   }
   for (const dir of dirs) console.log(`Wrote ${await writeReport(dir)}`);
+}
+
+/** Shows a command line argument as a shell would need it, for messages. */
+function shown(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+async function runSweepCommand(
+  getGpuFn: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+  quiet: boolean,
+  [planPath]: string[],
+): Promise<void> {
+  if (typeof given.status === "string") {
+    if (planPath) throw new UsageError("--status takes the sweep folder only; give no PLAN.json");
+    await printSweepStatus(given.status);
+    return;
+  }
+  if (!planPath) throw new UsageError("missing PLAN.json (or --status DIR)");
+  const options = { ...SWEEP_DEFAULTS, ...given } as typeof SWEEP_DEFAULTS & {
+    out?: string;
+    dryRun?: boolean;
+    force?: boolean;
+    cell?: number;
+    wait?: boolean;
+  } & SlurmSettings;
+  const plan = await loadPlan(planPath, {
+    experiments: EXPERIMENTS,
+    check: (key, value) => checkOption(EXPERIMENT_FLAGS.filter((f) => f.key !== "out"), key, value),
+    listOptions: new Set(EXPERIMENT_FLAGS.filter((f) => f.kind === "ints").map((f) => f.key)),
+  });
+  const cells = expandCells(plan);
+  const out = options.out ?? join("runs", basename(planPath).replace(/\.json$/, ""));
+  const record: SweepRecord = { format: 1, plan: resolve(planPath), content: plan, cells };
+  if (options.cell !== undefined) {
+    await runSweepCell(getGpuFn, { dir: out, record }, {
+      index: options.cell,
+      force: Boolean(options.force),
+      planPath,
+      quiet,
+    });
+    return;
+  }
+  if (options.parallel < 1) throw new UsageError("--parallel must be at least 1");
+  if (!(options.poll > 0)) throw new UsageError("--poll must be more than 0 seconds");
+  const target = { dir: out, record };
+  const before = await sweepStatus(target);
+  const width = Math.max(4, ...cells.map((c) => c.name.length));
+  console.log(`Sweep ${out}: ${cells.length} cell(s) from ${planPath}`);
+  const fixed = Object.entries(plan.options).filter(([, v]) => v.length === 1);
+  if (fixed.length > 0) {
+    console.log(`  every cell: ${fixed.map(([k, v]) => `${k}=${JSON.stringify(v[0])}`).join(" ")}`);
+  }
+  for (const s of before) {
+    const action = s.state === "done" && !options.force
+      ? "skip (done)"
+      : s.state === "running" || s.state === "queued"
+      ? `leave (${s.state})`
+      : "run";
+    console.log(`  ${String(s.cell.index).padStart(3)}  ${s.cell.name.padEnd(width)}  ${action}`);
+  }
+  if (options.dryRun) {
+    console.log("Dry run: nothing was started.");
+    return;
+  }
+  await writeSweep(out, { path: planPath, content: plan, cells });
+  const slurmSettings: SlurmSettings = { ...plan.slurm };
+  for (const key of ["partition", "time", "cpus", "mem", "gres", "args"] as const) {
+    if (given[key] !== undefined) (slurmSettings as Record<string, unknown>)[key] = given[key];
+  }
+  if (given.parallel !== undefined) slurmSettings.parallel = options.parallel;
+  const backend = options.backend === "slurm"
+    ? slurmBackend({
+      ...slurmSettings,
+      force: Boolean(options.force),
+      wait: Boolean(options.wait),
+      poll: options.poll,
+    })
+    : localBackend({ parallel: options.parallel, force: Boolean(options.force) });
+  const started = performance.now();
+  const stamp = () => `[${minutes((performance.now() - started) / 1000)}]`;
+  const outcome = await runSweep(target, backend, {
+    force: Boolean(options.force),
+    onEvent: (e) => {
+      if (e.kind === "submitted") {
+        console.log(
+          `Submitted Slurm array job ${e.jobId}: ${e.cells.length} cell(s), job script ${e.script}, logs ${
+            join(out, "logs", `slurm-${e.jobId}_<cell>.log`)
+          }`,
+        );
+      } else if (quiet) return;
+      else if (e.kind === "start") {
+        console.error(`${stamp()} cell ${e.cell.index} ${e.cell.name}: started, log ${e.log}`);
+      } else if (e.kind === "end") {
+        console.error(
+          `${stamp()} cell ${e.cell.index} ${e.cell.name}: ${
+            e.code === 0 ? "finished" : `failed (exit ${e.code})`
+          }`,
+        );
+      } else if (e.kind === "queue") {
+        const counts = Object.entries(e.counts).map(([k, v]) => `${v} ${k}`).join(", ");
+        console.error(`${stamp()} Slurm job ${e.jobId}: ${counts || "not listed"}`);
+      }
+    },
+  });
+  if (outcome.launch && !outcome.launch.ended) {
+    console.log(`Follow it with: deno task sweep --status ${shown(out)}`);
+    return;
+  }
+  printStatusTable(outcome.status);
+  if (outcome.busy.length > 0) {
+    console.log(
+      `Left alone (another process runs them): ${outcome.busy.map((c) => c.name).join(", ")}`,
+    );
+  }
+  const failed = outcome.status.filter((s) => s.state === "failed");
+  if (failed.length > 0) {
+    throw new SweepError(
+      `${failed.length} of ${cells.length} cell(s) failed: ${
+        failed.map((s) => `${s.cell.name}${s.log ? ` (log ${s.log})` : ""}`).join(", ")
+      }; the same command reruns them`,
+    );
+  }
+  const done = outcome.status.filter((s) => s.state === "done").length;
+  console.log(
+    `${done} of ${cells.length} cell(s) done. Report: deno task report ${shown(out)}`,
+  );
+}
+
+/** Runs one cell of a sweep in this process (what each job and each local worker runs). */
+async function runSweepCell(
+  getGpuFn: () => Promise<Gpu>,
+  sweep: SweepTarget,
+  options: { index: number; force: boolean; planPath: string; quiet: boolean },
+): Promise<void> {
+  const cells = sweep.record.cells;
+  const cell = cells[options.index];
+  if (!cell) {
+    throw new UsageError(
+      `--cell ${options.index}: the plan has ${cells.length} cell(s), numbered 0 to ${
+        cells.length - 1
+      }`,
+    );
+  }
+  if (await isSweepDir(sweep.dir)) {
+    const written = (await readSweep(sweep.dir)).cells[options.index];
+    if (!written || !sameCell(written, cell)) {
+      throw new SweepError(
+        `${options.planPath} changed since ${
+          join(sweep.dir, "sweep.json")
+        } was written: cell ${options.index} is now '${cell.name}', there '${
+          written?.name ?? "absent"
+        }'; run the sweep again to resubmit`,
+      );
+    }
+  } else {
+    await writeSweep(sweep.dir, {
+      path: options.planPath,
+      content: sweep.record.content,
+      cells,
+    });
+  }
+  const arrayJob = Deno.env.get("SLURM_ARRAY_JOB_ID");
+  const arrayTask = Deno.env.get("SLURM_ARRAY_TASK_ID");
+  const slurmJob = arrayJob && arrayTask ? `${arrayJob}_${arrayTask}` : undefined;
+  const log = Deno.env.get(LOG_ENV) ?? (slurmJob ? slurmLog(sweep.dir, slurmJob) : undefined);
+  const started = performance.now();
+  const outcome = await runCell(sweep.dir, cell, {
+    force: options.force,
+    log,
+    slurmJob,
+    onStop: (signal) => {
+      console.error(`Cell ${cell.index} '${cell.name}' stopped by ${signal}; recorded as failed`);
+      Deno.exit(signal === "SIGINT" ? 130 : 143);
+    },
+    work: async (dir) => {
+      const gpu = await getGpuFn();
+      if (!options.quiet) {
+        console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
+      }
+      const experiment = { ...experimentOptions(cell.experiment, cell.values), out: dir };
+      await runExperiment(gpu, experiment, {
+        command: `deno task sweep ${shown(options.planPath)} --out ${
+          shown(sweep.dir)
+        } --cell ${cell.index}`,
+        onEvent: (e) => {
+          if (!options.quiet) {
+            console.error(`[${minutes((performance.now() - started) / 1000)}] ${e.text}`);
+          }
+        },
+      });
+      await writeReport(dir);
+    },
+  });
+  console.log(
+    outcome === "skipped"
+      ? `Cell ${cell.index} '${cell.name}' is done; skipped (--force reruns it)`
+      : `Cell ${cell.index} '${cell.name}' done in ${
+        minutes((performance.now() - started) / 1000)
+      }: ${join(sweep.dir, "cells", cell.name, "results.json")}`,
+  );
+}
+
+function printStatusTable(status: CellStatus[]): void {
+  const width = Math.max(4, ...status.map((s) => s.cell.name.length));
+  for (const s of status) {
+    console.log(
+      `  ${String(s.cell.index).padStart(3)}  ${s.cell.name.padEnd(width)}  ${
+        s.state.padEnd(7)
+      }  ${s.detail}${s.state === "failed" && s.log ? ` (log ${s.log})` : ""}`,
+    );
+  }
+  const count = (state: string) => status.filter((s) => s.state === state).length;
+  const queued = count("queued");
+  console.log(
+    `${count("done")} done, ${count("running")} running, ${count("failed")} failed, ${
+      count("missing")
+    } missing${queued ? `, ${queued} queued` : ""}`,
+  );
+}
+
+async function printSweepStatus(dir: string): Promise<void> {
+  const record = await readSweep(dir);
+  console.log(`Sweep ${dir}: ${record.cells.length} cell(s) from ${record.plan}`);
+  printStatusTable(await sweepStatus({ dir, record }));
 }
 
 /** Runs the command line; returns the exit code. */
@@ -915,21 +1340,21 @@ export async function main(args: string[]): Promise<number> {
     if (positionals.length > (cmd.positional ? (cmd.many ? Infinity : 1) : 0)) {
       throw new UsageError(`unexpected argument '${positionals.at(-1)}'`);
     }
-    if (cmd.positional && positionals.length === 0) {
+    if (cmd.positional && !cmd.optional && positionals.length === 0) {
       throw new UsageError(`missing ${cmd.positional}`);
     }
     await cmd.run(getGpu, values, quiet, positionals);
     return 0;
   } catch (e) {
     for (const dir of created) await Deno.remove(dir).catch(() => {});
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || e instanceof PlanError) {
       console.error(`error: ${e.message}\nRun 'deno task ${name} --help' for the flags.`);
       return 2;
     }
     const known = e instanceof DataError || e instanceof CheckpointError ||
       e instanceof SafetensorsError || e instanceof GpuUnavailableError ||
       e instanceof NonFiniteLossError || e instanceof RangeError || e instanceof ImageError ||
-      e instanceof OutputError;
+      e instanceof OutputError || e instanceof SweepError || e instanceof SlurmError;
     if (known) {
       console.error(`error: ${(e as Error).message}`);
       return 1;

@@ -68,6 +68,10 @@ export interface ExperimentOptions {
   seed: number;
   /** Output folder. */
   out: string;
+  /** Training options applied on top of the profile (steps, lr, generator choices, ...). */
+  train?: Partial<TrainOptions>;
+  /** Adaptation options applied on top of the profile (steps, learning rates, init, ...). */
+  adapt?: Partial<AdaptOptions>;
 }
 
 /** Defaults of `experiment`. */
@@ -213,6 +217,7 @@ export async function runExperiment(
   const baseTrain: TrainOptions = {
     ...TRAIN_DEFAULTS,
     ...profile.train,
+    ...options.train,
     dataset: options.dataset,
     dataDir: options.dataDir,
     verify: options.verify,
@@ -236,6 +241,7 @@ export async function runExperiment(
   const adaptBase: AdaptOptions = {
     ...ADAPT_DEFAULTS,
     ...profile.adapt,
+    ...options.adapt,
     dataDir: options.dataDir,
     verify: options.verify,
     seed: options.seed,

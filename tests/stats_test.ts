@@ -1,0 +1,87 @@
+/**
+ * The statistics of sweep reports against published values: Student t quantiles (the 95% column
+ * of any t table), the t distribution function, the incomplete beta function, the paired t-test
+ * and the exact Wilcoxon signed-rank test. Reference numbers were computed with SciPy 1.17
+ * (`stats.t.ppf`, `stats.t.cdf`, `special.betainc`, `stats.ttest_rel`, `stats.wilcoxon(...,
+ * method="exact")`).
+ */
+import assert from "node:assert/strict";
+import {
+  incompleteBeta,
+  mean,
+  pairedTTest,
+  sampleStd,
+  studentTCdf,
+  studentTQuantile,
+  summarize,
+  wilcoxonSignedRank,
+} from "../src/stats.ts";
+
+function near(actual: number, expected: number, tol: number, label: string): void {
+  assert.ok(
+    Math.abs(actual - expected) <= tol * Math.max(1, Math.abs(expected)),
+    `${label}: ${actual}, expected ${expected}`,
+  );
+}
+
+Deno.test("t quantiles match the 97.5% column of a t table", () => {
+  const table: [number, number][] = [
+    [1, 12.706204736174694],
+    [2, 4.302652729749462],
+    [4, 2.7764451051977934],
+    [10, 2.228138851986274],
+    [30, 2.0422724563012378],
+  ];
+  for (const [df, q] of table) near(studentTQuantile(0.975, df), q, 1e-10, `df ${df}`);
+  near(studentTQuantile(0.025, 4), -2.7764451051977934, 1e-10, "lower tail");
+  assert.equal(studentTQuantile(0.5, 3), 0);
+  assert.throws(() => studentTQuantile(1, 3), /outside/);
+});
+
+Deno.test("the t distribution function and the incomplete beta function", () => {
+  near(studentTCdf(2.5, 7), 0.9795038907071235, 1e-12, "cdf(2.5; 7)");
+  near(studentTCdf(-1.3, 3), 0.14223375436394853, 1e-12, "cdf(-1.3; 3)");
+  near(studentTCdf(0.7, 50), 0.7564141795056268, 1e-12, "cdf(0.7; 50)");
+  near(incompleteBeta(0.3, 2.5, 0.5), 0.018927124071945658, 1e-12, "I(0.3; 2.5, 0.5)");
+  near(incompleteBeta(0.4, 10, 20), 0.7853183897628262, 1e-12, "I(0.4; 10, 20)");
+  assert.equal(studentTCdf(Infinity, 2), 1);
+});
+
+Deno.test("mean, sample std and the t interval of three seeds", () => {
+  const s = summarize([0.5, 0.6, 0.7]);
+  assert.equal(s.n, 3);
+  near(s.mean, 0.6, 1e-15, "mean");
+  near(s.std, 0.1, 1e-12, "std");
+  near(s.lo, 0.35158622882496704, 1e-10, "lo");
+  near(s.hi, 0.8484137711750329, 1e-10, "hi");
+  const one = summarize([0.9]);
+  assert.ok(one.mean === 0.9 && Number.isNaN(one.std) && Number.isNaN(one.lo));
+  assert.ok(Number.isNaN(mean([])) && Number.isNaN(sampleStd([1])));
+});
+
+Deno.test("paired t-test and its interval", () => {
+  const a = [0.91, 0.88, 0.95, 0.90, 0.87];
+  const b = [0.85, 0.86, 0.90, 0.91, 0.80];
+  const t = pairedTTest(a, b);
+  assert.equal(t.n, 5);
+  near(t.t, 2.5976265226937203, 1e-10, "t");
+  near(t.p, 0.06019833831249571, 1e-9, "p");
+  near(t.lo, -0.0026158903428920577, 1e-9, "lo");
+  near(t.hi, 0.07861589034289204, 1e-9, "hi");
+  const same = pairedTTest([0.5, 0.6], [0.5, 0.6]);
+  assert.ok(same.p === 1 && same.t === 0);
+  const shifted = pairedTTest([0.6, 0.7, 0.8], [0.5, 0.6, 0.7]);
+  assert.ok(Math.abs(shifted.meanDiff - 0.1) < 1e-12 && shifted.p < 1e-6);
+  assert.throws(() => pairedTTest([1], [1, 2]), /equal lengths/);
+});
+
+Deno.test("exact Wilcoxon signed-rank p-values, with and without ties", () => {
+  const plain = wilcoxonSignedRank([0.91, 0.88, 0.95, 0.90, 0.87], [0.85, 0.86, 0.90, 0.91, 0.80]);
+  assert.equal(plain.n, 5);
+  near(plain.p, 0.125, 1e-12, "p");
+  const ties = wilcoxonSignedRank([1, 2, 3, 4, 5, 6, 7, 8], [0.5, 2.5, 1, 1, 6, 2, 3, 8.5]);
+  near(ties.p, 0.1953125, 1e-12, "p with ties");
+  // Three seeds all in one direction: the smallest p three pairs allow.
+  near(wilcoxonSignedRank([2, 3, 4], [1, 1, 1]).p, 0.25, 1e-12, "n = 3");
+  assert.deepEqual(wilcoxonSignedRank([1, 2], [1, 2]), { n: 0, wPlus: 0, p: 1 });
+});
