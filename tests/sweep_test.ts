@@ -347,7 +347,10 @@ Deno.test("sweep usage errors get one line and exit 2", async () => {
   assert.match(help.stdout, /Usage: deno task sweep PLAN\.json/);
   assert.match(help.stdout, /--sbatch-arg/);
   const experimentHelp = await cli(["experiment", "--help"]);
-  assert.match(experimentHelp.stdout, /--adapt-steps <value>\s+adaptation: steps of every method/);
+  assert.match(
+    experimentHelp.stdout,
+    /--adapt-steps <value>\s+adaptation: most steps of every method/,
+  );
   const noSlurm = await cli(
     [
       "sweep",
