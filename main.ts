@@ -30,7 +30,7 @@ import {
   PROFILES,
   runExperiment,
 } from "./src/experiment.ts";
-import { combineReports, writeReport } from "./src/report.ts";
+import { combineReports, verdict, writeReport } from "./src/report.ts";
 import { slurmLog, type SweepTarget } from "./src/sweep/backend.ts";
 import { type CellStatus, runCell } from "./src/sweep/cell.ts";
 import { localBackend, LOG_ENV } from "./src/sweep/local.ts";
@@ -1033,7 +1033,8 @@ async function runExperimentCommand(
     },
   });
   const report = await writeReport(options.out);
-  console.log(`Finished in ${minutes(result.seconds)}; report ${report}`);
+  console.log(verdict(result).map((line) => line.replaceAll("**", "")).join("\n\n"));
+  console.log(`\nFinished in ${minutes(result.seconds)}; report ${report}`);
 }
 
 /**
