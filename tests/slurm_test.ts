@@ -132,7 +132,7 @@ Deno.test({
         assert.equal(a.options.seed, seed);
         for (const m of a.heldOut[0].methods) assert.ok(m.accuracy >= 0 && m.accuracy <= 1);
         assert.deepEqual(deterministic(a), deterministic(b), `${name}: results differ`);
-        for (const file of ["train/model.safetensors", "adapt_8/z_8.safetensors"]) {
+        for (const file of ["train/model.safetensors", "adapt/z_8.safetensors"]) {
           const x = await loadSafetensors(join(out, "cells", name, file));
           const y = await loadSafetensors(join(local, "cells", name, file));
           for (const [tensor, t] of x.tensors) {
