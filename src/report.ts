@@ -345,7 +345,7 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
   const parts: string[] = [
     "# Results",
     "",
-    "Every section below was written by `deno task report` from a run of `deno task experiment`; the command that reproduces it is at the top of each section. All accuracies are on test images that training and adaptation never saw.",
+    "Every section below was written by `deno task report` from a run of `deno task experiment`; the command that reproduces it is at the top of each section, and the run's `results.json` lies beside its plots. All accuracies are on test images that training and adaptation never saw.",
     "",
     "The seed's experiments are defined on CIFAR-100, which is not on the machines these runs came from: **none of the numbers here are CIFAR-100's.** With the official `cifar-100-binary` folder or archive in DIR, the same experiments run as:",
     "",
@@ -361,6 +361,8 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
     const report = await writeReport(dir);
     const name = basename(dir);
     await Deno.mkdir(join(assets, name), { recursive: true });
+    // The numbers' source travels with the report, so every figure can be recomputed.
+    await Deno.copyFile(join(dir, "results.json"), join(assets, name, "results.json"));
     let text = await Deno.readTextFile(report);
     for (const svg of ["accuracy.svg", "loss.svg", "shots.svg"]) {
       const from = join(dir, svg);
