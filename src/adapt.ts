@@ -612,8 +612,6 @@ interface SlotOutcome {
   stepsRun: number;
   selection?: number;
   curve: CurvePoint[];
-  /** The slot's trained values at the chosen point, per group. */
-  values: Float32Array[];
 }
 
 /**
@@ -752,7 +750,6 @@ async function runSlots(
       stepsRun,
       selection: selecting ? best[t]!.selection : undefined,
       curve: curves[t]!,
-      values: chosen[t]!,
     }));
   } finally {
     test.destroy();
