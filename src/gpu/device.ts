@@ -26,6 +26,13 @@ export interface Gpu {
   readonly isFallback: boolean;
   /** The limits granted to the device. */
   readonly limits: GPUSupportedLimits;
+  /** Optional features granted to the device (e.g. "timestamp-query", "subgroups"). */
+  readonly features: ReadonlySet<string>;
+  /**
+   * What identifies the adapter and its driver stack for cached kernel choices: vendor,
+   * architecture, device, description and the runtime's WebGPU implementation version.
+   */
+  readonly adapterKey: string;
 }
 
 let shared: Promise<Gpu> | undefined;
@@ -69,7 +76,12 @@ async function acquire(): Promise<Gpu> {
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new GpuUnavailableError("no adapter was found");
   const wanted = adapter.limits;
+  // Timestamps make the kernel tuner's timings exact where offered; subgroups are recorded for it.
+  const optional = (["timestamp-query", "subgroups"] as GPUFeatureName[]).filter((f) =>
+    adapter.features.has(f)
+  );
   const device = await adapter.requestDevice({
+    requiredFeatures: optional,
     requiredLimits: {
       maxStorageBufferBindingSize: wanted.maxStorageBufferBindingSize,
       maxBufferSize: wanted.maxBufferSize,
@@ -90,5 +102,14 @@ async function acquire(): Promise<Gpu> {
     description: info.description || info.vendor || "unknown adapter",
     isFallback: info.isFallbackAdapter ?? false,
     limits: device.limits,
+    features: new Set([...device.features]),
+    adapterKey: [
+      info.vendor,
+      info.architecture,
+      info.device,
+      info.description,
+      `deno ${Deno.version.deno}`,
+    ]
+      .join(" | "),
   };
 }

@@ -1,0 +1,312 @@
+/**
+ * Kernel autotuning: ops with several variants (e.g. register-blocked kernels for software
+ * rasterisers, workgroup-memory tiles for GPUs) ask `tunedDispatch` for a dispatch; the variant is
+ * the cached winner for (adapter and driver, kernel, shape class), or the built-in default until
+ * `tunePending` has timed the candidates of every shape class first seen since. The winners live
+ * in a small JSON file under the user's cache folder, so a choice made once is reused by every
+ * later run on the same adapter and driver, and a step never changes kernels while it trains.
+ *
+ * Settings: `configureTuning` or the environment: SUPERNET_TUNE_CACHE (the cache file) and
+ * SUPERNET_TUNE=off (built-in defaults, nothing read or written).
+ *
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+import { type Dispatch, run, sync } from "./kernel.ts";
+
+/** One op's request for a tuned dispatch. */
+export interface TuneRequest {
+  /** Kernel family and pass, e.g. "matmul" or "conv2d.forward". */
+  kernel: string;
+  /** Shapes that share a winner, e.g. "nn T1 M256 N256 K256" (sizes rounded up to powers of 2). */
+  shapeClass: string;
+  /** The candidates; the first is the built-in default. */
+  variants: readonly string[];
+  /** Builds the single dispatch of `variant` for the caller's tensors. */
+  build: (variant: string) => Dispatch;
+  /**
+   * Builds `variant` on fresh tensors of the same shapes for timing, so that timing never writes
+   * into the caller's buffers; `destroy` frees them.
+   */
+  measure: (variant: string) => { dispatch: Dispatch; destroy: () => void };
+}
+
+/** The record of one tuned shape class in the cache file. */
+export interface TuneEntry {
+  /** The fastest variant. */
+  winner: string;
+  /** Median milliseconds per dispatch of every candidate. */
+  ms: Record<string, number>;
+  /** How the candidates were timed: "timestamp-query" or "wall clock". */
+  timer: string;
+  /** When they were timed (ISO 8601). */
+  measured: string;
+}
+
+/** The cache file: per adapter key, per "kernel: shape class", the winner. */
+export interface TuneCache {
+  /** Format version. */
+  version: 1;
+  /** Winners by adapter key, then by "kernel: shape class". */
+  adapters: Record<string, Record<string, TuneEntry>>;
+}
+
+/** Settings of the tuner for one device. */
+export interface TuneSettings {
+  /** "auto" (default): cached winners, candidates timed by `tunePending`; "off": defaults only. */
+  mode?: "auto" | "off";
+  /** The cache file (default SUPERNET_TUNE_CACHE, else supernet/tune.json in the cache folder). */
+  path?: string;
+}
+
+interface Pending {
+  request: TuneRequest;
+  /** Dispatches handed out with the default, rebuilt in place once the winner is known. */
+  dispatches: Dispatch[];
+}
+
+interface State {
+  mode: "auto" | "off";
+  path: string;
+  cache?: TuneCache;
+  pending: Map<string, Pending>;
+}
+
+const states = new WeakMap<GPUDevice, State>();
+
+/** The default cache file: SUPERNET_TUNE_CACHE, else supernet/tune.json in the OS cache folder. */
+export function defaultTuneCachePath(): string {
+  const env = (name: string) => {
+    try {
+      return Deno.env.get(name) || undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const explicit = env("SUPERNET_TUNE_CACHE");
+  if (explicit) return explicit;
+  const home = env("HOME") ?? env("USERPROFILE") ?? ".";
+  const base = Deno.build.os === "windows"
+    ? env("LOCALAPPDATA") ?? `${home}/AppData/Local`
+    : Deno.build.os === "darwin"
+    ? `${home}/Library/Caches`
+    : env("XDG_CACHE_HOME") ?? `${home}/.cache`;
+  return `${base}/supernet/tune.json`;
+}
+
+function state(gpu: Gpu): State {
+  let s = states.get(gpu.device);
+  if (!s) {
+    let off = false;
+    try {
+      off = Deno.env.get("SUPERNET_TUNE") === "off";
+    } catch {
+      // Without env permission the defaults apply: tuning on, default cache folder.
+    }
+    s = { mode: off ? "off" : "auto", path: defaultTuneCachePath(), pending: new Map() };
+    states.set(gpu.device, s);
+  }
+  return s;
+}
+
+/**
+ * Sets where winners are cached and whether tuning is on, for dispatches prepared from now on
+ * (already cached winners are read again from the new file).
+ */
+export function configureTuning(gpu: Gpu, settings: TuneSettings): void {
+  const s = state(gpu);
+  if (settings.mode) s.mode = settings.mode;
+  if (settings.path && settings.path !== s.path) {
+    s.path = settings.path;
+    s.cache = undefined;
+  }
+}
+
+/** The current settings of the tuner for `gpu`. */
+export function tuneSettings(gpu: Gpu): Required<TuneSettings> {
+  const s = state(gpu);
+  return { mode: s.mode, path: s.path };
+}
+
+/** Reads the cache file; an absent file is an empty cache, a foreign or broken one an error. */
+export function readTuneCache(path: string): TuneCache {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return { version: 1, adapters: {} };
+    throw e;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const c = parsed as Partial<TuneCache> | undefined;
+  if (!c || c.version !== 1 || typeof c.adapters !== "object" || c.adapters === null) {
+    throw new Error(
+      `Kernel tuning cache ${path} is not a SuperNet tuning file (expected JSON with version 1): ` +
+        `remove it or point SUPERNET_TUNE_CACHE elsewhere`,
+    );
+  }
+  return c as TuneCache;
+}
+
+function cache(s: State): TuneCache {
+  s.cache ??= readTuneCache(s.path);
+  return s.cache;
+}
+
+/**
+ * The dispatch of `request` with the cached winner of its shape class, or with the default
+ * (first) variant; in the second case the shape class waits for `tunePending`, which rebuilds the
+ * returned dispatch in place with the winner. With tuning off, always the default.
+ */
+export function tunedDispatch(gpu: Gpu, request: TuneRequest): Dispatch {
+  const s = state(gpu);
+  const fallback = request.variants[0]!;
+  if (s.mode === "off" || request.variants.length === 1) return request.build(fallback);
+  const key = `${request.kernel}: ${request.shapeClass}`;
+  const known = cache(s).adapters[gpu.adapterKey]?.[key]?.winner;
+  if (known !== undefined && request.variants.includes(known)) return request.build(known);
+  const dispatch = { ...request.build(fallback) };
+  const pending = s.pending.get(key);
+  if (pending) pending.dispatches.push(dispatch);
+  else s.pending.set(key, { request, dispatches: [dispatch] });
+  return dispatch;
+}
+
+/** The number of shape classes waiting to be timed. */
+export function pendingTuneCount(gpu: Gpu): number {
+  return state(gpu).pending.size;
+}
+
+/** What `tunePending` did for one shape class. */
+export interface TuneResult extends TuneEntry {
+  /** Kernel family and pass. */
+  kernel: string;
+  /** Shape class. */
+  shapeClass: string;
+}
+
+/**
+ * Times the candidates of every shape class first seen since the last call, records the winners
+ * in the cache file and rebuilds the dispatches handed out meanwhile with them. `onResult` is
+ * called after each shape class (for progress output).
+ */
+export async function tunePending(
+  gpu: Gpu,
+  options: { onResult?: (r: TuneResult) => void } = {},
+): Promise<TuneResult[]> {
+  const s = state(gpu);
+  const results: TuneResult[] = [];
+  if (s.mode === "off" || s.pending.size === 0) return results;
+  const timer = gpu.features.has("timestamp-query") ? "timestamp-query" : "wall clock";
+  for (const [key, { request, dispatches }] of s.pending) {
+    const ms: Record<string, number> = {};
+    for (const variant of request.variants) {
+      const { dispatch, destroy } = request.measure(variant);
+      try {
+        ms[variant] = await timeDispatch(gpu, dispatch);
+      } finally {
+        await sync(gpu);
+        destroy();
+      }
+    }
+    // Ties go to the earlier candidate, so the default wins unless another is faster.
+    const winner = request.variants.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
+    const entry: TuneEntry = { winner, ms, timer, measured: new Date().toISOString() };
+    const c = cache(s);
+    (c.adapters[gpu.adapterKey] ??= {})[key] = entry;
+    for (const d of dispatches) {
+      const old = d.uniform;
+      Object.assign(d, request.build(winner));
+      if (old !== d.uniform) old?.destroy();
+    }
+    const result = { kernel: request.kernel, shapeClass: request.shapeClass, ...entry };
+    results.push(result);
+    options.onResult?.(result);
+  }
+  s.pending.clear();
+  await writeTuneCache(s.path, cache(s));
+  return results;
+}
+
+/** Writes the cache file through a temporary file and a rename, so readers never see half. */
+export async function writeTuneCache(path: string, c: TuneCache): Promise<void> {
+  const dir = path.replace(/[\\/][^\\/]*$/, "");
+  if (dir !== path) await Deno.mkdir(dir, { recursive: true });
+  const temp = `${path}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(temp, JSON.stringify(c, null, 2) + "\n");
+  await Deno.rename(temp, path);
+}
+
+/**
+ * Median milliseconds of one dispatch: 3 timed repeats after a warm-up, each of enough copies in
+ * one pass to last >= 2 ms; with timestamp queries the pass is timed on the GPU, else by the wall
+ * clock around submit and completion (less the cost of an empty submit).
+ */
+async function timeDispatch(gpu: Gpu, d: Dispatch): Promise<number> {
+  run(gpu, [d]);
+  await sync(gpu);
+  const t0 = performance.now();
+  run(gpu, [d]);
+  await sync(gpu);
+  const once = performance.now() - t0;
+  const copies = Math.max(1, Math.min(64, Math.ceil(2 / Math.max(once, 1e-3))));
+  const list = Array<Dispatch>(copies).fill(d);
+  const times: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    times.push((await timeList(gpu, list)) / copies);
+  }
+  times.sort((a, b) => a - b);
+  return times[1]!;
+}
+
+async function timeList(gpu: Gpu, list: Dispatch[]): Promise<number> {
+  const t0 = performance.now();
+  if (!gpu.features.has("timestamp-query")) {
+    run(gpu, list);
+    await sync(gpu);
+    return performance.now() - t0;
+  }
+  const querySet = gpu.device.createQuerySet({ type: "timestamp", count: 2 });
+  const resolved = gpu.device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  const readback = gpu.device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  try {
+    const encoder = gpu.device.createCommandEncoder();
+    const pass = encoder.beginComputePass({
+      timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    });
+    for (const d of list) {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
+    }
+    pass.end();
+    encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
+    encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16);
+    gpu.device.queue.submit([encoder.finish()]);
+    await readback.mapAsync(GPUMapMode.READ);
+    const [begin, end] = new BigUint64Array(readback.getMappedRange().slice(0));
+    readback.unmap();
+    // Some drivers grant the feature but write zeros; the wall clock is then the measure.
+    return end! > begin! ? Number(end! - begin!) / 1e6 : performance.now() - t0;
+  } finally {
+    querySet.destroy();
+    resolved.destroy();
+    readback.destroy();
+  }
+}
+
+/** Rounds a size up to a power of 2, for shape classes. */
+export function sizeClass(n: number): number {
+  return n <= 1 ? 1 : 2 ** Math.ceil(Math.log2(n));
+}
