@@ -33,6 +33,46 @@ export interface Gpu {
    * architecture, device, description and the runtime's WebGPU implementation version.
    */
   readonly adapterKey: string;
+  /** Bytes of the buffers this device holds, now and at most since the last `resetPeak`. */
+  readonly memory: MemoryMeter;
+}
+
+/**
+ * Counts the bytes of GPU buffers created and not yet destroyed (WebGPU has no query of its own
+ * for memory in use): `live` now, `peak` the most at once since `resetPeak`.
+ */
+export class MemoryMeter {
+  #live = 0;
+  #peak = 0;
+
+  /** Bytes of buffers alive now. */
+  get live(): number {
+    return this.#live;
+  }
+
+  /** The most bytes alive at once since the last `resetPeak` (or since the device was made). */
+  get peak(): number {
+    return this.#peak;
+  }
+
+  /** Starts a new peak from the bytes alive now. */
+  resetPeak(): void {
+    this.#peak = this.#live;
+  }
+
+  /** Counts `buffer` until its first `destroy`. */
+  track(buffer: GPUBuffer): void {
+    const size = buffer.size;
+    this.#live += size;
+    this.#peak = Math.max(this.#peak, this.#live);
+    const destroy = buffer.destroy.bind(buffer);
+    let alive = true;
+    buffer.destroy = () => {
+      if (alive) this.#live -= size;
+      alive = false;
+      destroy();
+    };
+  }
 }
 
 let shared: Promise<Gpu> | undefined;
@@ -96,6 +136,13 @@ async function acquire(): Promise<Gpu> {
     // A validation error is a bug in our own dispatch code; failing loudly beats wrong numbers.
     throw new Error(`WebGPU error: ${(event as GPUUncapturedErrorEvent).error.message}`);
   });
+  const memory = new MemoryMeter();
+  const createBuffer = device.createBuffer.bind(device);
+  device.createBuffer = (descriptor: GPUBufferDescriptor) => {
+    const buffer = createBuffer(descriptor);
+    memory.track(buffer);
+    return buffer;
+  };
   const info = adapter.info;
   return {
     device,
@@ -111,5 +158,6 @@ async function acquire(): Promise<Gpu> {
       `deno ${Deno.version.deno}`,
     ]
       .join(" | "),
+    memory,
   };
 }

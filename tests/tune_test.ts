@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { createTensor, read } from "../src/gpu/tensor.ts";
+import {
+  configureTuning,
+  pendingTuneCount,
+  readTuneCache,
+  tunePending,
+  tuneSettings,
+} from "../src/gpu/tune.ts";
+import { conv2d } from "../src/ops/conv2d.ts";
+import { matmul } from "../src/ops/matmul.ts";
+import { conv2d as conv2dRef } from "./reference/conv2d.ts";
+import { matmul as matmulRef } from "./reference/matmul.ts";
+import { assertClose, getGpu, runAndRead, uniform, upload } from "./util.ts";
+
+/** Runs `body` with the tuner on and caching into `path`, then restores the settings. */
+async function withTuning(path: string, body: () => Promise<void>): Promise<void> {
+  const gpu = await getGpu();
+  const before = tuneSettings(gpu);
+  configureTuning(gpu, { mode: "auto", path });
+  try {
+    await body();
+  } finally {
+    configureTuning(gpu, before);
+  }
+}
+
+Deno.test("tuner times the candidates once, caches the winner and rebuilds the dispatch with it", async () => {
+  const gpu = await getGpu();
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "sub", "tune.json");
+  await withTuning(path, async () => {
+    const [T, M, K, N] = [2, 9, 13, 11];
+    const av = uniform(T * M * K, 1);
+    const bv = uniform(T * K * N, 2);
+    const a = upload(gpu, [T, M, K], av);
+    const b = upload(gpu, [T, K, N], bv);
+    const out = createTensor(gpu, [T, M, N]);
+    const d = matmul(gpu, a, b, out);
+    assert.equal(pendingTuneCount(gpu), 1);
+    const results = await tunePending(gpu);
+    assert.equal(pendingTuneCount(gpu), 0);
+    assert.equal(results.length, 1);
+    const r = results[0]!;
+    assert.equal(r.kernel, "matmul");
+    assert.deepEqual(Object.keys(r.ms).sort(), ["tiled", "workgroup"]);
+    assert.ok(Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms)));
+    assert.equal(r.winner, Object.entries(r.ms).sort((x, y) => x[1] - y[1])[0]![0]);
+    // The rebuilt dispatch computes the product (timing ran on other tensors, not on `out`).
+    assertClose(await runAndRead(gpu, d, out), matmulRef(av, bv, { T, M, K, N }), {
+      label: r.winner,
+    });
+    const file = readTuneCache(path);
+    const entry = file.adapters[gpu.adapterKey]?.[`matmul: ${r.shapeClass}`];
+    assert.equal(entry?.winner, r.winner);
+    // The same shape class again: the cached winner, nothing left to time.
+    const again = matmul(gpu, a, b, createTensor(gpu, [T, M, N]));
+    assert.equal(pendingTuneCount(gpu), 0);
+    assert.equal(
+      again[0]!.pipeline.label.includes(r.winner === "tiled" ? "tiled" : "workgroup"),
+      true,
+    );
+    for (const t of [a, b, out]) t.destroy();
+  });
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("tuner choice for conv2d gives the reference result and a chosen kernel is reused", async () => {
+  const gpu = await getGpu();
+  const dir = await Deno.makeTempDir();
+  await withTuning(join(dir, "tune.json"), async () => {
+    const s = { tasks: 1, batch: 2, cin: 3, h: 6, w: 6, cout: 5, k: 3, stride: 1, padding: 1 };
+    const data = {
+      x: uniform(2 * 3 * 36, 3),
+      w: uniform(5 * 3 * 9, 4),
+      bias: uniform(5, 5),
+    };
+    const x = upload(gpu, [1, 2, 3, 6, 6], data.x);
+    const w = upload(gpu, [1, 5, 3, 3, 3], data.w);
+    const bias = upload(gpu, [1, 5], data.bias);
+    const y = createTensor(gpu, [1, 2, 5, 6, 6]);
+    const d = conv2d(gpu, x, w, bias, y, { padding: 1, activation: "relu" });
+    const [r] = await tunePending(gpu);
+    assert.equal(r?.kernel, "conv2d.forward");
+    const got = await runAndRead(gpu, d, y);
+    assertClose(got, conv2dRef(s, { ...data, activation: "relu" }), { label: r!.winner });
+    for (const t of [x, w, bias, y]) t.destroy();
+  });
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("tuning off uses the built-in defaults and writes nothing", async () => {
+  const gpu = await getGpu();
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "tune.json");
+  const before = tuneSettings(gpu);
+  configureTuning(gpu, { mode: "off", path });
+  try {
+    const a = createTensor(gpu, [3, 5]);
+    const b = createTensor(gpu, [5, 7]);
+    const out = createTensor(gpu, [3, 7]);
+    const [d] = matmul(gpu, a, b, out);
+    assert.ok(d!.pipeline.label.startsWith("matmul:tiled"));
+    assert.equal(pendingTuneCount(gpu), 0);
+    assert.deepEqual(await tunePending(gpu), []);
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+    await read(gpu, out);
+    for (const t of [a, b, out]) t.destroy();
+  } finally {
+    configureTuning(gpu, before);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a cache file that is not ours is reported and left as it was", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "tune.json");
+  await Deno.writeTextFile(path, "my notes\n");
+  assert.throws(() => readTuneCache(path), /not a SuperNet tuning file/);
+  assert.equal(await Deno.readTextFile(path), "my notes\n");
+  assert.deepEqual(readTuneCache(join(dir, "absent.json")), { version: 1, adapters: {} });
+  await Deno.remove(dir, { recursive: true });
+});
