@@ -74,6 +74,9 @@ interface State {
 
 const states = new WeakMap<GPUDevice, State>();
 
+/** How much faster than the default (as a fraction of its time) another candidate must be. */
+export const MARGIN = 0.1;
+
 /** The default cache file: SUPERNET_TUNE_CACHE, else supernet/tune.json in the OS cache folder. */
 export function defaultTuneCachePath(): string {
   const env = (name: string) => {
@@ -204,6 +207,7 @@ export async function tunePending(
   if (s.mode === "off" || s.pending.size === 0) return results;
   const timer = gpu.features.has("timestamp-query") ? "timestamp-query" : "wall clock";
   for (const [key, { request, dispatches }] of s.pending) {
+    const fallback = request.variants[0]!;
     const ms: Record<string, number> = {};
     for (const variant of request.variants) {
       const { dispatch, destroy } = request.measure(variant);
@@ -214,8 +218,10 @@ export async function tunePending(
         destroy();
       }
     }
-    // Ties go to the earlier candidate, so the default wins unless another is faster.
-    const winner = request.variants.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
+    // The default stays unless another candidate is clearly faster (timings of sub-millisecond
+    // kernels on a busy machine jitter by several percent).
+    const fastest = request.variants.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
+    const winner = ms[fastest]! < ms[fallback]! * (1 - MARGIN) ? fastest : fallback;
     const entry: TuneEntry = { winner, ms, timer, measured: new Date().toISOString() };
     const c = cache(s);
     (c.adapters[gpu.adapterKey] ??= {})[key] = entry;
