@@ -157,7 +157,7 @@ async function acquire(): Promise<Gpu> {
       info.description,
       `deno ${Deno.version.deno}`,
     ]
-      .join(" | "),
+      .filter(Boolean).join(" | "),
     memory,
   };
 }
