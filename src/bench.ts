@@ -43,6 +43,7 @@ import {
   strongestTorch,
   torchStep,
   yardstick,
+  yardstickProblem,
 } from "./peers/python.ts";
 import { Random } from "./random.ts";
 
@@ -517,10 +518,14 @@ function plan(options: BenchOptions) {
 }
 
 /** A stated target: what, the measured value, the goal, and the verdict. */
-interface Target {
+export interface Target {
+  /** What is measured, e.g. "Batched vs per-task loop at T = 16". */
   what: string;
+  /** The measured value; undefined when this run did not measure it. */
   value?: number;
+  /** The goal. */
   goal: number;
+  /** How values print: a ratio or a percentage. */
   unit: "x" | "%";
   /** Why no verdict can be given although a value was measured. */
   noVerdict?: string;
@@ -528,7 +533,11 @@ interface Target {
   atMost?: boolean;
 }
 
-function targetLine(t: Target, busy: boolean): string {
+/**
+ * A target as one line: the value, the goal, and "met" or "missed" (noted when the machine was
+ * busy), or why no verdict is given.
+ */
+export function targetLine(t: Target, busy: boolean): string {
   const fmt = (v: number) => (t.unit === "%" ? `${v.toFixed(1)}%` : `${v.toFixed(2)}x`);
   const goal = `${t.atMost ? "<=" : ">="} ${fmt(t.goal)}`;
   if (t.value === undefined) return `${t.what}: not measured in this run (target ${goal}).`;
@@ -623,15 +632,7 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
   }
   const convForward = layers.size > 0 ? Math.min(...layers.values()) : undefined;
   const ownBest = Math.max(bestMatmul, convForward ?? 0);
-  const yardstickProblem = !peak
-    ? undefined
-    : !peak.optimised
-    ? `the peak came from ${peak.blas}, not a known optimised BLAS`
-    : peak.gflops < ownBest
-    ? `the measured peak (${peak.gflops.toFixed(1)} GFLOP/s) is below our own kernel (${
-      ownBest.toFixed(1)
-    } GFLOP/s), so it is no yardstick`
-    : undefined;
+  const noYardstick = yardstickProblem(peak, ownBest);
   const ofPeak = (v: number | undefined) =>
     v === undefined || !peak ? undefined : (100 * v) / peak.gflops;
   const memory = rows.filter((r) => r.group === "memory");
@@ -648,14 +649,14 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
       value: ofPeak(bestMatmul || undefined),
       goal: 25,
       unit: "%",
-      noVerdict: yardstickProblem,
+      noVerdict: noYardstick,
     },
     {
       what: "conv2d forward (slower seed_cnn layer, fastest variant), % of the GEMM peak",
       value: ofPeak(convForward),
       goal: 15,
       unit: "%",
-      noVerdict: yardstickProblem,
+      noVerdict: noYardstick,
     },
     ...memory.map((m): Target => ({
       what: `Peak memory / lower bound, ${m.name.split(" step")[0]}`,

@@ -192,3 +192,18 @@ export async function torchStep(
     return undefined;
   }
 }
+
+/**
+ * Why `peak` cannot judge a target for a kernel whose best rate is `ownBest` GFLOP/s: no peak, a
+ * library that is not a known optimised BLAS, or a peak below our own kernel (then it measured
+ * something else than this CPU's GEMM peak); undefined when it can.
+ */
+export function yardstickProblem(peak: Yardstick | undefined, ownBest: number): string | undefined {
+  if (!peak) return "no GEMM peak was measured (neither numpy nor PyTorch found)";
+  if (!peak.optimised) return `the peak came from ${peak.blas}, not a known optimised BLAS`;
+  if (peak.gflops < ownBest) {
+    return `the measured peak (${peak.gflops.toFixed(1)} GFLOP/s) is below our own kernel ` +
+      `(${ownBest.toFixed(1)} GFLOP/s), so it is no yardstick`;
+  }
+  return undefined;
+}
