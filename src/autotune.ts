@@ -126,6 +126,9 @@ export function tuneTable(entries: Record<string, TuneEntry>): string {
   return lines.join("\n");
 }
 
+const USAGE = "usage: deno task tune [--tasks 1,8,16,64] [--batch 32] [--input 3x32x32,1x28x28] " +
+  "[--cache FILE] [--tiny]";
+
 if (import.meta.main) {
   let options: TuneOptions;
   try {
@@ -137,8 +140,13 @@ if (import.meta.main) {
         input: { type: "string" },
         cache: { type: "string" },
         tiny: { type: "boolean" },
+        help: { type: "boolean" },
       },
     });
+    if (values.help) {
+      console.log(USAGE);
+      Deno.exit(0);
+    }
     options = {
       tasks: parseCounts("--tasks", values.tasks ?? (values.tiny ? "1,2" : "1,8,16,64")),
       batch: parseCounts("--batch", values.batch ?? (values.tiny ? "4" : "32"))[0]!,
@@ -147,10 +155,7 @@ if (import.meta.main) {
     };
   } catch (e) {
     console.error(`tune: ${e instanceof Error ? e.message : e}`);
-    console.error(
-      "usage: deno task tune [--tasks 1,8,16,64] [--batch 32] [--input 3x32x32,1x28x28] " +
-        "[--cache FILE] [--tiny]",
-    );
+    console.error(USAGE);
     Deno.exit(2);
   }
   try {

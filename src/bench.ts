@@ -799,21 +799,40 @@ function whereTimeGoes(rows: BenchRow[], T: number, B: number): string[] {
   ];
 }
 
+/** Flags of the command, parsed; usage errors exit 2 with one line. */
+function benchFlags() {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        quick: { type: "boolean" },
+        tiny: { type: "boolean" },
+        out: { type: "string" },
+        "no-tune": { type: "boolean" },
+        "tune-cache": { type: "string" },
+        python: { type: "string" },
+        "no-tfjs": { type: "boolean" },
+        "no-adapt": { type: "boolean" },
+        "adapt-run": { type: "string" },
+        help: { type: "boolean" },
+      },
+    }).values;
+  } catch (e) {
+    console.error(`bench: ${e instanceof Error ? e.message : e}`);
+    console.error(BENCH_USAGE);
+    Deno.exit(2);
+  }
+}
+
+const BENCH_USAGE = "usage: deno task bench [--quick | --tiny] [--out DIR] [--no-tune] " +
+  "[--tune-cache FILE] [--python PATH] [--no-tfjs] [--no-adapt] [--adapt-run DIR]";
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      quick: { type: "boolean" },
-      tiny: { type: "boolean" },
-      out: { type: "string" },
-      "no-tune": { type: "boolean" },
-      "tune-cache": { type: "string" },
-      python: { type: "string" },
-      "no-tfjs": { type: "boolean" },
-      "no-adapt": { type: "boolean" },
-      "adapt-run": { type: "string" },
-    },
-  });
+  const values = benchFlags();
+  if (values.help) {
+    console.log(BENCH_USAGE);
+    Deno.exit(0);
+  }
   const t0 = performance.now();
   try {
     const md = await bench({

@@ -254,6 +254,10 @@ export async function gpuRun(options: GpuRunOptions): Promise<string> {
   return md;
 }
 
+const USAGE =
+  "usage: deno task gpu-run [--out docs] [--budget 480] [--python PATH] [--tune-cache FILE] " +
+  "[--no-tune] [--tiny]";
+
 if (import.meta.main) {
   let options: GpuRunOptions;
   const t0 = performance.now();
@@ -267,8 +271,13 @@ if (import.meta.main) {
         "tune-cache": { type: "string" },
         "no-tune": { type: "boolean" },
         tiny: { type: "boolean" },
+        help: { type: "boolean" },
       },
     });
+    if (values.help) {
+      console.log(USAGE);
+      Deno.exit(0);
+    }
     const budget = Number(values.budget ?? 480);
     if (!(budget > 0)) throw new RangeError(`--budget ${values.budget}: expected seconds > 0`);
     options = {
@@ -283,10 +292,7 @@ if (import.meta.main) {
     };
   } catch (e) {
     console.error(`gpu-run: ${e instanceof Error ? e.message : e}`);
-    console.error(
-      "usage: deno task gpu-run [--out docs] [--budget 480] [--python PATH] [--tune-cache FILE] " +
-        "[--no-tune] [--tiny]",
-    );
+    console.error(USAGE);
     Deno.exit(2);
   }
   try {
