@@ -61,8 +61,11 @@ export interface TuneSettings {
 
 interface Pending {
   request: TuneRequest;
-  /** Dispatches handed out with the default, rebuilt in place once the winner is known. */
-  dispatches: Dispatch[];
+  /**
+   * Dispatches handed out with the default, rebuilt in place once the winner is known; weakly
+   * held, so programs dropped before then are not kept alive.
+   */
+  dispatches: WeakRef<Dispatch>[];
 }
 
 interface State {
@@ -175,8 +178,8 @@ export function tunedDispatch(gpu: Gpu, request: TuneRequest): Dispatch {
   if (known !== undefined && request.variants.includes(known)) return request.build(known);
   const dispatch = { ...request.build(fallback) };
   const pending = s.pending.get(key);
-  if (pending) pending.dispatches.push(dispatch);
-  else s.pending.set(key, { request, dispatches: [dispatch] });
+  if (pending) pending.dispatches.push(new WeakRef(dispatch));
+  else s.pending.set(key, { request, dispatches: [new WeakRef(dispatch)] });
   return dispatch;
 }
 
@@ -225,10 +228,19 @@ export async function tunePending(
     const entry: TuneEntry = { winner, ms, timer, measured: new Date().toISOString() };
     const c = cache(s);
     (c.adapters[gpu.adapterKey] ??= {})[key] = entry;
-    for (const d of dispatches) {
-      const old = d.uniform;
-      Object.assign(d, request.build(winner));
-      if (old !== d.uniform) old?.destroy();
+    for (const ref of dispatches) {
+      const d = ref.deref();
+      if (!d || winner === fallback) continue;
+      // A dispatch of a program destroyed meanwhile binds destroyed buffers: building its
+      // replacement fails validation, and it stays as it was (nothing will run it).
+      gpu.device.pushErrorScope("validation");
+      const fresh = request.build(winner);
+      if (await gpu.device.popErrorScope()) {
+        fresh.uniform?.destroy();
+        continue;
+      }
+      d.uniform?.destroy();
+      Object.assign(d, fresh);
     }
     const result = { kernel: request.kernel, shapeClass: request.shapeClass, ...entry };
     results.push(result);
