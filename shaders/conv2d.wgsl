@@ -837,9 +837,9 @@ fn backward_bias(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 // (no unfolded copy in memory):
 //   forward_gemm          M = O, N = B Ho Wo, K = C k k; A = weight, B = x at the taps (0 in the
 //                         padding); y = act(out + bias).
-//   backward_input_gemm   M = C, N = B H W, K = O k k; A = weight over (o, tap) for channel c,
-//                         B = dy at the output pixel a tap of the input pixel lands on (0 where
-//                         none: outside, or between strides).
+//   backward_input_gemm   per stride phase of input pixels (below): M = C, N = B x the phase's
+//                         pixels, K = O x the phase's taps; A = weight over (o, tap) for channel
+//                         c, B = dy at the output pixel each tap of the input pixel lands on.
 //   backward_weight_gemm  M = O, N = C k k, K = B Ho Wo; A = dy, B = x at the taps.
 // A workgroup of 64 invocations computes a 32 x 32 tile of out[t]; per step of 16 along K it
 // stages the 32 x 16 slice of A and the 16 x 32 slice of B in workgroup memory (each value loaded
@@ -937,48 +937,87 @@ fn forward_gemm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   }
 }
 
-// dy[t, b, o, oy, ox] where input pixel n = (b, iy, ix) is tap (ky, kx) of output pixel (oy, ox),
-// for kk = (o, ky, kx); 0 where it is no output pixel's tap, and past K or N.
-fn gemm_dy(t: u32, kk: u32, n: u32) -> f32 {
-  let taps = bi_p.k * bi_p.k;
-  let plane = bi_p.h * bi_p.w;
+// backward_input_gemm works on one stride phase (ry, rx) of input pixels at a time: pixels with
+// (iy + pad) mod s = ry (and the same for x) receive only taps ky = ry + s a, kx = rx + s b, so the
+// product runs over those alone (1 / s^2 of the taps), with no zeros between strides.
+struct Phase {
+  ry: u32,
+  rx: u32,
+  // First input row and column of the phase, and its rows and columns.
+  iy0: u32,
+  ix0: u32,
+  rows: u32,
+  cols: u32,
+  // Taps of the phase along y and x.
+  ka: u32,
+  kb: u32,
+}
+
+fn phase_of(ph: u32) -> Phase {
+  let s = bi_p.stride;
+  let ry = ph / s;
+  let rx = ph % s;
+  let iy0 = (ry + s - bi_p.pad % s) % s;
+  let ix0 = (rx + s - bi_p.pad % s) % s;
+  let rows = select(0u, (bi_p.h - iy0 + s - 1u) / s, iy0 < bi_p.h);
+  let cols = select(0u, (bi_p.w - ix0 + s - 1u) / s, ix0 < bi_p.w);
+  let ka = select(0u, (bi_p.k - ry + s - 1u) / s, ry < bi_p.k);
+  let kb = select(0u, (bi_p.k - rx + s - 1u) / s, rx < bi_p.k);
+  return Phase(ry, rx, iy0, ix0, rows, cols, ka, kb);
+}
+
+// dy[t, b, o, oy, ox] for phase tap kk = (o, a, b') and phase pixel n = (b, j, i): input pixel
+// (iy0 + s j, ix0 + s i) takes tap (ry + s a, rx + s b') from output pixel
+// ((iy + pad - ky) / s, (ix + pad - kx) / s); 0 where that is outside, and past K or N.
+fn gemm_dy(t: u32, q: Phase, kk: u32, n: u32) -> f32 {
+  let taps = q.ka * q.kb;
+  let plane = q.rows * q.cols;
   if (kk >= bi_p.cout * taps || n >= bi_p.batch * plane) {
     return 0.0;
   }
   let o = kk / taps;
-  let ky = (kk % taps) / bi_p.k;
-  let kx = kk % bi_p.k;
+  let ky = q.ry + bi_p.stride * ((kk % taps) / q.kb);
+  let kx = q.rx + bi_p.stride * (kk % q.kb);
   let b = n / plane;
-  let s = i32(bi_p.stride);
-  let dy_ = i32((n % plane) / bi_p.w + bi_p.pad) - i32(ky);
-  let dx_ = i32(n % bi_p.w + bi_p.pad) - i32(kx);
-  if (dy_ < 0 || dx_ < 0 || dy_ % s != 0 || dx_ % s != 0) {
+  let iy = q.iy0 + bi_p.stride * ((n % plane) / q.cols);
+  let ix = q.ix0 + bi_p.stride * (n % q.cols);
+  let dy_ = i32(iy + bi_p.pad) - i32(ky);
+  let dx_ = i32(ix + bi_p.pad) - i32(kx);
+  if (dy_ < 0 || dx_ < 0) {
     return 0.0;
   }
-  let oy = u32(dy_ / s);
-  let ox = u32(dx_ / s);
+  let oy = u32(dy_) / bi_p.stride;
+  let ox = u32(dx_) / bi_p.stride;
   if (oy >= bi_p.ho || ox >= bi_p.wo) {
     return 0.0;
   }
   return src[(((t * bi_p.batch + b) * bi_p.cout + o) * bi_p.ho + oy) * bi_p.wo + ox];
 }
 
+// Workgroup g = (t, phase, row tile, column tile); blocks_b counts the column tiles of the
+// largest phase (B ceil(H / s) ceil(W / s) pixels); tiles past a smaller phase store nothing.
 @compute @workgroup_size(WG)
 fn backward_input_gemm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                        @builtin(local_invocation_index) lid: u32) {
-  let taps = bi_p.k * bi_p.k;
+  let phases = bi_p.stride * bi_p.stride;
+  let tile = gemm_tile(wid.x + wid.y * nwg.x, bi_p.tasks * phases, bi_p.blocks_a, bi_p.blocks_b);
+  let t = tile.t / phases;
+  let q = phase_of(tile.t % phases);
+  let taps = q.ka * q.kb;
   let big_k = bi_p.cout * taps;
-  let plane = bi_p.h * bi_p.w;
-  let tile = gemm_tile(wid.x + wid.y * nwg.x, bi_p.tasks, bi_p.blocks_a, bi_p.blocks_b);
+  let plane = q.rows * q.cols;
   var acc = mat4x4f();
   for (var k0 = 0u; k0 < big_k; k0 += GK) {
     for (var e = lid; e < GT * GK; e += WG) {
       let c = tile.m0 + e / GK;
       let kk = k0 + e % GK;
-      let o = min(kk, big_k - 1u) / taps;
-      let wi = ((tile.t * bi_p.cout + o) * bi_p.cin + min(c, bi_p.cin - 1u)) * taps + kk % taps;
+      let kc = min(kk, big_k - 1u);
+      let ky = q.ry + bi_p.stride * ((kc % taps) / q.kb);
+      let kx = q.rx + bi_p.stride * (kc % q.kb);
+      let wi = (((t * bi_p.cout + kc / taps) * bi_p.cin + min(c, bi_p.cin - 1u)) * bi_p.k + ky) *
+        bi_p.k + kx;
       ga[(e % GK) * GT + e / GK] = select(0.0, bi_weight[wi], c < bi_p.cin && kk < big_k);
-      gb[e] = gemm_dy(tile.t, k0 + e / GT, tile.n0 + e % GT);
+      gb[e] = gemm_dy(t, q, k0 + e / GT, tile.n0 + e % GT);
     }
     workgroupBarrier();
     gemm_step(&acc, lid);
@@ -992,7 +1031,9 @@ fn backward_input_gemm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroup
     for (var i = 0u; i < 4u; i++) {
       let c = tile.m0 + 4u * (lid / 8u) + i;
       if (c < bi_p.cin && n < bi_p.batch * plane) {
-        let xi = ((tile.t * bi_p.batch + n / plane) * bi_p.cin + c) * plane + n % plane;
+        let iy = q.iy0 + bi_p.stride * ((n % plane) / q.cols);
+        let ix = q.ix0 + bi_p.stride * (n % q.cols);
+        let xi = (((t * bi_p.batch + n / plane) * bi_p.cin + c) * bi_p.h + iy) * bi_p.w + ix;
         if (ACCUMULATE) {
           bi_dx[xi] += acc[j][i];
         } else {

@@ -303,10 +303,12 @@ function backwardInputDispatch(
   const { g, variant } = o;
   const constants = { ACCUMULATE: o.accumulate ? 1 : 0 };
   if (variant === "gemm") {
-    const blocks = gemmBlocks(g, g.cin, g.batch * g.h * g.w);
+    // One product per stride phase; the column tiles cover the largest phase.
+    const s = g.stride;
+    const blocks = gemmBlocks(g, g.cin, g.batch * Math.ceil(g.h / s) * Math.ceil(g.w / s));
     const u = uniform(gpu, g, blocks);
     const pipe = pipeline(gpu, "conv2d", { entry: "backward_input_gemm", constants });
-    return prepare(gpu, pipe, [dy, w, dx], grid(blocks.groups), u);
+    return prepare(gpu, pipe, [dy, w, dx], grid(blocks.groups * s * s), u);
   }
   const dy4 = vec4Binding(dy);
   const tiled = variant !== "naive" && dy4 !== undefined && g.k <= MAX_TILED_K;
