@@ -37,6 +37,8 @@ import {
 import { matmul, type MatmulVariant } from "./ops/matmul.ts";
 import { optimizerConfig, ParamGroup } from "./optim.ts";
 import {
+  installPeers,
+  peerVenv,
   pythonCandidates,
   type PythonReport,
   pythonReport,
@@ -477,6 +479,8 @@ export interface BenchOptions {
   tuneCache?: string;
   /** Python interpreter to try first for the peers and the GEMM yardstick. */
   python?: string;
+  /** First install a current PyTorch CPU wheel, numpy and threadpoolctl with pip (peerVenv()). */
+  installPeers?: boolean;
   /** False: skip the TensorFlow.js peer (it fetches npm packages on first use). Default true. */
   tfjs?: boolean;
   /** False: skip the adaptation-speed rows. Default true. */
@@ -563,6 +567,10 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
   const cores = navigator.hardwareConcurrency;
   const busy = load !== undefined && load > 0.5 * cores;
   progress(`adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
+  if (options.installPeers) {
+    progress(`installing the peers (PyTorch CPU, numpy, threadpoolctl) into ${peerVenv()}`);
+    await installPeers({ python: options.python, onLine: progress });
+  }
   progress(`measuring the CPU's GEMM peak (numpy and PyTorch, ${sizes.peakN}x${sizes.peakN})`);
   const reports: PythonReport[] = [];
   for (const python of pythonCandidates(options.python)) {
@@ -814,6 +822,7 @@ function benchFlags() {
         "no-tfjs": { type: "boolean" },
         "no-adapt": { type: "boolean" },
         "adapt-run": { type: "string" },
+        "install-peers": { type: "boolean" },
         help: { type: "boolean" },
       },
     }).values;
@@ -825,7 +834,7 @@ function benchFlags() {
 }
 
 const BENCH_USAGE = "usage: deno task bench [--quick | --tiny] [--out DIR] [--no-tune] " +
-  "[--tune-cache FILE] [--python PATH] [--no-tfjs] [--no-adapt] [--adapt-run DIR]";
+  "[--tune-cache FILE] [--python PATH] [--install-peers] [--no-tfjs] [--no-adapt] [--adapt-run DIR]";
 
 if (import.meta.main) {
   const values = benchFlags();
@@ -845,6 +854,7 @@ if (import.meta.main) {
       tfjs: !values["no-tfjs"],
       adapt: !values["no-adapt"],
       adaptRun: values["adapt-run"],
+      installPeers: Boolean(values["install-peers"]),
       onProgress: (line) =>
         console.error(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`),
     });

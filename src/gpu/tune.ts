@@ -80,24 +80,28 @@ const states = new WeakMap<GPUDevice, State>();
 /** How much faster than the default (as a fraction of its time) another candidate must be. */
 export const MARGIN = 0.1;
 
-/** The default cache file: SUPERNET_TUNE_CACHE, else supernet/tune.json in the OS cache folder. */
-export function defaultTuneCachePath(): string {
-  const env = (name: string) => {
-    try {
-      return Deno.env.get(name) || undefined;
-    } catch {
-      return undefined;
-    }
-  };
-  const explicit = env("SUPERNET_TUNE_CACHE");
-  if (explicit) return explicit;
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** SuperNet's folder in the OS cache folder (e.g. ~/.cache/supernet on Linux). */
+export function userCacheDir(): string {
   const home = env("HOME") ?? env("USERPROFILE") ?? ".";
   const base = Deno.build.os === "windows"
     ? env("LOCALAPPDATA") ?? `${home}/AppData/Local`
     : Deno.build.os === "darwin"
     ? `${home}/Library/Caches`
     : env("XDG_CACHE_HOME") ?? `${home}/.cache`;
-  return `${base}/supernet/tune.json`;
+  return `${base}/supernet`;
+}
+
+/** The default cache file: SUPERNET_TUNE_CACHE, else tune.json in {@linkcode userCacheDir}. */
+export function defaultTuneCachePath(): string {
+  return env("SUPERNET_TUNE_CACHE") ?? `${userCacheDir()}/tune.json`;
 }
 
 function state(gpu: Gpu): State {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { userCacheDir } from "../gpu/tune.ts";
 
 /**
  * Some machines pin OpenBLAS to an older core type (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE) for
@@ -41,22 +42,61 @@ export interface PythonReport {
   } | null;
 }
 
+/** The virtual environment `installPeers` fills: peers in SuperNet's folder of the OS cache. */
+export function peerVenv(): string {
+  return `${userCacheDir()}/peers`;
+}
+
+/** The Python of a virtual environment. */
+function venvPython(dir: string): string {
+  return Deno.build.os === "windows" ? `${dir}/Scripts/python.exe` : `${dir}/bin/python3`;
+}
+
 /**
  * The interpreters to try, strongest candidates first: `explicit` (--python), SUPERNET_PYTHON,
- * then python3 on the PATH and the system's /usr/bin/python3; duplicates dropped.
+ * the peers' virtual environment (when `installPeers` made one), then python3 on the PATH and
+ * the system's /usr/bin/python3; duplicates dropped.
  */
 export function pythonCandidates(explicit?: string): string[] {
   let env: string | undefined;
+  let venv: string | undefined = venvPython(peerVenv());
   try {
     env = Deno.env.get("SUPERNET_PYTHON") || undefined;
+    Deno.statSync(venv);
   } catch {
-    env = undefined;
+    venv = undefined;
   }
-  return [
-    ...new Set(
-      [explicit, env, "python3", "/usr/bin/python3"].filter((p): p is string => Boolean(p)),
-    ),
+  const all = [explicit, env, venv, "python3", "/usr/bin/python3"];
+  return [...new Set(all.filter((p): p is string => Boolean(p)))];
+}
+
+/**
+ * Makes the peers' virtual environment (`peerVenv()`) with a current PyTorch CPU wheel, numpy and
+ * threadpoolctl from pip's configured index; returns its Python. Throws with pip's last line when
+ * the index cannot provide them.
+ */
+export async function installPeers(
+  options: { python?: string; onLine?: (line: string) => void } = {},
+): Promise<string> {
+  const dir = peerVenv();
+  const steps: [string, string[]][] = [
+    [options.python ?? "python3", ["-m", "venv", dir]],
+    [venvPython(dir), ["-m", "pip", "install", "--upgrade", "torch", "numpy", "threadpoolctl"]],
   ];
+  for (const [command, args] of steps) {
+    options.onLine?.(`${command} ${args.join(" ")}`);
+    let out: Deno.CommandOutput;
+    try {
+      out = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
+    } catch (e) {
+      throw new Error(`Could not run ${command}: ${e instanceof Error ? e.message : e}`);
+    }
+    if (!out.success) {
+      const last = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1) ?? "";
+      throw new Error(`${command} ${args.slice(0, 3).join(" ")} failed: ${last}`);
+    }
+  }
+  return venvPython(dir);
 }
 
 /** Runs blas_peak.py with `python` for an n x n GEMM; undefined when it cannot run. */
