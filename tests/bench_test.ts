@@ -3,6 +3,8 @@ import { targetLine } from "../src/bench.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import {
   newer,
+  peerVenv,
+  pythonCandidates,
   type PythonReport,
   strongestTorch,
   yardstick,
@@ -146,4 +148,29 @@ Deno.test("gpu-run and tune reject bad flags with usage (exit 2)", async () => {
     assert.equal(result.code, 2, script);
     assert.match(new TextDecoder().decode(result.stderr), /usage: deno task/);
   }
+});
+
+Deno.test({
+  name: "the peers' virtual environment is a candidate once it exists",
+  // The cache folder is XDG_CACHE_HOME on Linux only.
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const before = Deno.env.get("XDG_CACHE_HOME");
+    Deno.env.set("XDG_CACHE_HOME", dir);
+    try {
+      assert.equal(peerVenv(), `${dir}/supernet/peers`);
+      assert.ok(!pythonCandidates().some((p) => p.startsWith(dir)));
+      await Deno.mkdir(`${dir}/supernet/peers/bin`, { recursive: true });
+      await Deno.writeTextFile(`${dir}/supernet/peers/bin/python3`, "");
+      const found = pythonCandidates("/opt/py/bin/python3");
+      assert.equal(found[0], "/opt/py/bin/python3");
+      assert.ok(found.includes(`${dir}/supernet/peers/bin/python3`));
+      assert.ok(found.indexOf(`${dir}/supernet/peers/bin/python3`) < found.indexOf("python3"));
+    } finally {
+      if (before === undefined) Deno.env.delete("XDG_CACHE_HOME");
+      else Deno.env.set("XDG_CACHE_HOME", before);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
