@@ -332,10 +332,10 @@ function arenaBytes(...arenas: { flat: { byteLength: number } }[]): number {
 /**
  * Peak GPU memory of a training step at T tasks (the most bytes of live buffers at once while the
  * step is built and run, everything the step needs included), against its lower bound: parameters
- * + gradients + Adam's two moments (4 x the trained values) + the forward's activations (the
- * bytes a forward-only tape allocates).
+ * + gradients + Adam's two moments (4 x the trained values) + the input batch + the forward's
+ * activations (the bytes a forward-only tape allocates).
  */
-async function memoryRows(
+export async function memoryRows(
   gpu: Gpu,
   sizes: { tasks: number[]; B: number },
   progress: Progress,
@@ -348,6 +348,7 @@ async function memoryRows(
     gpu.memory.resetPeak();
     const net = SuperNet.create(gpu, superNetConfig({ inputShape: [3, 32, 32], tasks: T }));
     const source = fixedSource(gpu, T, sizes.B, 0);
+    const batch = source.x.byteLength + source.y.byteLength + source.taskIndices.byteLength;
     const trained = arenaBytes(net.params, net.z);
     const probe = new Tape(gpu);
     const beforeForward = gpu.memory.live;
@@ -368,14 +369,14 @@ async function memoryRows(
     program.run(1);
     await sync(gpu);
     const peak = gpu.memory.peak - before;
-    const bound = 4 * trained + activations;
+    const bound = 4 * trained + batch + activations;
     rows.push({
       group: "memory",
       name: `seed_cnn T=${T} B=${sizes.B} step peak (lower bound ${
         mib(bound)
-      }: parameters, gradients and Adam state ${mib(4 * trained)} + activations ${
-        mib(activations)
-      })`,
+      }: parameters, gradients and Adam state ${mib(4 * trained)} + the batch ${
+        mib(batch)
+      } + activations ${mib(activations)})`,
       seconds: 0,
       bytes: peak,
       ratio: peak / bound,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { targetLine } from "../src/bench.ts";
+import { memoryRows, targetLine } from "../src/bench.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import {
   newer,
@@ -173,4 +173,17 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("peak memory of a step is counted from live buffers and stays within 2x of its bound", async () => {
+  const gpu = await getGpu();
+  const before = gpu.memory.live;
+  const [row] = await memoryRows(gpu, { tasks: [2], B: 2 }, () => {});
+  assert.equal(row?.group, "memory");
+  assert.match(row!.name, /T=2 B=2 step peak \(lower bound/);
+  // Everything the step allocated is freed again (but for 48 bytes the loss's metrics keep: a
+  // scratch tensor and two uniforms); the peak covers at least its lower bound.
+  assert.ok(gpu.memory.live - before <= 64, `${gpu.memory.live - before} bytes left`);
+  assert.ok(row!.ratio! >= 1 && row!.ratio! <= 2, `ratio ${row!.ratio}`);
+  assert.ok(row!.bytes! > 0);
 });
