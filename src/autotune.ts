@@ -21,6 +21,7 @@ import {
   type TuneEntry,
   tunePending,
   type TuneResult,
+  tuneSaveProblem,
   tuneSettings,
 } from "./gpu/tune.ts";
 import { SuperNet, superNetConfig } from "./model/supernet.ts";
@@ -170,6 +171,8 @@ if (import.meta.main) {
             `[${r.shapeClass}]: ${r.winner}`,
         ),
     });
+    const problem = tuneSaveProblem(gpu);
+    if (problem) console.error(`tune: warning: ${problem}; the winners were not saved`);
     console.log(`Kernel choices for ${gpu.adapterKey}`);
     console.log(`Cache: ${tuneSettings(gpu).path}\n`);
     console.log(tuneTable(entries));

@@ -153,6 +153,9 @@ Deno.test("a dispatch handed out before tuning is rebuilt in place with a faster
     };
     const d = tunedDispatch(gpu, request);
     assert.ok(d.pipeline.label.startsWith("matmul:naive"));
+    // A second dispatch of the same class on its own output: rebuilt on its own tensors.
+    const other = createTensor(gpu, [M, N]);
+    const d2 = tunedDispatch(gpu, { ...request, build: (v: string) => build(v, other) });
     // A second program of the same class, destroyed before tuning: left alone, no error.
     const dead = createTensor(gpu, [M, N]);
     tunedDispatch(gpu, { ...request, build: (v: string) => build(v, dead) });
@@ -162,7 +165,9 @@ Deno.test("a dispatch handed out before tuning is rebuilt in place with a faster
     assert.ok(d.pipeline.label.startsWith("matmul:tiled"));
     const want = matmulRef(av, bv, { T: 1, M, K, N });
     assertClose(await runAndRead(gpu, [d], out), want, { label: "rebuilt" });
-    for (const t of [a, b, out]) t.destroy();
+    assert.ok(d2.pipeline.label.startsWith("matmul:tiled"));
+    assertClose(await runAndRead(gpu, [d2], other), want, { label: "second, rebuilt" });
+    for (const t of [a, b, out, other]) t.destroy();
   });
   await Deno.remove(dir, { recursive: true });
 });

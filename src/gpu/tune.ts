@@ -68,11 +68,16 @@ interface Pending {
   dispatches: WeakRef<Dispatch>[];
 }
 
+/** How to rebuild each dispatch handed out before its winner was known (its own tensors). */
+const builders = new WeakMap<Dispatch, (variant: string) => Dispatch>();
+
 interface State {
   mode: "auto" | "off";
   path: string;
   cache?: TuneCache;
   pending: Map<string, Pending>;
+  /** Why the last write of the cache file failed (the winners then live in this process only). */
+  saveProblem?: string;
 }
 
 const states = new WeakMap<GPUDevice, State>();
@@ -181,6 +186,7 @@ export function tunedDispatch(gpu: Gpu, request: TuneRequest): Dispatch {
   const known = cache(s).adapters[gpu.adapterKey]?.[key]?.winner;
   if (known !== undefined && request.variants.includes(known)) return request.build(known);
   const dispatch = { ...request.build(fallback) };
+  builders.set(dispatch, request.build);
   const pending = s.pending.get(key);
   if (pending) pending.dispatches.push(new WeakRef(dispatch));
   else s.pending.set(key, { request, dispatches: [new WeakRef(dispatch)] });
@@ -238,7 +244,7 @@ export async function tunePending(
       // A dispatch of a program destroyed meanwhile binds destroyed buffers: building its
       // replacement fails validation, and it stays as it was (nothing will run it).
       gpu.device.pushErrorScope("validation");
-      const fresh = request.build(winner);
+      const fresh = (builders.get(d) ?? request.build)(winner);
       if (await gpu.device.popErrorScope()) {
         fresh.uniform?.destroy();
         continue;
@@ -251,8 +257,21 @@ export async function tunePending(
     options.onResult?.(result);
   }
   s.pending.clear();
-  await writeTuneCache(s.path, cache(s));
+  try {
+    await writeTuneCache(s.path, cache(s));
+    s.saveProblem = undefined;
+  } catch (e) {
+    s.saveProblem = `could not write ${s.path}: ${e instanceof Error ? e.message : e}`;
+  }
   return results;
+}
+
+/**
+ * Why the last `tunePending` could not write the cache file (e.g. a read-only home folder), or
+ * undefined: the winners are then used by this process only.
+ */
+export function tuneSaveProblem(gpu: Gpu): string | undefined {
+  return state(gpu).saveProblem;
 }
 
 /** Writes the cache file through a temporary file and a rename, so readers never see half. */
