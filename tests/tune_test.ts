@@ -8,6 +8,7 @@ import {
   readTuneCache,
   tunedDispatch,
   tunePending,
+  tuneSaveProblem,
   tuneSettings,
 } from "../src/gpu/tune.ts";
 import { conv2d } from "../src/ops/conv2d.ts";
@@ -168,6 +169,27 @@ Deno.test("a dispatch handed out before tuning is rebuilt in place with a faster
     assert.ok(d2.pipeline.label.startsWith("matmul:tiled"));
     assertClose(await runAndRead(gpu, [d2], other), want, { label: "second, rebuilt" });
     for (const t of [a, b, out, other]) t.destroy();
+  });
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a cache file that cannot be written keeps the winners in the process", async () => {
+  const gpu = await getGpu();
+  const dir = await Deno.makeTempDir();
+  const blocker = join(dir, "a-file");
+  await Deno.writeTextFile(blocker, "");
+  await withTuning(join(blocker, "tune.json"), async () => {
+    const a = createTensor(gpu, [1, 6, 10]);
+    const b = createTensor(gpu, [1, 10, 3]);
+    const out = createTensor(gpu, [1, 6, 3]);
+    matmul(gpu, a, b, out);
+    const results = await tunePending(gpu);
+    assert.equal(results.length, 1);
+    assert.match(tuneSaveProblem(gpu)!, /could not write .*a-file/);
+    // The winner is known in this process: the same class is not timed again.
+    matmul(gpu, a, b, out);
+    assert.equal(pendingTuneCount(gpu), 0);
+    for (const t of [a, b, out]) t.destroy();
   });
   await Deno.remove(dir, { recursive: true });
 });

@@ -143,14 +143,15 @@ export function tuneSettings(gpu: Gpu): Required<TuneSettings> {
   return { mode: s.mode, path: s.path };
 }
 
-/** Reads the cache file; an absent file is an empty cache, a foreign or broken one an error. */
+/** Reads the cache file; an absent or unreadable file is an empty cache, a foreign one an error. */
 export function readTuneCache(path: string): TuneCache {
   let text: string;
   try {
     text = Deno.readTextFileSync(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return { version: 1, adapters: {} };
-    throw e;
+  } catch {
+    // Absent or unreadable (no permission, a file where a folder should be): nothing cached yet;
+    // a later write reports its own problem.
+    return { version: 1, adapters: {} };
   }
   let parsed: unknown;
   try {
