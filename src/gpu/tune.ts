@@ -222,16 +222,7 @@ export async function tunePending(
   const timer = gpu.features.has("timestamp-query") ? "timestamp-query" : "wall clock";
   for (const [key, { request, dispatches }] of s.pending) {
     const fallback = request.variants[0]!;
-    const ms: Record<string, number> = {};
-    for (const variant of request.variants) {
-      const { dispatch, destroy } = request.measure(variant);
-      try {
-        ms[variant] = await timeDispatch(gpu, dispatch);
-      } finally {
-        await sync(gpu);
-        destroy();
-      }
-    }
+    const ms = await timeCandidates(gpu, request);
     // The default stays unless another candidate is clearly faster (timings of sub-millisecond
     // kernels on a busy machine jitter by several percent).
     const fastest = request.variants.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
@@ -285,25 +276,38 @@ export async function writeTuneCache(path: string, c: TuneCache): Promise<void> 
 }
 
 /**
- * Median milliseconds of one dispatch: 3 timed repeats after a warm-up, each of enough copies in
- * one pass to last >= 2 ms; with timestamp queries the pass is timed on the GPU, else by the wall
- * clock around submit and completion (less the cost of an empty submit).
+ * Median milliseconds per dispatch of every candidate: after a warm-up, 5 rounds that time each
+ * candidate in turn (interleaved, so a change in the machine's load falls on all of them alike),
+ * each timing enough copies in one pass to last >= 2 ms. With timestamp queries the pass is timed
+ * on the GPU, else by the wall clock around submit and completion.
  */
-async function timeDispatch(gpu: Gpu, d: Dispatch): Promise<number> {
-  run(gpu, [d]);
-  await sync(gpu);
-  const t0 = performance.now();
-  run(gpu, [d]);
-  await sync(gpu);
-  const once = performance.now() - t0;
-  const copies = Math.max(1, Math.min(64, Math.ceil(2 / Math.max(once, 1e-3))));
-  const list = Array<Dispatch>(copies).fill(d);
-  const times: number[] = [];
-  for (let r = 0; r < 3; r++) {
-    times.push((await timeList(gpu, list)) / copies);
+async function timeCandidates(gpu: Gpu, request: TuneRequest): Promise<Record<string, number>> {
+  const built = request.variants.map((v) => ({ variant: v, ...request.measure(v) }));
+  try {
+    const lists = [];
+    for (const { dispatch } of built) {
+      run(gpu, [dispatch]);
+      await sync(gpu);
+      const t0 = performance.now();
+      run(gpu, [dispatch]);
+      await sync(gpu);
+      const once = performance.now() - t0;
+      const copies = Math.max(1, Math.min(64, Math.ceil(2 / Math.max(once, 1e-3))));
+      lists.push(Array<Dispatch>(copies).fill(dispatch));
+    }
+    const times: number[][] = built.map(() => []);
+    for (let round = 0; round < 5; round++) {
+      for (const [i, list] of lists.entries()) {
+        times[i]!.push((await timeList(gpu, list)) / list.length);
+      }
+    }
+    return Object.fromEntries(
+      built.map(({ variant }, i) => [variant, times[i]!.sort((a, b) => a - b)[2]!]),
+    );
+  } finally {
+    await sync(gpu);
+    for (const b of built) b.destroy();
   }
-  times.sort((a, b) => a - b);
-  return times[1]!;
 }
 
 async function timeList(gpu: Gpu, list: Dispatch[]): Promise<number> {
