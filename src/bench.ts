@@ -721,7 +721,7 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     ...targets.map((t) =>
       targetLine(options.tiny ? { ...t, noVerdict: t.noVerdict ?? "tiny sizes" } : t, busy)
     ),
-    ...[1, 4, 16, 64].filter((t) => t !== 16).map((t) => [t, loopRatio(t)] as const)
+    ...sizes.tasks.filter((t) => t !== 16).map((t) => [t, loopRatio(t)] as const)
       .filter(([, r]) => r !== undefined)
       .map(([t, r]) => `Batched vs per-task loop at T = ${t}: ${r!.toFixed(2)}x.`),
     ...[1, 64].flatMap((t) =>
