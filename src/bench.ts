@@ -116,7 +116,7 @@ async function matmulRows(
     const b = tensorFrom(gpu, [K, N], random(K * N, 2));
     const out = createTensor(gpu, [M, N]);
     const flop = 2 * M * N * K;
-    for (const variant of ["tiled", "workgroup", "naive"] as MatmulVariant[]) {
+    for (const variant of ["tiled", "workgroup", "workgroup_large", "naive"] as MatmulVariant[]) {
       if (variant === "naive" && M * N * K > 1024 ** 3) continue;
       progress(`matmul ${label} ${variant}`);
       const d = matmul(gpu, a, b, out, { variant });
@@ -461,7 +461,7 @@ const TRIED = [
   "## What was tried",
   "",
   "- On llvmpipe every storage or workgroup-memory load costs about as much as tens of vector FMAs, whatever its width, so speed there comes from few loads and much reuse from registers; a GPU rewards the opposite (workgroup-memory tiles shared by many invocations). Hence two families of kernels, side by side in one WGSL file each, and a tuner that times them per adapter and shape class and caches the winner (`deno task tune`).",
-  "- matmul: register blocks of 4x4 up to 32x8 outputs per invocation (16x8 kept as `tiled`); vec4 loads along the contiguous dimension; blocks written out by hand (loop-indexed register arrays spill to memory); `workgroup`: 32x32 tiles staged through workgroup memory, 4x4 outputs per invocation.",
+  "- matmul: register blocks of 4x4 up to 32x8 outputs per invocation (16x8 kept as `tiled`); vec4 loads along the contiguous dimension; blocks written out by hand (loop-indexed register arrays spill to memory); `workgroup` and `workgroup_large`: 32x32 and 64x64 tiles staged through workgroup memory, 4x4 outputs per invocation.",
   "- conv2d: `tiled`: 16 output channels x 8 or 16 pixels per invocation in mat4x4 accumulators, input rows read as aligned vec4 windows with taps picked from registers, backward input split into stride^2 phases, activation as an override constant; `gemm`: implicit GEMM (no unfolded copy) through 32x32 workgroup-memory tiles, for all three passes.",
   "- The training step fuses bias and activation into the producing matmul or convolution, generates the weights of all T tasks with one matmul per head, prepares every dispatch once, and submits a whole step (batch assembly, forward, loss, backward, updates) as one command buffer.",
 ];

@@ -68,6 +68,10 @@ for (const [M, K, N, repeats] of SHAPES) {
       name: "workgroup (32x32 tiles in workgroup memory)",
       dispatch: matmul(gpu, a, b, out, { variant: "workgroup" })[0]!,
     },
+    {
+      name: "workgroup_large (64x64 tiles in workgroup memory)",
+      dispatch: matmul(gpu, a, b, out, { variant: "workgroup_large" })[0]!,
+    },
     { name: "naive", dispatch: matmul(gpu, a, b, out, { variant: "naive" })[0]!, baseline: true },
   ];
   if (M <= 512) {

@@ -13,7 +13,7 @@ import {
   upload,
 } from "./util.ts";
 
-const VARIANTS = ["tiled", "workgroup", "naive"] as const;
+const VARIANTS = ["tiled", "workgroup", "workgroup_large", "naive"] as const;
 const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
 
 /** A problem: sizes, logical operands op(a) [T, M, K] and op(b) [T, K, N], options. */
@@ -147,6 +147,7 @@ Deno.test("matmul on a larger batched shape", async () => {
   await check(gpu, { T: 2, M: 200, K: 300, N: 152, transB: true }, 301);
   await check(gpu, { T: 2, M: 200, K: 300, N: 152, transA: true, variant: "naive" }, 302);
   await check(gpu, { T: 2, M: 70, K: 45, N: 66, transA: true, variant: "workgroup" }, 303);
+  await check(gpu, { T: 2, M: 130, K: 33, N: 70, transB: true, variant: "workgroup_large" }, 304);
 });
 
 Deno.test("matmul gives no NaN for large inputs through tanh and sigmoid", async () => {

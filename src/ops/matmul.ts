@@ -29,17 +29,18 @@ export interface MatmulOptions {
   accumulate?: boolean;
   /**
    * Kernel: "tiled" (register-blocked, best on software rasterisers), "workgroup" (32 x 32 tiles
-   * staged in workgroup memory, for GPUs) or "naive" (one output per invocation, the benchmark's
-   * baseline). Unset: the tuner's choice between "tiled" and "workgroup" (src/gpu/tune.ts).
+   * staged in workgroup memory, for GPUs), "workgroup_large" (64 x 64 tiles, 256 invocations) or
+   * "naive" (one output per invocation, the benchmark's baseline). Unset: the tuner's choice
+   * among {@linkcode MATMUL_TUNED} (src/gpu/tune.ts).
    */
   variant?: MatmulVariant;
 }
 
 /** The kernels of shaders/matmul.wgsl. */
-export type MatmulVariant = "tiled" | "workgroup" | "naive";
+export type MatmulVariant = "tiled" | "workgroup" | "workgroup_large" | "naive";
 
 /** The variants the tuner times for a matmul, the built-in default first. */
-export const MATMUL_TUNED: readonly MatmulVariant[] = ["tiled", "workgroup"];
+export const MATMUL_TUNED: readonly MatmulVariant[] = ["tiled", "workgroup", "workgroup_large"];
 
 /** Register blocking of the tiled kernels: 4 x 4 blocks per invocation along M and along N. */
 interface Blocking {
@@ -153,9 +154,10 @@ function prepareMatmul(
     (transA ? M % 4 === 0 : K % 4 === 0) && (!transB || K % 4 === 0);
   const { rb, cb } = blocking(M, N);
   // Rows and columns of out per workgroup: 8 x 8 invocations for naive, 8 invocations side by side
-  // for the tiled kernels, 32 x 32 for the workgroup-memory kernel.
-  const tileM = variant === "naive" ? 8 : variant === "workgroup" ? 32 : 4 * rb;
-  const tileN = variant === "naive" ? 8 : variant === "workgroup" ? 32 : 32 * cb;
+  // for the tiled kernels, 32 x 32 or 64 x 64 for the workgroup-memory kernels.
+  const staged = variant === "workgroup" ? 32 : variant === "workgroup_large" ? 64 : undefined;
+  const tileM = variant === "naive" ? 8 : staged ?? 4 * rb;
+  const tileN = variant === "naive" ? 8 : staged ?? 32 * cb;
   const tilesM = Math.ceil(M / tileM);
   const tilesN = Math.ceil(N / tileN);
   const groups = T * tilesM * tilesN;
@@ -171,6 +173,8 @@ function prepareMatmul(
     ? (vec4 ? "tiled" : "tiled_scalar")
     : variant === "workgroup"
     ? "workgroup_tiled"
+    : variant === "workgroup_large"
+    ? "workgroup_large"
     : "naive";
   const pipe = pipeline(gpu, "matmul", { entry, constants });
   const uniform = new Uniform(gpu, [
