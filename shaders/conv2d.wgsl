@@ -831,3 +831,258 @@ fn backward_bias(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     }
   }
 }
+
+// Implicit GEMM: the GPU-oriented versions of the three passes, each a product
+// out[t] (M x N) = A[t] (M x K) @ B[t] (K x N) whose operands are read straight from the tensors
+// (no unfolded copy in memory):
+//   forward_gemm          M = O, N = B Ho Wo, K = C k k; A = weight, B = x at the taps (0 in the
+//                         padding); y = act(out + bias).
+//   backward_input_gemm   per stride phase of input pixels (below): M = C, N = B x the phase's
+//                         pixels, K = O x the phase's taps; A = weight over (o, tap) for channel
+//                         c, B = dy at the output pixel each tap of the input pixel lands on.
+//   backward_weight_gemm  M = O, N = C k k, K = B Ho Wo; A = dy, B = x at the taps.
+// A workgroup of 64 invocations computes a 32 x 32 tile of out[t]; per step of 16 along K it
+// stages the 32 x 16 slice of A and the 16 x 32 slice of B in workgroup memory (each value loaded
+// from storage once, then read by 8 invocations), and invocation (tx, ty) = (lid % 8, lid / 8)
+// accumulates rows 4 ty .. 4 ty + 3 x columns 4 tx .. 4 tx + 3 in order of increasing K, so
+// every output is the same sum in the same order on every run. Workgroup g = (t, row tile,
+// column tile), column tile fastest; blocks_a = ceil(M / 32), blocks_b = ceil(N / 32).
+const GT: u32 = 32u;
+const GK: u32 = 16u;
+
+// ga[kk * GT + m] = A[m0 + m, k0 + kk]; gb[kk * GT + n] = B[k0 + kk, n0 + n].
+var<workgroup> ga: array<f32, 512>;
+var<workgroup> gb: array<f32, 512>;
+
+struct GemmTile {
+  t: u32,
+  m0: u32,
+  n0: u32,
+  // False for the workgroups past the end of the grid: they join the barriers, store nothing.
+  live: bool,
+}
+
+fn gemm_tile(id: u32, tasks: u32, tiles_m: u32, tiles_n: u32) -> GemmTile {
+  let per = tiles_m * tiles_n;
+  let i = min(id, tasks * per - 1u);
+  return GemmTile(i / per, (i % per) / tiles_n * GT, (i % tiles_n) * GT, id < tasks * per);
+}
+
+// acc[j][i] += sum over the staged kk of A[4 ty + i, kk] B[kk, 4 tx + j].
+fn gemm_step(acc: ptr<function, mat4x4f>, lid: u32) {
+  let a0 = 4u * (lid / 8u);
+  let b0 = 4u * (lid % 8u);
+  for (var kk = 0u; kk < GK; kk++) {
+    let o = kk * GT;
+    let av = vec4f(ga[o + a0], ga[o + a0 + 1u], ga[o + a0 + 2u], ga[o + a0 + 3u]);
+    let bv = vec4f(gb[o + b0], gb[o + b0 + 1u], gb[o + b0 + 2u], gb[o + b0 + 3u]);
+    (*acc)[0] = fma(av, vec4f(bv.x), (*acc)[0]);
+    (*acc)[1] = fma(av, vec4f(bv.y), (*acc)[1]);
+    (*acc)[2] = fma(av, vec4f(bv.z), (*acc)[2]);
+    (*acc)[3] = fma(av, vec4f(bv.w), (*acc)[3]);
+  }
+}
+
+// x[t, b, c, oy * s - pad + ky, ox * s - pad + kx] for tap kk = (c, ky, kx) of output pixel
+// n = (b, oy, ox); 0 in the padding and past K or N.
+fn gemm_x(q: Params, t: u32, kk: u32, n: u32) -> f32 {
+  let taps = q.k * q.k;
+  let plane = q.ho * q.wo;
+  if (kk >= q.cin * taps || n >= q.batch * plane) {
+    return 0.0;
+  }
+  let c = kk / taps;
+  let ky = (kk % taps) / q.k;
+  let kx = kk % q.k;
+  let b = n / plane;
+  let iy = i32((n % plane) / q.wo * q.stride + ky) - i32(q.pad);
+  let ix = i32((n % q.wo) * q.stride + kx) - i32(q.pad);
+  if (iy < 0 || iy >= i32(q.h) || ix < 0 || ix >= i32(q.w)) {
+    return 0.0;
+  }
+  return src[(((t * q.batch + b) * q.cin + c) * q.h + u32(iy)) * q.w + u32(ix)];
+}
+
+@compute @workgroup_size(WG)
+fn forward_gemm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let big_k = p.cin * p.k * p.k;
+  let plane = p.ho * p.wo;
+  let tile = gemm_tile(wid.x + wid.y * nwg.x, p.tasks, p.blocks_a, p.blocks_b);
+  var acc = mat4x4f();
+  for (var k0 = 0u; k0 < big_k; k0 += GK) {
+    for (var e = lid; e < GT * GK; e += WG) {
+      let m = tile.m0 + e / GK;
+      let kk = k0 + e % GK;
+      let wi = (tile.t * p.cout + min(m, p.cout - 1u)) * big_k + min(kk, big_k - 1u);
+      ga[(e % GK) * GT + e / GK] = select(0.0, weight[wi], m < p.cout && kk < big_k);
+      gb[e] = gemm_x(p, tile.t, k0 + e / GT, tile.n0 + e % GT);
+    }
+    workgroupBarrier();
+    gemm_step(&acc, lid);
+    workgroupBarrier();
+  }
+  if (!tile.live) {
+    return;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    let n = tile.n0 + 4u * (lid % 8u) + j;
+    for (var i = 0u; i < 4u; i++) {
+      let m = tile.m0 + 4u * (lid / 8u) + i;
+      if (m < p.cout && n < p.batch * plane) {
+        let yi = ((tile.t * p.batch + n / plane) * p.cout + m) * plane + n % plane;
+        y[yi] = activate(acc[j][i] + bias[tile.t * p.cout + m]);
+      }
+    }
+  }
+}
+
+// backward_input_gemm works on one stride phase (ry, rx) of input pixels at a time: pixels with
+// (iy + pad) mod s = ry (and the same for x) receive only taps ky = ry + s a, kx = rx + s b, so the
+// product runs over those alone (1 / s^2 of the taps), with no zeros between strides.
+struct Phase {
+  ry: u32,
+  rx: u32,
+  // First input row and column of the phase, and its rows and columns.
+  iy0: u32,
+  ix0: u32,
+  rows: u32,
+  cols: u32,
+  // Taps of the phase along y and x.
+  ka: u32,
+  kb: u32,
+}
+
+fn phase_of(ph: u32) -> Phase {
+  let s = bi_p.stride;
+  let ry = ph / s;
+  let rx = ph % s;
+  let iy0 = (ry + s - bi_p.pad % s) % s;
+  let ix0 = (rx + s - bi_p.pad % s) % s;
+  let rows = select(0u, (bi_p.h - iy0 + s - 1u) / s, iy0 < bi_p.h);
+  let cols = select(0u, (bi_p.w - ix0 + s - 1u) / s, ix0 < bi_p.w);
+  let ka = select(0u, (bi_p.k - ry + s - 1u) / s, ry < bi_p.k);
+  let kb = select(0u, (bi_p.k - rx + s - 1u) / s, rx < bi_p.k);
+  return Phase(ry, rx, iy0, ix0, rows, cols, ka, kb);
+}
+
+// dy[t, b, o, oy, ox] for phase tap kk = (o, a, b') and phase pixel n = (b, j, i): input pixel
+// (iy0 + s j, ix0 + s i) takes tap (ry + s a, rx + s b') from output pixel
+// ((iy + pad - ky) / s, (ix + pad - kx) / s); 0 where that is outside, and past K or N.
+fn gemm_dy(t: u32, q: Phase, kk: u32, n: u32) -> f32 {
+  let taps = q.ka * q.kb;
+  let plane = q.rows * q.cols;
+  if (kk >= bi_p.cout * taps || n >= bi_p.batch * plane) {
+    return 0.0;
+  }
+  let o = kk / taps;
+  let ky = q.ry + bi_p.stride * ((kk % taps) / q.kb);
+  let kx = q.rx + bi_p.stride * (kk % q.kb);
+  let b = n / plane;
+  let iy = q.iy0 + bi_p.stride * ((n % plane) / q.cols);
+  let ix = q.ix0 + bi_p.stride * (n % q.cols);
+  let dy_ = i32(iy + bi_p.pad) - i32(ky);
+  let dx_ = i32(ix + bi_p.pad) - i32(kx);
+  if (dy_ < 0 || dx_ < 0) {
+    return 0.0;
+  }
+  let oy = u32(dy_) / bi_p.stride;
+  let ox = u32(dx_) / bi_p.stride;
+  if (oy >= bi_p.ho || ox >= bi_p.wo) {
+    return 0.0;
+  }
+  return src[(((t * bi_p.batch + b) * bi_p.cout + o) * bi_p.ho + oy) * bi_p.wo + ox];
+}
+
+// Workgroup g = (t, phase, row tile, column tile); blocks_b counts the column tiles of the
+// largest phase (B ceil(H / s) ceil(W / s) pixels); tiles past a smaller phase store nothing.
+@compute @workgroup_size(WG)
+fn backward_input_gemm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                       @builtin(local_invocation_index) lid: u32) {
+  let phases = bi_p.stride * bi_p.stride;
+  let tile = gemm_tile(wid.x + wid.y * nwg.x, bi_p.tasks * phases, bi_p.blocks_a, bi_p.blocks_b);
+  let t = tile.t / phases;
+  let q = phase_of(tile.t % phases);
+  let taps = q.ka * q.kb;
+  let big_k = bi_p.cout * taps;
+  let plane = q.rows * q.cols;
+  var acc = mat4x4f();
+  for (var k0 = 0u; k0 < big_k; k0 += GK) {
+    for (var e = lid; e < GT * GK; e += WG) {
+      let c = tile.m0 + e / GK;
+      let kk = k0 + e % GK;
+      let kc = min(kk, big_k - 1u);
+      let ky = q.ry + bi_p.stride * ((kc % taps) / q.kb);
+      let kx = q.rx + bi_p.stride * (kc % q.kb);
+      let wi = (((t * bi_p.cout + kc / taps) * bi_p.cin + min(c, bi_p.cin - 1u)) * bi_p.k + ky) *
+        bi_p.k + kx;
+      ga[(e % GK) * GT + e / GK] = select(0.0, bi_weight[wi], c < bi_p.cin && kk < big_k);
+      gb[e] = gemm_dy(t, q, k0 + e / GT, tile.n0 + e % GT);
+    }
+    workgroupBarrier();
+    gemm_step(&acc, lid);
+    workgroupBarrier();
+  }
+  if (!tile.live) {
+    return;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    let n = tile.n0 + 4u * (lid % 8u) + j;
+    for (var i = 0u; i < 4u; i++) {
+      let c = tile.m0 + 4u * (lid / 8u) + i;
+      if (c < bi_p.cin && n < bi_p.batch * plane) {
+        let iy = q.iy0 + bi_p.stride * ((n % plane) / q.cols);
+        let ix = q.ix0 + bi_p.stride * (n % q.cols);
+        let xi = (((t * bi_p.batch + n / plane) * bi_p.cin + c) * bi_p.h + iy) * bi_p.w + ix;
+        if (ACCUMULATE) {
+          bi_dx[xi] += acc[j][i];
+        } else {
+          bi_dx[xi] = acc[j][i];
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn backward_weight_gemm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                        @builtin(local_invocation_index) lid: u32) {
+  let plane = bw_p.ho * bw_p.wo;
+  let big_k = bw_p.batch * plane;
+  let big_n = bw_p.cin * bw_p.k * bw_p.k;
+  let tile = gemm_tile(wid.x + wid.y * nwg.x, bw_p.tasks, bw_p.blocks_a, bw_p.blocks_b);
+  var acc = mat4x4f();
+  for (var k0 = 0u; k0 < big_k; k0 += GK) {
+    for (var e = lid; e < GT * GK; e += WG) {
+      let o = tile.m0 + e / GK;
+      let kk = k0 + e % GK;
+      // A[o, (b, pixel)] = dy[t, b, o, pixel].
+      let q = min(kk, big_k - 1u);
+      let di = ((tile.t * bw_p.batch + q / plane) * bw_p.cout + min(o, bw_p.cout - 1u)) * plane +
+        q % plane;
+      ga[(e % GK) * GT + e / GK] = select(0.0, bw_dy[di], o < bw_p.cout && kk < big_k);
+      // B[(b, pixel), (c, ky, kx)] = x at the tap: gemm_x with the roles of kk and n swapped.
+      gb[e] = gemm_x(bw_p, tile.t, tile.n0 + e % GT, k0 + e / GT);
+    }
+    workgroupBarrier();
+    gemm_step(&acc, lid);
+    workgroupBarrier();
+  }
+  if (!tile.live) {
+    return;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    let n = tile.n0 + 4u * (lid % 8u) + j;
+    for (var i = 0u; i < 4u; i++) {
+      let o = tile.m0 + 4u * (lid / 8u) + i;
+      if (o < bw_p.cout && n < big_n) {
+        let wi = (tile.t * bw_p.cout + o) * big_n + n;
+        if (ACCUMULATE) {
+          bw_dw[wi] += acc[j][i];
+        } else {
+          bw_dw[wi] = acc[j][i];
+        }
+      }
+    }
+  }
+}

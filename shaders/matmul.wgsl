@@ -22,6 +22,8 @@
 //                 TRANS_A and not TRANS_B (then K is never the contiguous dimension).
 //   tiled_scalar  the same blocking with one-float loads, for any sizes.
 //   naive         one output per invocation, 8 x 8 per workgroup (kept for the benchmark).
+//   workgroup_tiled  32 x 32 tiles staged through workgroup memory (below), for GPUs.
+//   workgroup_large  the same with 64 x 64 tiles and 16 x 16 invocations.
 
 struct Params {
   m: u32,
@@ -363,4 +365,71 @@ fn naive(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     sum = fma(load_a(tile.t, row, k), load_b(tile.t, k, col), sum);
   }
   store(tile.t, row, col, sum);
+}
+
+// GPU-oriented versions: a workgroup of S x S invocations computes a 4 S x 4 S tile of out[t]
+// (S = 8: workgroup_tiled, 32 x 32; S = 16: workgroup_large, 64 x 64), stepping K by 16; each
+// step stages the 4 S x 16 slice of op(a) and the 16 x 4 S slice of op(b) in workgroup memory
+// (every value loaded once from storage, then read by S invocations), and an invocation
+// accumulates 4 x 4 outputs (rows 4 ty .. 4 ty + 3, columns 4 tx .. 4 tx + 3) in order of
+// increasing k. Any sizes and transpositions (loads clamp and zero past the end, as in the
+// kernels above); meant for GPUs with fast workgroup memory, where they are the tuner's choice.
+const GK: u32 = 16u;
+
+// tile_a[kk * 4 S + m] = op(a)[row + m, k0 + kk]; tile_b[kk * 4 S + n] = op(b)[k0 + kk, col + n].
+var<workgroup> tile_a: array<f32, 1024>;
+var<workgroup> tile_b: array<f32, 1024>;
+
+// The body of both entry points; `side` (S) is a constant at each call.
+fn staged_tiles(wid: vec3u, nwg: vec3u, lid: u32, side: u32) {
+  let gt = 4u * side;
+  let threads = side * side;
+  // The whole workgroup takes the same branch: no barrier below is skipped by only some.
+  let id = wid.x + wid.y * nwg.x;
+  let live = id < p.groups;
+  let tile = tile_of(min(id, p.groups - 1u), gt, gt);
+  let tx = lid % side;
+  let ty = lid / side;
+  var acc = mat4x4f();
+  for (var k0 = 0u; k0 < p.k; k0 += GK) {
+    for (var e = lid; e < gt * GK; e += threads) {
+      tile_a[(e % GK) * gt + e / GK] = load_a(tile.t, tile.row + e / GK, k0 + e % GK);
+      tile_b[e] = select(0.0, load_b(tile.t, k0 + e / gt, tile.col + e % gt), k0 + e / gt < p.k);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < GK; kk++) {
+      let a0 = kk * gt + 4u * ty;
+      let b0 = kk * gt + 4u * tx;
+      let av = vec4f(tile_a[a0], tile_a[a0 + 1u], tile_a[a0 + 2u], tile_a[a0 + 3u]);
+      let bv = vec4f(tile_b[b0], tile_b[b0 + 1u], tile_b[b0 + 2u], tile_b[b0 + 3u]);
+      acc[0] = fma(av, vec4f(bv.x), acc[0]);
+      acc[1] = fma(av, vec4f(bv.y), acc[1]);
+      acc[2] = fma(av, vec4f(bv.z), acc[2]);
+      acc[3] = fma(av, vec4f(bv.w), acc[3]);
+    }
+    workgroupBarrier();
+  }
+  if (live) {
+    let row = tile.row + 4u * ty;
+    let col = tile.col + 4u * tx;
+    for (var j = 0u; j < 4u; j++) {
+      for (var i = 0u; i < 4u; i++) {
+        if (row + i < p.m && col + j < p.n) {
+          store(tile.t, row + i, col + j, acc[j][i]);
+        }
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(8, 8)
+fn workgroup_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                   @builtin(local_invocation_index) lid: u32) {
+  staged_tiles(wid, nwg, lid, 8u);
+}
+
+@compute @workgroup_size(16, 16)
+fn workgroup_large(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                   @builtin(local_invocation_index) lid: u32) {
+  staged_tiles(wid, nwg, lid, 16u);
 }

@@ -1,8 +1,10 @@
 /**
- * `deno task bench`: kernel throughput (matmul, the batched task conv2d of seed_cnn), the CPU's
- * native fp32 GEMM peak measured in the same run (numpy, when present), and training-step
- * throughput of the SuperNet, batched over T tasks vs a per-task loop. Writes
- * docs/benchmarks.json and the table in docs/benchmarks.md.
+ * `deno task bench`: kernel throughput of every variant (matmul, the batched task conv2d of
+ * seed_cnn), the CPU's fp32 GEMM peak measured in the same run through an optimised BLAS (the best
+ * of numpy and PyTorch, with the library each reports), training-step throughput of the SuperNet
+ * with the tuned kernels, batched over T tasks vs a per-task loop, peak GPU memory per step,
+ * adaptation speed, and the peers (PyTorch, TensorFlow.js). Writes docs/benchmarks.json and
+ * docs/benchmarks.md, every figure in it from this run; prints progress while it runs.
  *
  * Timing: every measurement is the median of >= 5 timed repeats after a warm-up; a repeat submits
  * the work and ends with `onSubmittedWorkDone`.
@@ -13,13 +15,38 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { BatchSource } from "./engine.ts";
 import { StepProgram } from "./engine.ts";
+import { adaptRows } from "./bench_adapt.ts";
 import { getGpu, type Gpu } from "./gpu/device.ts";
 import { type Dispatch, run, sync } from "./gpu/kernel.ts";
 import { createTensor, tensorFrom } from "./gpu/tensor.ts";
+import {
+  configureTuning,
+  readTuneCache,
+  tunePending,
+  type TuneResult,
+  tuneSettings,
+} from "./gpu/tune.ts";
 import { SuperNet, superNetConfig } from "./model/supernet.ts";
-import { conv2d, conv2dBackwardInput, conv2dBackwardWeight } from "./ops/conv2d.ts";
-import { matmul } from "./ops/matmul.ts";
+import { Tape } from "./tape.ts";
+import {
+  conv2d,
+  conv2dBackwardInput,
+  conv2dBackwardWeight,
+  type Conv2dVariant,
+} from "./ops/conv2d.ts";
+import { matmul, type MatmulVariant } from "./ops/matmul.ts";
 import { optimizerConfig, ParamGroup } from "./optim.ts";
+import {
+  installPeers,
+  peerVenv,
+  pythonCandidates,
+  type PythonReport,
+  pythonReport,
+  strongestTorch,
+  torchStep,
+  yardstick,
+  yardstickProblem,
+} from "./peers/python.ts";
 import { Random } from "./random.ts";
 
 /** One benchmark row. */
@@ -34,7 +61,14 @@ export interface BenchRow {
   gflops?: number;
   /** Images per second, for training steps. */
   imagesPerSecond?: number;
+  /** Bytes, for memory rows. */
+  bytes?: number;
+  /** A ratio, for rows that compare (e.g. memory peak / its lower bound). */
+  ratio?: number;
 }
+
+/** Reports progress: one line per measurement as it starts or ends. */
+export type Progress = (line: string) => void;
 
 async function time(
   gpu: Gpu,
@@ -68,6 +102,7 @@ async function matmulRows(
   gpu: Gpu,
   sizes: number[],
   heads: [number, number, number][],
+  progress: Progress,
 ): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const shapes: [string, number, number, number][] = [
@@ -81,8 +116,9 @@ async function matmulRows(
     const b = tensorFrom(gpu, [K, N], random(K * N, 2));
     const out = createTensor(gpu, [M, N]);
     const flop = 2 * M * N * K;
-    for (const variant of ["tiled", "naive"] as const) {
+    for (const variant of ["tiled", "workgroup", "workgroup_large", "naive"] as MatmulVariant[]) {
       if (variant === "naive" && M * N * K > 1024 ** 3) continue;
+      progress(`matmul ${label} ${variant}`);
       const d = matmul(gpu, a, b, out, { variant });
       const repeat = Math.max(1, Math.round(2e8 / flop));
       const list: Dispatch[] = Array.from({ length: repeat }, () => d).flat();
@@ -101,7 +137,12 @@ async function matmulRows(
   return rows;
 }
 
-async function convRows(gpu: Gpu, T: number, B: number): Promise<BenchRow[]> {
+async function convRows(
+  gpu: Gpu,
+  sizes: { T: number; B: number },
+  progress: Progress,
+): Promise<BenchRow[]> {
+  const { T, B } = sizes;
   const rows: BenchRow[] = [];
   // seed_cnn on 32x32x3: 3->16 at 32x32, then 16->16 at 16x16 (5x5, stride 2, padding 2).
   for (const [C, H] of [[3, 32], [16, 16]] as const) {
@@ -115,16 +156,20 @@ async function convRows(gpu: Gpu, T: number, B: number): Promise<BenchRow[]> {
     const dw = createTensor(gpu, [T, O, C, 5, 5]);
     const flop = 2 * T * B * O * Ho * Ho * C * 25;
     const opts = { stride: 2, padding: 2 };
-    const cases: [string, Dispatch[]][] = [
-      ["forward tiled", conv2d(gpu, x, w, bias, y, { ...opts, activation: "leaky_relu" })],
-      [
-        "forward naive",
-        conv2d(gpu, x, w, bias, y, { ...opts, activation: "leaky_relu", variant: "naive" }),
-      ],
-      ["backward input", conv2dBackwardInput(gpu, y, w, dx, opts)],
-      ["backward weight", conv2dBackwardWeight(gpu, x, y, dw, opts)],
-    ];
-    for (const [name, d] of cases) {
+    const cases: [string, () => Dispatch[]][] = [];
+    for (const variant of ["tiled", "gemm", "naive"] as Conv2dVariant[]) {
+      const o = { ...opts, variant };
+      cases.push([
+        `forward ${variant}`,
+        () => conv2d(gpu, x, w, bias, y, { ...o, activation: "leaky_relu" }),
+      ]);
+      if (variant === "naive") continue;
+      cases.push([`backward input ${variant}`, () => conv2dBackwardInput(gpu, y, w, dx, o)]);
+      cases.push([`backward weight ${variant}`, () => conv2dBackwardWeight(gpu, x, y, dw, o)]);
+    }
+    for (const [name, prepareCase] of cases) {
+      progress(`conv2d T=${T} B=${B} ${C}->${O} ${H}x${H}: ${name}`);
+      const d = prepareCase();
       const seconds = await time(gpu, () => run(gpu, d));
       rows.push({
         group: "conv2d",
@@ -209,7 +254,12 @@ function fixedSource(gpu: Gpu, T: number, B: number, offset: number): BatchSourc
   return { x, y, taskIndices, next: () => none };
 }
 
-async function stepRows(gpu: Gpu, tasks: number[], B: number): Promise<BenchRow[]> {
+async function stepRows(
+  gpu: Gpu,
+  sizes: { tasks: number[]; B: number; focus: number },
+  progress: Progress,
+): Promise<BenchRow[]> {
+  const { tasks, B, focus } = sizes;
   const rows: BenchRow[] = [];
   const maxT = Math.max(...tasks);
   const net = SuperNet.create(gpu, superNetConfig({ inputShape: [3, 32, 32], tasks: maxT }));
@@ -219,15 +269,20 @@ async function stepRows(gpu: Gpu, tasks: number[], B: number): Promise<BenchRow[
     schedule,
   });
   const z = new ParamGroup(gpu, net.z, { optimizer: optimizerConfig("adam", 1e-3), schedule });
-  const build = (T: number, offset: number) =>
-    new StepProgram(gpu, {
+  const build = async (T: number, offset: number) => {
+    const program = new StepProgram(gpu, {
       source: fixedSource(gpu, T, B, offset),
       forward: (tape, inputs) =>
         net.forward(tape, { ...inputs, grads: { params: params.grads, z: z.grads } }),
       groups: [params, z],
     });
+    // Shapes first seen here are tuned before the step is timed.
+    await tunePending(gpu, { onResult: (r) => progress(tuneLine(r)) });
+    return program;
+  };
   for (const T of tasks) {
-    const batched = build(T, 0);
+    progress(`training step seed_cnn T=${T} B=${B} batched`);
+    const batched = await build(T, 0);
     const seconds = await time(gpu, () => batched.run(1));
     rows.push({
       group: "training step",
@@ -235,14 +290,17 @@ async function stepRows(gpu: Gpu, tasks: number[], B: number): Promise<BenchRow[
       seconds,
       imagesPerSecond: (T * B) / seconds,
     });
-    if (T === 16) {
+    if (T === focus) {
+      progress(`step breakdown and per-kernel times at T=${T}`);
       rows.push(...(await breakdown(gpu, batched, `seed_cnn T=${T} B=${B}`)));
       rows.push(...(await perKernel(gpu, batched, `seed_cnn T=${T} B=${B}`)));
     }
     batched.destroy();
     // The per-task loop: one T = 1 step per task, each a full dispatch chain (forward, backward,
     // update), as a framework without batched per-task weights runs it.
-    const loop = Array.from({ length: T }, (_, t) => build(1, t));
+    progress(`training step seed_cnn T=${T} B=${B} per-task loop`);
+    const loop: StepProgram[] = [];
+    for (let t = 0; t < T; t++) loop.push(await build(1, t));
     const loopSeconds = await time(gpu, () => {
       for (const p of loop) p.run(1);
     });
@@ -260,66 +318,79 @@ async function stepRows(gpu: Gpu, tasks: number[], B: number): Promise<BenchRow[
   return rows;
 }
 
-/**
- * Some machines pin OpenBLAS to an older core type (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE) for
- * correctness with old builds; a current build then runs far below its peak, so the native peer
- * processes run without them.
- */
-const NATIVE_ENV = Object.fromEntries(
-  Object.entries(Deno.env.toObject()).filter(([k]) => !k.startsWith("OPENBLAS_")),
-);
-
-/** The CPU's fp32 GEMM rate through numpy's BLAS, in a separate process; undefined without it. */
-async function nativePeak(): Promise<{ gflops: number; detail: string } | undefined> {
-  const script = [
-    "import numpy as np, time",
-    "n = 2048",
-    "a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)",
-    "a @ b",
-    "ts = []",
-    "for _ in range(7):",
-    "    t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)",
-    "ts.sort(); print(2 * n**3 / ts[3] / 1e9, np.__version__)",
-  ].join("\n");
-  for (const python of ["/usr/bin/python3", "python3"]) {
-    try {
-      const out = await new Deno.Command(python, {
-        args: ["-c", script],
-        stdout: "piped",
-        stderr: "null",
-        env: NATIVE_ENV,
-        clearEnv: true,
-      }).output();
-      if (!out.success) continue;
-      const [gflops, version] = new TextDecoder().decode(out.stdout).trim().split(" ");
-      return { gflops: Number(gflops), detail: `numpy ${version} (${python}), 2048x2048 fp32` };
-    } catch {
-      continue;
-    }
-  }
-  return undefined;
+/** One line of progress for a tuned shape class. */
+function tuneLine(r: TuneResult): string {
+  const times = Object.entries(r.ms).map(([v, ms]) => `${v} ${ms.toFixed(3)} ms`).join(", ");
+  return `tuned ${r.kernel} [${r.shapeClass}]: ${r.winner} (${times}; ${r.timer})`;
 }
 
-/** Images/s of the same step in PyTorch on the CPU (src/peers/torch_step.py); undefined without it. */
-async function torchStep(
-  T: number,
-  B: number,
-): Promise<{ imagesPerSecond: number; detail: string } | undefined> {
-  const script = new URL("./peers/torch_step.py", import.meta.url).pathname;
-  try {
-    const out = await new Deno.Command("/usr/bin/python3", {
-      args: [script, String(T), String(B)],
-      stdout: "piped",
-      stderr: "null",
-      env: NATIVE_ENV,
-      clearEnv: true,
-    }).output();
-    if (!out.success) return undefined;
-    const [rate, version, threads] = new TextDecoder().decode(out.stdout).trim().split(" ");
-    return { imagesPerSecond: Number(rate), detail: `PyTorch ${version}, ${threads} threads` };
-  } catch {
-    return undefined;
+/** Sum of the bytes of the tensors in `arenas`. */
+function arenaBytes(...arenas: { flat: { byteLength: number } }[]): number {
+  return arenas.reduce((n, a) => n + a.flat.byteLength, 0);
+}
+
+/**
+ * Peak GPU memory of a training step at T tasks (the most bytes of live buffers at once while the
+ * step is built and run, everything the step needs included), against its lower bound: parameters
+ * + gradients + Adam's two moments (4 x the trained values) + the input batch + the forward's
+ * activations (the bytes a forward-only tape allocates).
+ */
+export async function memoryRows(
+  gpu: Gpu,
+  sizes: { tasks: number[]; B: number },
+  progress: Progress,
+): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  for (const T of sizes.tasks) {
+    progress(`peak memory of a training step at T=${T} B=${sizes.B}`);
+    await sync(gpu);
+    const before = gpu.memory.live;
+    gpu.memory.resetPeak();
+    const net = SuperNet.create(gpu, superNetConfig({ inputShape: [3, 32, 32], tasks: T }));
+    const source = fixedSource(gpu, T, sizes.B, 0);
+    const batch = source.x.byteLength + source.y.byteLength + source.taskIndices.byteLength;
+    const trained = arenaBytes(net.params, net.z);
+    const probe = new Tape(gpu);
+    const beforeForward = gpu.memory.live;
+    net.forward(probe, { x: source.x, taskIndices: source.taskIndices });
+    const activations = gpu.memory.live - beforeForward;
+    probe.destroy();
+    const schedule = { lr: 1e-3, kind: "constant" as const, warmup: 0, steps: 1 };
+    const groups = [net.params, net.z].map((arena) =>
+      new ParamGroup(gpu, arena, { optimizer: optimizerConfig("adam", 1e-3), schedule })
+    );
+    const program = new StepProgram(gpu, {
+      source,
+      forward: (tape, inputs) =>
+        net.forward(tape, { ...inputs, grads: { params: groups[0]!.grads, z: groups[1]!.grads } }),
+      groups,
+    });
+    await tunePending(gpu, { onResult: (r) => progress(tuneLine(r)) });
+    program.run(1);
+    await sync(gpu);
+    const peak = gpu.memory.peak - before;
+    const bound = 4 * trained + batch + activations;
+    rows.push({
+      group: "memory",
+      name: `seed_cnn T=${T} B=${sizes.B} step peak (lower bound ${
+        mib(bound)
+      }: parameters, gradients and Adam state ${mib(4 * trained)} + the batch ${
+        mib(batch)
+      } + activations ${mib(activations)})`,
+      seconds: 0,
+      bytes: peak,
+      ratio: peak / bound,
+    });
+    program.destroy();
+    for (const g of groups) g.destroy();
+    for (const t of [source.x, source.y, source.taskIndices]) t.destroy();
+    net.destroy();
   }
+  return rows;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /** Images/s of the same step in TensorFlow.js on WebGPU (src/peers/tfjs_step.ts), same adapter. */
@@ -338,30 +409,43 @@ async function tfjsStep(
   return { imagesPerSecond: Number(rate), detail: `TensorFlow.js ${version} WebGPU` };
 }
 
-async function cpuName(): Promise<string> {
+/** The contents of a /proc file, read with cat (Deno guards /proc behind more than --allow-read). */
+async function procFile(name: string): Promise<string | undefined> {
   try {
-    // Deno guards /proc behind more than --allow-read; cat is enough under --allow-run.
-    const out = await new Deno.Command("cat", { args: ["/proc/cpuinfo"], stdout: "piped" })
+    const out = await new Deno.Command("cat", { args: [name], stdout: "piped", stderr: "null" })
       .output();
-    const info = new TextDecoder().decode(out.stdout);
-    const model = info.match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
-    return `${model}, ${navigator.hardwareConcurrency} cores`;
+    return out.success ? new TextDecoder().decode(out.stdout) : undefined;
   } catch {
-    return `${navigator.hardwareConcurrency} cores`;
+    return undefined;
   }
+}
+
+async function cpuName(): Promise<string> {
+  const info = await procFile("/proc/cpuinfo");
+  const model = info?.match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
+  return `${model}, ${navigator.hardwareConcurrency} cores`;
+}
+
+/** The 1-minute load average, when the OS reports one. */
+async function loadAverage(): Promise<number | undefined> {
+  const text = await procFile("/proc/loadavg");
+  const v = Number(text?.split(" ")[0]);
+  return Number.isFinite(v) ? v : undefined;
 }
 
 function table(rows: BenchRow[], peak?: number): string {
   const lines = [
-    "| group | benchmark | median ms | GFLOP/s | % of native peak | images/s |",
-    "| --- | --- | ---: | ---: | ---: | ---: |",
+    "| group | benchmark | median ms | GFLOP/s | % of GEMM peak | images/s | MiB | ratio |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.group} | ${r.name} | ${(r.seconds * 1000).toFixed(2)} | ${
+      `| ${r.group} | ${r.name} | ${r.bytes === undefined ? (r.seconds * 1000).toFixed(2) : ""} | ${
         r.gflops?.toFixed(2) ?? ""
       } | ${r.gflops && peak ? `${((100 * r.gflops) / peak).toFixed(1)}%` : ""} | ${
         r.imagesPerSecond ? Math.round(r.imagesPerSecond).toLocaleString("en") : ""
+      } | ${r.bytes === undefined ? "" : (r.bytes / 2 ** 20).toFixed(1)} | ${
+        r.ratio === undefined ? "" : `${r.ratio.toFixed(2)}x`
       } |`,
     );
   }
@@ -369,135 +453,415 @@ function table(rows: BenchRow[], peak?: number): string {
 }
 
 /**
- * What the kernels' tuning tried on the software driver (llvmpipe), kept beside the numbers so a
- * missed target comes with its history; measured with tests/matmul_bench.ts and
- * tests/conv2d_bench.ts (`deno bench -A`).
+ * What the kernels' tuning tried, kept beside the numbers so a missed target comes with its
+ * history; figures are not repeated here: the rows of each run measure them (tests/matmul_bench.ts
+ * and tests/conv2d_bench.ts time the variants with `deno bench -A`).
  */
 const TRIED = [
   "## What was tried",
   "",
-  "- On llvmpipe every storage or workgroup-memory load costs about as much as tens of vector FMAs, whatever its width, so speed comes from few loads and much reuse from registers.",
-  "- matmul: register blocks of 4x4, 8x4, 8x8, 16x4, 16x8 (kept), 16x16, 24x8 and 32x8 outputs per invocation; vec4 loads along the contiguous dimension (kept; 1-float loads are 2x slower); staging tiles through workgroup memory (2.3x slower with the same blocking, dropped); blocks written out by hand (loop-indexed register arrays were 50x slower). Larger blocks spill registers.",
-  "- conv2d: 16 output channels x 8 or 16 pixels per invocation in mat4x4 accumulators; input rows read as aligned vec4 windows with taps picked from registers; backward input split into stride^2 phases; activation as an override constant (a uniform switch was 1.7x slower, llvmpipe runs every case); weights in uniform buffers, texture loads and FMA intrinsics gave nothing.",
+  "- On llvmpipe every storage or workgroup-memory load costs about as much as tens of vector FMAs, whatever its width, so speed there comes from few loads and much reuse from registers; a GPU rewards the opposite (workgroup-memory tiles shared by many invocations). Hence two families of kernels, side by side in one WGSL file each, and a tuner that times them per adapter and shape class and caches the winner (`deno task tune`).",
+  "- matmul: register blocks of 4x4 up to 32x8 outputs per invocation (16x8 kept as `tiled`); vec4 loads along the contiguous dimension; blocks written out by hand (loop-indexed register arrays spill to memory); `workgroup` and `workgroup_large`: 32x32 and 64x64 tiles staged through workgroup memory, 4x4 outputs per invocation.",
+  "- conv2d: `tiled`: 16 output channels x 8 or 16 pixels per invocation in mat4x4 accumulators, input rows read as aligned vec4 windows with taps picked from registers, backward input split into stride^2 phases, activation as an override constant; `gemm`: implicit GEMM (no unfolded copy) through 32x32 workgroup-memory tiles, for all three passes.",
   "- The training step fuses bias and activation into the producing matmul or convolution, generates the weights of all T tasks with one matmul per head, prepares every dispatch once, and submits a whole step (batch assembly, forward, loss, backward, updates) as one command buffer.",
-  "- Where the step's time goes is the breakdown above: the convolutions run at 8-10 GFLOP/s and dominate both passes; the backward costs about 2.3x the forward. The per-task loop pays the generator's update (10-14 ms over 3.7 million parameters) and ~60 dispatches once per task, which is why batching gains 3-3.6x rather than 5x: most of the batched step is convolution work that grows with T.",
 ];
 
-/** Runs the benchmarks and writes docs/benchmarks.{json,md}. */
-export async function bench(options: { quick: boolean; out: string }): Promise<string> {
+/** Options of {@linkcode bench}. */
+export interface BenchOptions {
+  /** Fewer sizes (a few minutes). */
+  quick?: boolean;
+  /** Tiny sizes only, to check the whole run end to end (seconds; figures meaningless). */
+  tiny?: boolean;
+  /** Folder of benchmarks.md and benchmarks.json (default "docs"). */
+  out?: string;
+  /** False: the built-in kernel defaults, no tuning (`--no-tune`). Default true. */
+  tune?: boolean;
+  /** The tuner's cache file (default: the tuner's, see src/gpu/tune.ts). */
+  tuneCache?: string;
+  /** Python interpreter to try first for the peers and the GEMM yardstick. */
+  python?: string;
+  /** First install a current PyTorch CPU wheel, numpy and threadpoolctl with pip (peerVenv()). */
+  installPeers?: boolean;
+  /** False: skip the TensorFlow.js peer (it fetches npm packages on first use). Default true. */
+  tfjs?: boolean;
+  /** False: skip the adaptation-speed rows. Default true. */
+  adapt?: boolean;
+  /** A trained run folder whose generator the adaptation rows use (default: a fresh one). */
+  adaptRun?: string;
+  /** Called with a line as each measurement starts. */
+  onProgress?: Progress;
+}
+
+/** The sizes each mode runs. */
+function plan(options: BenchOptions) {
+  if (options.tiny) {
+    return {
+      peakN: 256,
+      matmul: [64],
+      heads: [[2, 100, 640]] as [number, number, number][],
+      conv: { T: 2, B: 4 },
+      tasks: [1, 2],
+      B: 4,
+      focus: 2,
+      memory: [2],
+      peers: [2],
+      adapt: { slots: [1, 2], steps: 3, batch: 4 },
+    };
+  }
+  return {
+    peakN: 2048,
+    matmul: options.quick ? [256, 512] : [256, 512, 1024, 2048],
+    heads: [[16, 100, 6400], [64, 100, 6400]] as [number, number, number][],
+    conv: { T: 16, B: 32 },
+    tasks: options.quick ? [1, 4, 16] : [1, 4, 16, 64],
+    B: 32,
+    focus: 16,
+    memory: options.quick ? [16] : [16, 64],
+    peers: options.quick ? [16] : [1, 16, 64],
+    adapt: { slots: options.quick ? [1, 8] : [1, 8, 64], steps: 20, batch: 32 },
+  };
+}
+
+/** A stated target: what, the measured value, the goal, and the verdict. */
+export interface Target {
+  /** What is measured, e.g. "Batched vs per-task loop at T = 16". */
+  what: string;
+  /** The measured value; undefined when this run did not measure it. */
+  value?: number;
+  /** The goal. */
+  goal: number;
+  /** How values print: a ratio or a percentage. */
+  unit: "x" | "%";
+  /** Why no verdict can be given although a value was measured. */
+  noVerdict?: string;
+  /** At most (memory) rather than at least. */
+  atMost?: boolean;
+}
+
+/**
+ * A target as one line: the value, the goal, and "met" or "missed" (noted when the machine was
+ * busy), or why no verdict is given.
+ */
+export function targetLine(t: Target, busy: boolean): string {
+  const fmt = (v: number) => (t.unit === "%" ? `${v.toFixed(1)}%` : `${v.toFixed(2)}x`);
+  const goal = `${t.atMost ? "<=" : ">="} ${fmt(t.goal)}`;
+  if (t.value === undefined) return `${t.what}: not measured in this run (target ${goal}).`;
+  if (t.noVerdict) {
+    return `${t.what}: ${fmt(t.value)} (target ${goal}): no verdict, ${t.noVerdict}.`;
+  }
+  const met = t.atMost ? t.value <= t.goal : t.value >= t.goal;
+  return `${t.what}: ${fmt(t.value)} (target ${goal}: ${met ? "met" : "missed"}${
+    busy ? ", on a busy machine" : ""
+  }).`;
+}
+
+/** Runs the benchmarks and writes benchmarks.{json,md} into `options.out`; returns the Markdown. */
+export async function bench(options: BenchOptions = {}): Promise<string> {
+  const progress: Progress = options.onProgress ?? (() => {});
+  const out = options.out ?? "docs";
+  const sizes = plan(options);
   const gpu = await getGpu();
+  if (options.tune === false) configureTuning(gpu, { mode: "off" });
+  if (options.tuneCache) configureTuning(gpu, { path: options.tuneCache });
   const started = new Date().toISOString();
-  const peak = await nativePeak();
+  const load = await loadAverage();
+  const cores = navigator.hardwareConcurrency;
+  const busy = load !== undefined && load > 0.5 * cores;
+  progress(`adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
+  if (options.installPeers) {
+    progress(`installing the peers (PyTorch CPU, numpy, threadpoolctl) into ${peerVenv()}`);
+    await installPeers({ python: options.python, onLine: progress });
+  }
+  progress(`measuring the CPU's GEMM peak (numpy and PyTorch, ${sizes.peakN}x${sizes.peakN})`);
+  const reports: PythonReport[] = [];
+  for (const python of pythonCandidates(options.python)) {
+    const r = await pythonReport(python, sizes.peakN);
+    if (r && !reports.some((x) => x.python === r.python)) reports.push(r);
+  }
+  const peak = yardstick(reports);
+  const peer = strongestTorch(reports);
   const rows = [
-    ...(await matmulRows(gpu, options.quick ? [256, 512] : [256, 512, 1024, 2048], [
-      [16, 100, 6400],
-      [64, 100, 6400],
-    ])),
-    ...(await convRows(gpu, 16, 32)),
-    ...(await stepRows(gpu, options.quick ? [1, 4, 16] : [1, 4, 16, 64], 32)),
+    ...(await matmulRows(gpu, sizes.matmul, sizes.heads, progress)),
+    ...(await convRows(gpu, sizes.conv, progress)),
+    ...(await stepRows(gpu, { tasks: sizes.tasks, B: sizes.B, focus: sizes.focus }, progress)),
+    ...(await memoryRows(gpu, { tasks: sizes.memory, B: sizes.B }, progress)),
   ];
+  if (options.adapt !== false) {
+    rows.push(...(await adaptRows(gpu, { ...sizes.adapt, run: options.adaptRun, progress })));
+  }
   const peers: BenchRow[] = [];
-  for (const T of options.quick ? [16] : [1, 16, 64]) {
-    for (
-      const [peer, where] of [[await torchStep(T, 32), "CPU"], [
-        await tfjsStep(T, 32),
-        "same adapter",
-      ]] as const
-    ) {
-      if (!peer) continue;
-      peers.push({
-        group: "peer",
-        name: `seed_cnn T=${T} B=32 ${peer.detail} (${where})`,
-        seconds: (T * 32) / peer.imagesPerSecond,
-        imagesPerSecond: peer.imagesPerSecond,
-      });
+  for (const T of sizes.peers) {
+    if (peer) {
+      progress(`peer: PyTorch ${peer.torch!.version} CPU step at T=${T} B=${sizes.B}`);
+      const p = await torchStep(peer.python, { tasks: T, batch: sizes.B });
+      if (p) {
+        peers.push({
+          group: "peer",
+          name: `seed_cnn T=${T} B=${sizes.B} PyTorch ${p.version}, ${p.threads} threads (CPU)`,
+          seconds: (T * sizes.B) / p.imagesPerSecond,
+          imagesPerSecond: p.imagesPerSecond,
+        });
+      }
+    }
+    if (options.tfjs !== false) {
+      progress(`peer: TensorFlow.js WebGPU step at T=${T} B=${sizes.B}`);
+      const p = await tfjsStep(T, sizes.B);
+      if (p) {
+        peers.push({
+          group: "peer",
+          name: `seed_cnn T=${T} B=${sizes.B} ${p.detail} (same adapter)`,
+          seconds: (T * sizes.B) / p.imagesPerSecond,
+          imagesPerSecond: p.imagesPerSecond,
+        });
+      }
     }
   }
   rows.push(...peers);
+  progress("writing the report");
   const machine = await cpuName();
-  const ratio = (t: number) => {
-    const b = rows.find((r) => r.name === `seed_cnn T=${t} B=32 batched`);
-    const l = rows.find((r) => r.name === `seed_cnn T=${t} B=32 per-task loop`);
+  const find = (name: string) => rows.find((r) => r.name === name);
+  const B = sizes.B;
+  const loopRatio = (t: number) => {
+    const b = find(`seed_cnn T=${t} B=${B} batched`);
+    const l = find(`seed_cnn T=${t} B=${B} per-task loop`);
     return b && l ? b.imagesPerSecond! / l.imagesPerSecond! : undefined;
   };
-  const best = Math.max(
-    ...rows.filter((r) =>
-      r.group === "matmul" && r.name.includes("tiled") && !r.name.includes("head")
-    ).map((r) => r.gflops!),
-  );
-  const batchedAt = (t: number) => rows.find((r) => r.name === `seed_cnn T=${t} B=32 batched`);
-  const peerRatio = (t: number, peer: string) => {
-    const p = peers.find((r) => r.name.startsWith(`seed_cnn T=${t} B=32 ${peer}`));
-    const ours = batchedAt(t);
+  const peerRatio = (t: number, name: string) => {
+    const p = peers.find((r) => r.name.startsWith(`seed_cnn T=${t} B=${B} ${name}`));
+    const ours = find(`seed_cnn T=${t} B=${B} batched`);
     return p && ours ? ours.imagesPerSecond! / p.imagesPerSecond! : undefined;
   };
-  const verdict = (value: number | undefined, target: number) =>
-    value === undefined ? "not measured" : value >= target ? "met" : "missed";
-  const loop16 = ratio(16);
-  const tfjs16 = peerRatio(16, "TensorFlow.js");
+  const square = rows.filter((r) => r.group === "matmul" && !r.name.includes("head"));
+  const bestMatmul = Math.max(0, ...square.map((r) => r.gflops ?? 0));
+  // The conv2d forward figure: per seed_cnn layer its fastest variant, then the slower layer.
+  const layers = new Map<string, number>();
+  for (const r of rows.filter((r) => r.group === "conv2d" && r.name.includes(": forward "))) {
+    const layer = r.name.split(": forward")[0]!;
+    layers.set(layer, Math.max(layers.get(layer) ?? 0, r.gflops ?? 0));
+  }
+  const convForward = layers.size > 0 ? Math.min(...layers.values()) : undefined;
+  const ownBest = Math.max(bestMatmul, convForward ?? 0);
+  const noYardstick = yardstickProblem(peak, ownBest);
+  const ofPeak = (v: number | undefined) =>
+    v === undefined || !peak ? undefined : (100 * v) / peak.gflops;
+  const memory = rows.filter((r) => r.group === "memory");
+  const targets: Target[] = [
+    {
+      what: `Ours / PyTorch CPU, seed_cnn step at T = 16, B = ${B}`,
+      value: peerRatio(16, "PyTorch"),
+      goal: 1,
+      unit: "x",
+    },
+    { what: "Batched vs per-task loop at T = 16", value: loopRatio(16), goal: 5, unit: "x" },
+    {
+      what: "Best matmul, % of the GEMM peak",
+      value: ofPeak(bestMatmul || undefined),
+      goal: 25,
+      unit: "%",
+      noVerdict: noYardstick,
+    },
+    {
+      what: "conv2d forward (slower seed_cnn layer, fastest variant), % of the GEMM peak",
+      value: ofPeak(convForward),
+      goal: 15,
+      unit: "%",
+      noVerdict: noYardstick,
+    },
+    ...memory.map((m): Target => ({
+      what: `Peak memory / lower bound, ${m.name.split(" step")[0]}`,
+      value: m.ratio,
+      goal: 2,
+      unit: "x",
+      atMost: true,
+    })),
+    {
+      what: `Ours / TensorFlow.js at T = 16, B = ${B}`,
+      value: peerRatio(16, "TensorFlow.js"),
+      goal: 5,
+      unit: "x",
+    },
+  ];
+  const tune = tuneSettings(gpu);
   const summary = [
-    `Adapter: ${gpu.description}${
-      gpu.isFallback ? " (software)" : ""
+    `Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}; features: ${
+      [...gpu.features].join(", ") || "none"
     }. Machine: ${machine}. Date: ${started}.`,
-    peak
-      ? `Native fp32 GEMM peak in the same run: ${
-        peak.gflops.toFixed(1)
-      } GFLOP/s (${peak.detail}; numpy measures whichever BLAS the system provides, here OpenBLAS from Debian's libopenblas0-pthread).`
-      : "Native peak: numpy not found, not measured.",
-    `Best tiled matmul: ${best.toFixed(2)} GFLOP/s${
-      peak
-        ? ` = ${((100 * best) / peak.gflops).toFixed(1)}% of the native peak: target >= 25% ${
-          verdict((100 * best) / peak.gflops, 25)
-        }`
-        : ""
-    }.`,
-    ...[1, 4, 16, 64].map((t) => [t, ratio(t)] as const).filter(([, r]) => r !== undefined).map((
-      [t, r],
-    ) =>
-      `Batched vs per-task loop at T = ${t}: ${r!.toFixed(2)}x${
-        t === 16 ? ` (target >= 5x: ${verdict(loop16, 5)})` : ""
-      }.`
-    ),
-    ...[1, 16, 64].flatMap((t) =>
-      ["TensorFlow.js", "PyTorch"].map((peer) => {
-        const r = peerRatio(t, peer);
-        if (r === undefined) return "";
-        const target = peer === "TensorFlow.js" && t === 16
-          ? ` (target >= 5x: ${verdict(tfjs16, 5)})`
-          : "";
-        return `Ours / ${peer} at T = ${t}, B = 32: ${r.toFixed(2)}x${target}.`;
-      })
-    ).filter(Boolean),
-    peers.some((p) => p.name.includes("PyTorch"))
+    load === undefined
       ? ""
-      : "PyTorch (Debian's python3-torch) not found: no PyTorch ratio.",
+      : `Load average at the start: ${load.toFixed(2)} on ${cores} cores${
+        busy
+          ? ": other work was running, so every timing here is lower than the machine can do (figures contaminated; rerun on a quiet machine)"
+          : ""
+      }.`,
+    `Kernels: ${
+      tune.mode === "off"
+        ? "built-in defaults (--no-tune)"
+        : `tuned per shape class, winners cached in ${tune.path}`
+    }.`,
+    peak
+      ? `GEMM peak of this CPU in the same run: ${
+        peak.gflops.toFixed(1)
+      } GFLOP/s by ${peak.via}, BLAS as reported: ${peak.blas}${
+        peak.optimised ? "" : " (not a known optimised BLAS)"
+      }. Also measured: ${
+        peak.all.filter((a) => a.via !== peak.via).map((a) => `${a.via} ${a.gflops.toFixed(1)}`)
+          .join("; ") || "nothing else"
+      }.`
+      : "GEMM peak: neither numpy nor PyTorch found, not measured.",
+    peer
+      ? `PyTorch peer: ${
+        peer.torch!.version
+      } (${peer.python}), the newest of the interpreters found; BLAS: ${
+        peer.torch!.blas.join(", ") || "not reported"
+      }.`
+      : "PyTorch not found: no PyTorch ratio (install a current CPU wheel with pip, or Debian's python3-torch).",
+    options.tiny
+      ? "Tiny sizes (--tiny): this run checks the bench end to end; its figures mean nothing."
+      : "",
+    ...targets.map((t) =>
+      targetLine(options.tiny ? { ...t, noVerdict: t.noVerdict ?? "tiny sizes" } : t, busy)
+    ),
+    ...sizes.tasks.filter((t) => t !== 16).map((t) => [t, loopRatio(t)] as const)
+      .filter(([, r]) => r !== undefined)
+      .map(([t, r]) => `Batched vs per-task loop at T = ${t}: ${r!.toFixed(2)}x.`),
+    ...[1, 64].flatMap((t) =>
+      ["PyTorch", "TensorFlow.js"].map((p) => {
+        const r = peerRatio(t, p);
+        return r === undefined ? "" : `Ours / ${p} at T = ${t}, B = ${B}: ${r.toFixed(2)}x.`;
+      })
+    ),
   ].filter(Boolean);
-  await Deno.mkdir(options.out, { recursive: true });
-  const json = { started, adapter: gpu.description, fallback: gpu.isFallback, machine, peak, rows };
-  await Deno.writeTextFile(
-    join(options.out, "benchmarks.json"),
-    JSON.stringify(json, null, 2) + "\n",
-  );
+  const cache = tune.mode === "off" ? undefined : readTuneCache(tune.path).adapters[gpu.adapterKey];
+  const choices = cache
+    ? [
+      "## Kernel choices on this adapter",
+      "",
+      "The tuner's cache for this adapter and driver (milliseconds per dispatch of each candidate):",
+      "",
+      "| kernel | shape class | winner | candidates (ms) | timer |",
+      "| --- | --- | --- | --- | --- |",
+      ...Object.entries(cache).map(([key, e]) => {
+        const [kernel, shape] = key.split(": ");
+        const ms = Object.entries(e.ms).map(([v, m]) => `${v} ${m.toFixed(3)}`).join(", ");
+        return `| ${kernel} | ${shape} | ${e.winner} | ${ms} | ${e.timer} |`;
+      }),
+      "",
+    ]
+    : [];
+  await Deno.mkdir(out, { recursive: true });
+  const json = {
+    started,
+    adapter: gpu.description,
+    fallback: gpu.isFallback,
+    features: [...gpu.features],
+    machine,
+    load,
+    peak,
+    python: reports,
+    tune: { ...tune, choices: cache ?? {} },
+    rows,
+  };
+  await Deno.writeTextFile(join(out, "benchmarks.json"), JSON.stringify(json, null, 2) + "\n");
   const md = [
     "# Benchmarks",
     "",
-    "Written by `deno task bench` (median of >= 5 timed repeats after a warm-up; each repeat ends with `onSubmittedWorkDone`).",
+    "Written by `deno task bench` (median of >= 5 timed repeats after a warm-up; each repeat ends with `onSubmittedWorkDone`). Every figure on this page comes from the run below.",
     "",
     ...summary.map((s) => `- ${s}`),
     "",
+    ...whereTimeGoes(rows, sizes.focus, B),
     table(rows, peak?.gflops),
     "",
+    ...choices,
     ...TRIED,
     "",
   ].join("\n");
-  await Deno.writeTextFile(join(options.out, "benchmarks.md"), md);
+  await Deno.writeTextFile(join(out, "benchmarks.md"), md);
   return md;
 }
 
+/** Prose on where the step's time goes, from this run's breakdown and per-kernel rows. */
+function whereTimeGoes(rows: BenchRow[], T: number, B: number): string[] {
+  const label = `seed_cnn T=${T} B=${B}`;
+  const phases = rows.filter((r) => r.group === "step breakdown" && r.name.startsWith(label));
+  const kernels = rows.filter((r) => r.group === "per kernel" && r.name.startsWith(label));
+  if (phases.length < 3 || kernels.length === 0) return [];
+  const [fwd, withBackward, whole] = phases.map((r) => r.seconds) as [number, number, number];
+  const total = kernels.reduce((n, r) => n + r.seconds, 0);
+  const conv = kernels.filter((r) => r.name.includes("conv2d:")).reduce((n, r) => n + r.seconds, 0);
+  const top = kernels[0]!;
+  return [
+    "## Where the time goes",
+    "",
+    `At T = ${T}, B = ${B} the whole step takes ${(whole * 1000).toFixed(1)} ms: the forward ${
+      (fwd * 1000).toFixed(1)
+    } ms, loss and backward ${((withBackward - fwd) * 1000).toFixed(1)} ms (${
+      ((withBackward - fwd) / fwd).toFixed(1)
+    }x the forward), the optimiser ${
+      ((whole - withBackward) * 1000).toFixed(1)
+    } ms. Timed alone, the convolutions take ${
+      ((100 * conv) / total).toFixed(0)
+    }% of the summed kernel time; the largest single entry is ${
+      top.name.slice(label.length + 2)
+    } at ${(top.seconds * 1000).toFixed(1)} ms.`,
+    "",
+  ];
+}
+
+/** Flags of the command, parsed; usage errors exit 2 with one line. */
+function benchFlags() {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        quick: { type: "boolean" },
+        tiny: { type: "boolean" },
+        out: { type: "string" },
+        "no-tune": { type: "boolean" },
+        "tune-cache": { type: "string" },
+        python: { type: "string" },
+        "no-tfjs": { type: "boolean" },
+        "no-adapt": { type: "boolean" },
+        "adapt-run": { type: "string" },
+        "install-peers": { type: "boolean" },
+        help: { type: "boolean" },
+      },
+    }).values;
+  } catch (e) {
+    console.error(`bench: ${e instanceof Error ? e.message : e}`);
+    console.error(BENCH_USAGE);
+    Deno.exit(2);
+  }
+}
+
+const BENCH_USAGE = "usage: deno task bench [--quick | --tiny] [--out DIR] [--no-tune] " +
+  "[--tune-cache FILE] [--python PATH] [--install-peers] [--no-tfjs] [--no-adapt] [--adapt-run DIR]";
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: { quick: { type: "boolean" }, out: { type: "string" } },
-  });
-  console.log(await bench({ quick: Boolean(values.quick), out: values.out ?? "docs" }));
+  const values = benchFlags();
+  if (values.help) {
+    console.log(BENCH_USAGE);
+    Deno.exit(0);
+  }
+  const t0 = performance.now();
+  try {
+    const md = await bench({
+      quick: Boolean(values.quick),
+      tiny: Boolean(values.tiny),
+      out: values.out ?? "docs",
+      tune: !values["no-tune"],
+      tuneCache: values["tune-cache"],
+      python: values.python,
+      tfjs: !values["no-tfjs"],
+      adapt: !values["no-adapt"],
+      adaptRun: values["adapt-run"],
+      installPeers: Boolean(values["install-peers"]),
+      onProgress: (line) =>
+        console.error(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`),
+    });
+    console.log(md);
+  } catch (e) {
+    console.error(`bench: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
 }

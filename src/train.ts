@@ -19,6 +19,7 @@ import { makeFamily, type TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
 import { sync } from "./gpu/kernel.ts";
 import { type Arena, read, write } from "./gpu/tensor.ts";
+import { tunePending } from "./gpu/tune.ts";
 import { Evaluator, mean, StepProgram, type TaskScore } from "./engine.ts";
 import type { GeneratorConfig } from "./model/generator.ts";
 import { SuperNet, type SuperNetConfig, superNetConfig, type ZInit } from "./model/supernet.ts";
@@ -334,6 +335,9 @@ export async function train(
     tasksPerChunk: Math.min(16, family.train.length),
     store: testStore,
   });
+  // Kernels of shape classes new to this adapter are timed once, before the first step, so the
+  // whole run uses one set of kernels (src/gpu/tune.ts).
+  await tunePending(gpu);
   const state: RunState = {
     dataset: {
       name: dataset.name,

@@ -11,7 +11,12 @@
  */
 import { type Dispatch, run, sync } from "../src/gpu/kernel.ts";
 import { createTensor } from "../src/gpu/tensor.ts";
-import { conv2d, conv2dBackwardInput, conv2dBackwardWeight } from "../src/ops/conv2d.ts";
+import {
+  conv2d,
+  conv2dBackwardInput,
+  conv2dBackwardWeight,
+  type Conv2dVariant,
+} from "../src/ops/conv2d.ts";
 import { getGpu, uniform, upload } from "./util.ts";
 
 const gpu = await getGpu();
@@ -37,7 +42,7 @@ for (const [name, C, H] of LAYERS) {
   const passes: {
     pass: string;
     repeats: number;
-    make: (variant: "tiled" | "naive") => Dispatch[];
+    make: (variant: Conv2dVariant) => Dispatch[];
   }[] = [
     {
       pass: "forward (leaky_relu)",
@@ -62,10 +67,14 @@ for (const [name, C, H] of LAYERS) {
   for (const { pass, repeats, make } of passes) {
     const group = `${name} ${pass}, [${T}, ${B}, ${C}, ${H}, ${H}] -> [${T}, ${B}, ${O}, ${Ho}, ` +
       `${Ho}], ${repeats} per submit = ${(gflop * repeats).toPrecision(3)} GFLOP per iteration`;
-    for (const variant of ["tiled", "naive"] as const) {
+    for (const variant of ["tiled", "gemm", "naive"] as const) {
       const dispatches = Array.from({ length: repeats }, () => make(variant)).flat();
       Deno.bench({
-        name: variant === "tiled" ? "tiled (op default)" : "naive",
+        name: variant === "tiled"
+          ? "tiled (built-in default)"
+          : variant === "gemm"
+          ? "gemm (implicit GEMM, workgroup-memory tiles)"
+          : "naive",
         group,
         baseline: variant === "naive",
         // The naive kernels run at well under 1 GFLOP/s: few iterations keep the file short.

@@ -8,6 +8,7 @@ import {
   conv2dBackwardInput,
   conv2dBackwardWeight,
   conv2dOutputSize,
+  type Conv2dVariant,
 } from "../src/ops/conv2d.ts";
 import {
   conv2d as conv2dRef,
@@ -87,13 +88,15 @@ const CONFIGS: ConvShape[] = [
 const SMALL = CONFIGS[3]!;
 const UNTILED = CONFIGS.find((c) => c.stride === 5)!;
 
+const VARIANTS: readonly Conv2dVariant[] = ["tiled", "gemm", "naive"];
+
 const ACTIVATIONS: Activation[] = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"];
 
 async function forward(
   gpu: Gpu,
   s: ConvShape,
   data: ReturnType<typeof inputs>,
-  options: { activation?: Activation; slope?: number; variant?: "tiled" | "naive" },
+  options: { activation?: Activation; slope?: number; variant?: Conv2dVariant },
 ): Promise<Float32Array> {
   const sh = shapes(s);
   const x = upload(gpu, sh.x, data.x);
@@ -110,12 +113,12 @@ async function forward(
   return out;
 }
 
-Deno.test("conv2d forward matches the reference for both variants", async () => {
+Deno.test("conv2d forward matches the reference for every variant", async () => {
   const gpu = await getGpu();
   for (const [i, s] of CONFIGS.entries()) {
     const data = inputs(s, 100 + i);
     const expected = conv2dRef(s, data);
-    for (const variant of ["tiled", "naive"] as const) {
+    for (const variant of VARIANTS) {
       const out = await forward(gpu, s, data, { variant });
       assertClose(out, expected, { label: `${variant} ${describe(s)}` });
     }
@@ -127,7 +130,7 @@ Deno.test("conv2d forward applies every activation", async () => {
   const s = SMALL;
   const data = inputs(s, 7);
   for (const activation of ACTIVATIONS) {
-    for (const variant of ["tiled", "naive"] as const) {
+    for (const variant of VARIANTS) {
       const slope = 0.2;
       const out = await forward(gpu, s, data, { activation, slope, variant });
       const expected = conv2dRef(s, { ...data, activation, slope });
@@ -154,7 +157,7 @@ async function backward(
   gpu: Gpu,
   s: ConvShape,
   data: ReturnType<typeof inputs>,
-  options: { accumulate?: boolean; start?: number; variant?: "tiled" | "naive" } = {},
+  options: { accumulate?: boolean; start?: number; variant?: Conv2dVariant } = {},
 ): Promise<{ dx: Float32Array; dw: Float32Array; dbias: Float32Array }> {
   const sh = shapes(s);
   const x = upload(gpu, sh.x, data.x);
@@ -185,12 +188,12 @@ async function backward(
   return out;
 }
 
-Deno.test("conv2d backward kernels match the reference backward for both variants", async () => {
+Deno.test("conv2d backward kernels match the reference backward for every variant", async () => {
   const gpu = await getGpu();
   for (const [i, s] of CONFIGS.entries()) {
     const data = inputs(s, 200 + i);
     const expected = conv2dBackwardRef(s, data);
-    for (const variant of ["tiled", "naive"] as const) {
+    for (const variant of VARIANTS) {
       const out = await backward(gpu, s, data, { variant });
       const label = `${variant} ${describe(s)}`;
       assertClose(out.dx, expected.dx, { label: `dx ${label}` });
@@ -203,15 +206,15 @@ Deno.test("conv2d backward kernels match the reference backward for both variant
 Deno.test("conv2d backward accumulates into its outputs when asked", async () => {
   const gpu = await getGpu();
   // Stride 2 (tiled kernels) and stride 5 (the naive ones).
-  for (const s of [SMALL, UNTILED]) {
+  for (const [s, variant] of VARIANTS.flatMap((v) => [[SMALL, v], [UNTILED, v]] as const)) {
     const data = inputs(s, 11);
     const expected = conv2dBackwardRef(s, data);
-    const label = describe(s);
-    const out = await backward(gpu, s, data, { accumulate: true, start: 0.5 });
+    const label = `${variant} ${describe(s)}`;
+    const out = await backward(gpu, s, data, { accumulate: true, start: 0.5, variant });
     assertClose(out.dx, expected.dx.map((v) => v + 0.5), { label: `dx ${label}` });
     assertClose(out.dw, expected.dw.map((v) => v + 0.5), { label: `dw ${label}` });
     assertClose(out.dbias, expected.dbias.map((v) => v + 0.5), { label: `dbias ${label}` });
-    const overwritten = await backward(gpu, s, data, { accumulate: false, start: 0.5 });
+    const overwritten = await backward(gpu, s, data, { accumulate: false, start: 0.5, variant });
     assertClose(overwritten.dx, expected.dx, { label: `dx without accumulate ${label}` });
     assertClose(overwritten.dw, expected.dw, { label: `dw without accumulate ${label}` });
     assertClose(overwritten.dbias, expected.dbias, { label: `dbias without accumulate ${label}` });
@@ -260,25 +263,30 @@ Deno.test("conv2d on a seed_cnn first layer (T2 B4 C3 32x32 O16 k5 s2 p2)", asyn
   };
   assert.deepEqual(outputSize(s), { ho: 16, wo: 16 });
   const data = inputs(s, 400);
-  for (const variant of ["tiled", "naive"] as const) {
+  for (const variant of VARIANTS) {
     const out = await forward(gpu, s, data, { activation: "leaky_relu", variant });
     assertClose(out, conv2dRef(s, { ...data, activation: "leaky_relu" }), { label: variant });
   }
   const expected = conv2dBackwardRef(s, data);
-  const out = await backward(gpu, s, data);
-  assertClose(out.dx, expected.dx, { label: "dx" });
-  assertClose(out.dw, expected.dw, { label: "dw", atol: 1e-4 });
-  assertClose(out.dbias, expected.dbias, { label: "dbias", atol: 1e-4 });
+  for (const variant of ["tiled", "gemm"] as const) {
+    const out = await backward(gpu, s, data, { variant });
+    assertClose(out.dx, expected.dx, { label: `dx ${variant}` });
+    assertClose(out.dw, expected.dw, { label: `dw ${variant}`, atol: 1e-4 });
+    assertClose(out.dbias, expected.dbias, { label: `dbias ${variant}`, atol: 1e-4 });
+  }
 });
 
-Deno.test("conv2d backward weight and bias are bitwise deterministic", async () => {
+Deno.test("conv2d backward weight and bias are bitwise deterministic, every variant", async () => {
   const gpu = await getGpu();
   const s = SMALL;
   const data = inputs(s, 500);
-  const first = await backward(gpu, s, data);
-  const second = await backward(gpu, s, data);
-  assert.deepEqual(second.dw, first.dw);
-  assert.deepEqual(second.dbias, first.dbias);
+  for (const variant of VARIANTS) {
+    const first = await backward(gpu, s, data, { variant });
+    const second = await backward(gpu, s, data, { variant });
+    assert.deepEqual(second.dw, first.dw, variant);
+    assert.deepEqual(second.dx, first.dx, variant);
+    assert.deepEqual(second.dbias, first.dbias, variant);
+  }
 });
 
 Deno.test("conv2d falls back to the naive kernels for a buffer that ends inside a vec4", async () => {

@@ -60,7 +60,18 @@ for (const [M, K, N, repeats] of SHAPES) {
   const out = createTensor(gpu, [M, N]);
   const gflop = (2 * M * N * K * repeats) / 1e9;
   const kernels: { name: string; dispatch: Dispatch; baseline?: boolean }[] = [
-    { name: "tiled (op default)", dispatch: matmul(gpu, a, b, out)[0]! },
+    {
+      name: "tiled (built-in default)",
+      dispatch: matmul(gpu, a, b, out, { variant: "tiled" })[0]!,
+    },
+    {
+      name: "workgroup (32x32 tiles in workgroup memory)",
+      dispatch: matmul(gpu, a, b, out, { variant: "workgroup" })[0]!,
+    },
+    {
+      name: "workgroup_large (64x64 tiles in workgroup memory)",
+      dispatch: matmul(gpu, a, b, out, { variant: "workgroup_large" })[0]!,
+    },
     { name: "naive", dispatch: matmul(gpu, a, b, out, { variant: "naive" })[0]!, baseline: true },
   ];
   if (M <= 512) {

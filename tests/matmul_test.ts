@@ -1,7 +1,7 @@
 import { throws } from "node:assert/strict";
 import { Arena, createTensor, read, type Tensor, write } from "../src/gpu/tensor.ts";
 import type { Activation } from "../src/ops/activation.ts";
-import { matmul, type MatmulOptions } from "../src/ops/matmul.ts";
+import { matmul, type MatmulOptions, type MatmulVariant } from "../src/ops/matmul.ts";
 import { matmul as matmulRef, transpose } from "./reference/matmul.ts";
 import {
   assertClose,
@@ -13,7 +13,7 @@ import {
   upload,
 } from "./util.ts";
 
-const VARIANTS = ["tiled", "naive"] as const;
+const VARIANTS = ["tiled", "workgroup", "workgroup_large", "naive"] as const;
 const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
 
 /** A problem: sizes, logical operands op(a) [T, M, K] and op(b) [T, K, N], options. */
@@ -29,7 +29,7 @@ interface Case {
   scale?: number;
   slope?: number;
   accumulate?: boolean;
-  variant?: "tiled" | "naive";
+  variant?: MatmulVariant;
   /** Range of the random inputs (default 1). */
   magnitude?: number;
 }
@@ -85,7 +85,7 @@ async function check(gpu: Gpu, c: Case, seed: number): Promise<void> {
   assertClose(got, want, { rtol: 1e-4, atol: 2e-6 * Math.max(1, c.K), label: label(c) });
 }
 
-Deno.test("matmul matches the reference for every transpose, both variants, odd and aligned sizes", async () => {
+Deno.test("matmul matches the reference for every transpose, every variant, odd and aligned sizes", async () => {
   const gpu = await getGpu();
   // [T, M, K, N]: odd sizes (scalar-load path), multiples of 4 (vec4 path), and K % 4 != 0 with
   // M, N % 4 == 0 (vec4 path only with transA and not transB). Between them the op picks every
@@ -146,6 +146,8 @@ Deno.test("matmul on a larger batched shape", async () => {
   await check(gpu, { T: 2, M: 200, K: 300, N: 150, bias: true, activation: "relu" }, 300);
   await check(gpu, { T: 2, M: 200, K: 300, N: 152, transB: true }, 301);
   await check(gpu, { T: 2, M: 200, K: 300, N: 152, transA: true, variant: "naive" }, 302);
+  await check(gpu, { T: 2, M: 70, K: 45, N: 66, transA: true, variant: "workgroup" }, 303);
+  await check(gpu, { T: 2, M: 130, K: 33, N: 70, transB: true, variant: "workgroup_large" }, 304);
 });
 
 Deno.test("matmul gives no NaN for large inputs through tanh and sigmoid", async () => {
@@ -200,13 +202,17 @@ Deno.test("matmul handles tensors at offsets in shared buffers and 2-D operands"
   outputs.destroy();
 });
 
-Deno.test("matmul gives the same bits run to run", async () => {
+Deno.test("matmul gives the same bits run to run, every variant", async () => {
   const gpu = await getGpu();
-  const c: Case = { T: 2, M: 33, K: 40, N: 48, bias: true, activation: "sigmoid" };
-  const first = await runCase(gpu, c, 600);
-  const second = await runCase(gpu, c, 600);
-  for (let i = 0; i < first.got.length; i++) {
-    if (!Object.is(first.got[i], second.got[i])) throw new Error(`Element ${i} differs`);
+  for (const variant of VARIANTS) {
+    const c: Case = { T: 2, M: 33, K: 40, N: 48, bias: true, activation: "sigmoid", variant };
+    const first = await runCase(gpu, c, 600);
+    const second = await runCase(gpu, c, 600);
+    for (let i = 0; i < first.got.length; i++) {
+      if (!Object.is(first.got[i], second.got[i])) {
+        throw new Error(`${variant}: element ${i} differs`);
+      }
+    }
   }
 });
 
@@ -217,7 +223,7 @@ Deno.test("matmul gives the same bits run to run", async () => {
 function gradientOps(
   gpu: Gpu,
   t: { a: Tensor; b: Tensor; dOut: Tensor; dA: Tensor; dB: Tensor },
-  options: { transA: boolean; transB: boolean; accumulate: boolean; variant: "tiled" | "naive" },
+  options: { transA: boolean; transB: boolean; accumulate: boolean; variant: MatmulVariant },
 ) {
   const { a, b, dOut, dA, dB } = t;
   const { transA, transB, accumulate, variant } = options;

@@ -26,6 +26,53 @@ export interface Gpu {
   readonly isFallback: boolean;
   /** The limits granted to the device. */
   readonly limits: GPUSupportedLimits;
+  /** Optional features granted to the device (e.g. "timestamp-query", "subgroups"). */
+  readonly features: ReadonlySet<string>;
+  /**
+   * What identifies the adapter and its driver stack for cached kernel choices: vendor,
+   * architecture, device, description and the runtime's WebGPU implementation version.
+   */
+  readonly adapterKey: string;
+  /** Bytes of the buffers this device holds, now and at most since the last `resetPeak`. */
+  readonly memory: MemoryMeter;
+}
+
+/**
+ * Counts the bytes of GPU buffers created and not yet destroyed (WebGPU has no query of its own
+ * for memory in use): `live` now, `peak` the most at once since `resetPeak`.
+ */
+export class MemoryMeter {
+  #live = 0;
+  #peak = 0;
+
+  /** Bytes of buffers alive now. */
+  get live(): number {
+    return this.#live;
+  }
+
+  /** The most bytes alive at once since the last `resetPeak` (or since the device was made). */
+  get peak(): number {
+    return this.#peak;
+  }
+
+  /** Starts a new peak from the bytes alive now. */
+  resetPeak(): void {
+    this.#peak = this.#live;
+  }
+
+  /** Counts `buffer` until its first `destroy`. */
+  track(buffer: GPUBuffer): void {
+    const size = buffer.size;
+    this.#live += size;
+    this.#peak = Math.max(this.#peak, this.#live);
+    const destroy = buffer.destroy.bind(buffer);
+    let alive = true;
+    buffer.destroy = () => {
+      if (alive) this.#live -= size;
+      alive = false;
+      destroy();
+    };
+  }
 }
 
 let shared: Promise<Gpu> | undefined;
@@ -69,7 +116,12 @@ async function acquire(): Promise<Gpu> {
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new GpuUnavailableError("no adapter was found");
   const wanted = adapter.limits;
+  // Timestamps make the kernel tuner's timings exact where offered; subgroups are recorded for it.
+  const optional = (["timestamp-query", "subgroups"] as GPUFeatureName[]).filter((f) =>
+    adapter.features.has(f)
+  );
   const device = await adapter.requestDevice({
+    requiredFeatures: optional,
     requiredLimits: {
       maxStorageBufferBindingSize: wanted.maxStorageBufferBindingSize,
       maxBufferSize: wanted.maxBufferSize,
@@ -84,11 +136,28 @@ async function acquire(): Promise<Gpu> {
     // A validation error is a bug in our own dispatch code; failing loudly beats wrong numbers.
     throw new Error(`WebGPU error: ${(event as GPUUncapturedErrorEvent).error.message}`);
   });
+  const memory = new MemoryMeter();
+  const createBuffer = device.createBuffer.bind(device);
+  device.createBuffer = (descriptor: GPUBufferDescriptor) => {
+    const buffer = createBuffer(descriptor);
+    memory.track(buffer);
+    return buffer;
+  };
   const info = adapter.info;
   return {
     device,
     description: info.description || info.vendor || "unknown adapter",
     isFallback: info.isFallbackAdapter ?? false,
     limits: device.limits,
+    features: new Set([...device.features]),
+    adapterKey: [
+      info.vendor,
+      info.architecture,
+      info.device,
+      info.description,
+      `deno ${Deno.version.deno}`,
+    ]
+      .filter(Boolean).join(" | "),
+    memory,
   };
 }

@@ -6,7 +6,8 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
-import type { Tensor } from "../gpu/tensor.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { sizeClass, tunedDispatch, type TuneRequest } from "../gpu/tune.ts";
 import { type Activation, activationCode } from "./activation.ts";
 
 /** Options of {@linkcode conv2d}. */
@@ -20,11 +21,19 @@ export interface Conv2dOptions {
   /** Slope of leaky_relu for negative inputs; default 0.01. */
   slope?: number;
   /**
-   * "tiled" (default) keeps several output channels per invocation in registers; "naive"
-   * computes one output per invocation and exists as the benchmark's baseline.
+   * "tiled" keeps several output channels per invocation in registers (best on software
+   * rasterisers); "gemm" is an implicit GEMM through workgroup-memory tiles (for GPUs); "naive"
+   * computes one output per invocation and exists as the benchmark's baseline. Unset: the
+   * tuner's choice between "tiled" and "gemm" (src/gpu/tune.ts).
    */
-  variant?: "tiled" | "naive";
+  variant?: Conv2dVariant;
 }
+
+/** The kernels of each pass in shaders/conv2d.wgsl. */
+export type Conv2dVariant = "tiled" | "gemm" | "naive";
+
+/** The variants the tuner times for each convolution pass, the built-in default first. */
+export const CONV2D_TUNED: readonly Conv2dVariant[] = ["tiled", "gemm"];
 
 /** Options of the backward convolutions. */
 export interface Conv2dBackwardOptions {
@@ -35,10 +44,11 @@ export interface Conv2dBackwardOptions {
   /** False (default): out = grad; true: out += grad. */
   accumulate?: boolean;
   /**
-   * "tiled" (default; the naive kernel is used where a tile does not fit) or "naive" (one output
-   * per invocation, the benchmark's baseline).
+   * "tiled" (the naive kernel is used where a tile does not fit), "gemm" (implicit GEMM through
+   * workgroup-memory tiles) or "naive" (one output per invocation, the benchmark's baseline).
+   * Unset: the tuner's choice between "tiled" and "gemm".
    */
-  variant?: "tiled" | "naive";
+  variant?: Conv2dVariant;
 }
 
 /** Output side length of a convolution: floor((size + 2 * padding - k) / stride) + 1. */
@@ -181,18 +191,70 @@ export function conv2d(
   const g = geometry(x, w, { ...options, input: "x" });
   expectShape("bias", bias, [g.tasks, g.cout]);
   expectShape("y", y, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
-  const activation = options.activation ?? "identity";
-  const act = activationCode(activation);
+  const act = activationCode(options.activation ?? "identity");
   const slope = options.slope ?? 0.01;
+  const build = (variant: string, [fx, fw, fb, fy]: Tensor[]) =>
+    forwardDispatch(gpu, [fx!, fw!, fb!, fy!], { g, act, slope, variant });
+  return tuned(gpu, "conv2d.forward", g, [x, w, bias, y], build, options.variant);
+}
+
+/**
+ * The one dispatch of `build` with `variant`, or, without one, the tuner's choice; timing runs
+ * on fresh tensors of the same shapes.
+ */
+function tuned(
+  gpu: Gpu,
+  kernel: string,
+  g: Geometry,
+  tensors: Tensor[],
+  build: (variant: string, tensors: Tensor[]) => Dispatch,
+  variant: Conv2dVariant | undefined,
+): Dispatch[] {
+  if (variant) return [build(variant, tensors)];
+  // The tiled kernels need vec4-aligned tensors; where they are not, "tiled" is the naive kernel.
+  const aligned = tensors.every((t) => vec4Binding(t) !== undefined);
+  const request: TuneRequest = {
+    kernel,
+    shapeClass: `T${sizeClass(g.tasks)} B${sizeClass(g.batch)} C${g.cin} ${g.h}x${g.w} ` +
+      `O${g.cout} k${g.k} s${g.stride} p${g.padding}${aligned ? "" : " unaligned"}`,
+    variants: CONV2D_TUNED,
+    build: (v) => build(v, tensors),
+    measure: (v) => {
+      const fresh = tensors.map((t) => createTensor(gpu, t.shape));
+      return { dispatch: build(v, fresh), destroy: () => fresh.forEach((t) => t.destroy()) };
+    },
+  };
+  return [tunedDispatch(gpu, request)];
+}
+
+/** Workgroups of the implicit-GEMM kernels: T x ceil(M / 32) x ceil(N / 32) tiles. */
+function gemmBlocks(g: Geometry, m: number, n: number): { a: number; b: number; groups: number } {
+  const a = Math.ceil(m / 32);
+  const b = Math.ceil(n / 32);
+  return { a, b, groups: g.tasks * a * b };
+}
+
+function forwardDispatch(
+  gpu: Gpu,
+  [x, w, bias, y]: [Tensor, Tensor, Tensor, Tensor],
+  o: { g: Geometry; act: number; slope: number; variant: string },
+): Dispatch {
+  const { g, act, slope, variant } = o;
+  if (variant === "gemm") {
+    const blocks = gemmBlocks(g, g.cout, g.batch * g.ho * g.wo);
+    const u = uniform(gpu, g, { ...blocks, slope });
+    const pipe = pipeline(gpu, "conv2d", { entry: "forward_gemm", constants: { ACT: act } });
+    return prepare(gpu, pipe, [x, w, bias, y], grid(blocks.groups), u);
+  }
   const x4 = vec4Binding(x);
   const y4 = vec4Binding(y);
   // A window covers the 4 columns' taps, at least one: 3 stride + 1 floats.
-  const tiled = options.variant !== "naive" && x4 !== undefined && y4 !== undefined &&
+  const tiled = variant !== "naive" && x4 !== undefined && y4 !== undefined &&
     g.k <= MAX_TILED_K && 3 * g.stride + 1 <= WINDOW_SPAN;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0, slope });
     const pipe = pipeline(gpu, "conv2d", { entry: "forward_naive", constants: { ACT: act } });
-    return [prepare(gpu, pipe, [x, w, bias, y], grid(Math.ceil(y.size / WG)), u)];
+    return prepare(gpu, pipe, [x, w, bias, y], grid(Math.ceil(y.size / WG)), u);
   }
   // 4 output rows per invocation where that leaves no row of an invocation idle, else 2.
   const tall = g.ho >= 8;
@@ -210,7 +272,7 @@ export function conv2d(
     },
   });
   const groups = grid(g.tasks * channelBlocks * pixelBlocks);
-  return [prepare(gpu, pipe, [x4, w, bias, y4], groups, u)];
+  return prepare(gpu, pipe, [x4!, w, bias, y4!], groups, u);
 }
 
 /**
@@ -227,13 +289,33 @@ export function conv2dBackwardInput(
 ): Dispatch[] {
   const g = geometry(dx, w, { ...options, input: "dx" });
   expectShape("dy", dy, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
-  const constants = { ACCUMULATE: options.accumulate ? 1 : 0 };
+  const accumulate = options.accumulate ?? false;
+  const build = (variant: string, [fdy, fw, fdx]: Tensor[]) =>
+    backwardInputDispatch(gpu, [fdy!, fw!, fdx!], { g, accumulate, variant });
+  return tuned(gpu, "conv2d.backward_input", g, [dy, w, dx], build, options.variant);
+}
+
+function backwardInputDispatch(
+  gpu: Gpu,
+  [dy, w, dx]: [Tensor, Tensor, Tensor],
+  o: { g: Geometry; accumulate: boolean; variant: string },
+): Dispatch {
+  const { g, variant } = o;
+  const constants = { ACCUMULATE: o.accumulate ? 1 : 0 };
+  if (variant === "gemm") {
+    // One product per stride phase; the column tiles cover the largest phase.
+    const s = g.stride;
+    const blocks = gemmBlocks(g, g.cin, g.batch * Math.ceil(g.h / s) * Math.ceil(g.w / s));
+    const u = uniform(gpu, g, blocks);
+    const pipe = pipeline(gpu, "conv2d", { entry: "backward_input_gemm", constants });
+    return prepare(gpu, pipe, [dy, w, dx], grid(blocks.groups * s * s), u);
+  }
   const dy4 = vec4Binding(dy);
-  const tiled = options.variant !== "naive" && dy4 !== undefined && g.k <= MAX_TILED_K;
+  const tiled = variant !== "naive" && dy4 !== undefined && g.k <= MAX_TILED_K;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0 });
     const pipe = pipeline(gpu, "conv2d", { entry: "backward_input_naive", constants });
-    return [prepare(gpu, pipe, [dy, w, dx], grid(Math.ceil(dx.size / WG)), u)];
+    return prepare(gpu, pipe, [dy, w, dx], grid(Math.ceil(dx.size / WG)), u);
   }
   const s = g.stride;
   // 8 columns per invocation where the phase grid is that wide and a window holds 8 columns of
@@ -249,7 +331,7 @@ export function conv2dBackwardInput(
     constants: { ...constants, WIDE_COLUMNS: wide ? 1 : 0 },
   });
   const groups = grid(g.tasks * s * s * channelBlocks * pixelBlocks);
-  return [prepare(gpu, pipe, [dy4, w, dx], groups, u)];
+  return prepare(gpu, pipe, [dy4!, w, dx], groups, u);
 }
 
 /**
@@ -266,16 +348,34 @@ export function conv2dBackwardWeight(
 ): Dispatch[] {
   const g = geometry(x, dw, { ...options, input: "x" });
   expectShape("dy", dy, [g.tasks, g.batch, g.cout, g.ho, g.wo]);
-  const constants = { ACCUMULATE: options.accumulate ? 1 : 0 };
+  const accumulate = options.accumulate ?? false;
+  const build = (variant: string, [fx, fdy, fdw]: Tensor[]) =>
+    backwardWeightDispatch(gpu, [fx!, fdy!, fdw!], { g, accumulate, variant });
+  return tuned(gpu, "conv2d.backward_weight", g, [x, dy, dw], build, options.variant);
+}
+
+function backwardWeightDispatch(
+  gpu: Gpu,
+  [x, dy, dw]: [Tensor, Tensor, Tensor],
+  o: { g: Geometry; accumulate: boolean; variant: string },
+): Dispatch {
+  const { g, variant } = o;
+  const constants = { ACCUMULATE: o.accumulate ? 1 : 0 };
+  if (variant === "gemm") {
+    const blocks = gemmBlocks(g, g.cout, g.cin * g.k * g.k);
+    const u = uniform(gpu, g, blocks);
+    const pipe = pipeline(gpu, "conv2d", { entry: "backward_weight_gemm", constants });
+    return prepare(gpu, pipe, [x, dy, dw], grid(blocks.groups), u);
+  }
   const x4 = vec4Binding(x);
   const dy4 = vec4Binding(dy);
   // A window covers 4 taps of the 4 columns: 3 stride + 4 values.
-  const tiled = options.variant !== "naive" && x4 !== undefined && dy4 !== undefined &&
+  const tiled = variant !== "naive" && x4 !== undefined && dy4 !== undefined &&
     3 * g.stride + 4 <= WINDOW_SPAN;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0 });
     const pipe = pipeline(gpu, "conv2d", { entry: "backward_weight_naive", constants });
-    return [prepare(gpu, pipe, [x, dy, dw], grid(Math.ceil(dw.size / WG)), u)];
+    return prepare(gpu, pipe, [x, dy, dw], grid(Math.ceil(dw.size / WG)), u);
   }
   const wide = g.k > 4;
   const elements = g.cin * g.k * Math.ceil(g.k / (wide ? 8 : 4));
@@ -288,7 +388,7 @@ export function conv2dBackwardWeight(
     constants: { ...constants, DY_ALIGNED: aligned, STRIDE: g.stride, WIDE_TAPS: wide ? 1 : 0 },
   });
   const groups = grid(g.tasks * channelBlocks * elementBlocks);
-  return [prepare(gpu, pipe, [x4, dy4, dw], groups, u)];
+  return prepare(gpu, pipe, [x4!, dy4!, dw], groups, u);
 }
 
 /** Prepares dbias[t, o] = sum over b, i, j of dy[t, b, o, i, j]; dy [T, B, O, Ho, Wo]. */

@@ -7,7 +7,8 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
-import type { Tensor } from "../gpu/tensor.ts";
+import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { sizeClass, tunedDispatch } from "../gpu/tune.ts";
 import { type Activation, activationCode } from "./activation.ts";
 
 /** Options of `matmul`. */
@@ -26,9 +27,20 @@ export interface MatmulOptions {
   scale?: number;
   /** Add the result to `out` instead of overwriting it; needs no bias and "identity". */
   accumulate?: boolean;
-  /** Kernel: "tiled" (register-blocked, the default) or "naive" (one output per invocation). */
-  variant?: "tiled" | "naive";
+  /**
+   * Kernel: "tiled" (register-blocked, best on software rasterisers), "workgroup" (32 x 32 tiles
+   * staged in workgroup memory, for GPUs), "workgroup_large" (64 x 64 tiles, 256 invocations) or
+   * "naive" (one output per invocation, the benchmark's baseline). Unset: the tuner's choice
+   * among {@linkcode MATMUL_TUNED} (src/gpu/tune.ts).
+   */
+  variant?: MatmulVariant;
 }
+
+/** The kernels of shaders/matmul.wgsl. */
+export type MatmulVariant = "tiled" | "workgroup" | "workgroup_large" | "naive";
+
+/** The variants the tuner times for a matmul, the built-in default first. */
+export const MATMUL_TUNED: readonly MatmulVariant[] = ["tiled", "workgroup", "workgroup_large"];
 
 /** Register blocking of the tiled kernels: 4 x 4 blocks per invocation along M and along N. */
 interface Blocking {
@@ -56,7 +68,6 @@ export function matmul(
     slope = 0.01,
     scale = 1,
     accumulate = false,
-    variant = "tiled",
   } = options;
   const [T, ar, ac] = batched(a, "a");
   const [bT, br, bc] = batched(b, "b");
@@ -96,15 +107,57 @@ export function matmul(
     if (t && t.dtype !== "f32") throw new RangeError(`Matmul ${name} must be f32, got ${t.dtype}`);
   }
   if (T * M * N === 0) return [];
+  const sizes = { T, M, N, K, transA, transB, bias, act, scale, slope, accumulate };
+  if (options.variant) return [prepareMatmul(gpu, [a, b, out], sizes, options.variant)];
+  const measure = (variant: string) => {
+    const fresh = [a, b, out, ...(bias ? [bias] : [])].map((t) => createTensor(gpu, t.shape));
+    const [fa, fb, fo, fbias] = fresh as [Tensor, Tensor, Tensor, Tensor | undefined];
+    return {
+      dispatch: prepareMatmul(gpu, [fa, fb, fo], { ...sizes, bias: fbias }, variant),
+      destroy: () => fresh.forEach((t) => t.destroy()),
+    };
+  };
+  return [tunedDispatch(gpu, {
+    kernel: "matmul",
+    shapeClass: `${transA ? "t" : "n"}${transB ? "t" : "n"} T${sizeClass(T)} M${sizeClass(M)} ` +
+      `N${sizeClass(N)} K${sizeClass(K)}`,
+    variants: MATMUL_TUNED,
+    build: (variant) => prepareMatmul(gpu, [a, b, out], sizes, variant),
+    measure,
+  })];
+}
 
+interface MatmulSizes {
+  T: number;
+  M: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+  bias?: Tensor;
+  act: number;
+  scale: number;
+  slope: number;
+  accumulate: boolean;
+}
+
+/** The one dispatch of a checked matmul with the given kernel. */
+function prepareMatmul(
+  gpu: Gpu,
+  [a, b, out]: [Tensor, Tensor, Tensor],
+  s: MatmulSizes,
+  variant: string,
+): Dispatch {
+  const { T, M, N, K, transA, transB, bias, act, scale, slope, accumulate } = s;
   // vec4 loads need the contiguous dimension of each operand (and of out) to be a multiple of 4.
   const vec4 = variant === "tiled" && K > 0 && N % 4 === 0 &&
     (transA ? M % 4 === 0 : K % 4 === 0) && (!transB || K % 4 === 0);
   const { rb, cb } = blocking(M, N);
   // Rows and columns of out per workgroup: 8 x 8 invocations for naive, 8 invocations side by side
-  // for the tiled kernels.
-  const tileM = variant === "naive" ? 8 : 4 * rb;
-  const tileN = variant === "naive" ? 8 : 32 * cb;
+  // for the tiled kernels, 32 x 32 or 64 x 64 for the workgroup-memory kernels.
+  const staged = variant === "workgroup" ? 32 : variant === "workgroup_large" ? 64 : undefined;
+  const tileM = variant === "naive" ? 8 : staged ?? 4 * rb;
+  const tileN = variant === "naive" ? 8 : staged ?? 32 * cb;
   const tilesM = Math.ceil(M / tileM);
   const tilesN = Math.ceil(N / tileN);
   const groups = T * tilesM * tilesN;
@@ -116,7 +169,13 @@ export function matmul(
     ACCUMULATE: accumulate ? 1 : 0,
   };
   if (variant === "tiled") Object.assign(constants, { RB: rb, CB: cb });
-  const entry = variant === "naive" ? "naive" : vec4 ? "tiled" : "tiled_scalar";
+  const entry = variant === "tiled"
+    ? (vec4 ? "tiled" : "tiled_scalar")
+    : variant === "workgroup"
+    ? "workgroup_tiled"
+    : variant === "workgroup_large"
+    ? "workgroup_large"
+    : "naive";
   const pipe = pipeline(gpu, "matmul", { entry, constants });
   const uniform = new Uniform(gpu, [
     ["u32", M],
@@ -130,7 +189,7 @@ export function matmul(
   ]);
   // Without a bias the kernel never reads its binding, but the layout still has one; `a` is
   // read-only too, so binding it twice is allowed.
-  return [prepare(gpu, pipe, [a, b, bias ?? a, out], grid(groups), uniform)];
+  return prepare(gpu, pipe, [a, b, bias ?? a, out], grid(groups), uniform);
 }
 
 /** The shape of a 2-D or 3-D tensor as [T, rows, cols]. */

@@ -4,7 +4,9 @@ with 16 channels and leaky ReLU, 64 -> 100 -> 100 -> 1) on each task's B images 
 cross-entropy, backward, Adam. PyTorch has no batched per-task weights, so the target networks run
 as grouped convolutions (one group per task) and batched matmuls, the fastest form we found.
 
-Usage: python3 src/peers/torch_step.py T B  -> prints "images_per_second torch_version threads"
+Usage: python3 src/peers/torch_step.py T B [DEVICE]
+  -> prints "images_per_second torch_version threads device_name"
+DEVICE is "cpu" (default) or "cuda"; on CUDA every timed step ends with a synchronisation.
 """
 import os
 import sys
@@ -16,6 +18,9 @@ import torch.nn.functional as F
 # Debian's build starts with one thread; use every core, as a user would.
 torch.set_num_threads(os.cpu_count() or 1)
 T, B = int(sys.argv[1]), int(sys.argv[2])
+device = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")
+if device.type == "cuda" and not torch.cuda.is_available():
+    sys.exit("CUDA was asked for but torch.cuda.is_available() is False")
 D = 100
 shapes = [("conv1.weight", (16, 3, 5, 5)), ("conv1.bias", (16,))]
 for i in range(2, 5):
@@ -27,12 +32,12 @@ for name, shape in shapes:
     n = 1
     for s in shape:
         n *= s
-    heads[name] = (torch.nn.Parameter(torch.randn(D, n) * 0.01), torch.nn.Parameter(torch.zeros(n)))
-z = torch.nn.Parameter(torch.eye(T, D))
+    heads[name] = (torch.nn.Parameter(torch.randn(D, n, device=device) * 0.01), torch.nn.Parameter(torch.zeros(n, device=device)))
+z = torch.nn.Parameter(torch.eye(T, D, device=device))
 params = [p for pair in heads.values() for p in pair] + [z]
 opt = torch.optim.Adam(params, lr=1e-3)
-x = torch.randn(T, B, 3, 32, 32)
-y = (torch.arange(T * B) % 2).float().reshape(T, B)
+x = torch.randn(T, B, 3, 32, 32, device=device)
+y = (torch.arange(T * B, device=device) % 2).float().reshape(T, B)
 
 
 def step():
@@ -53,11 +58,21 @@ def step():
     opt.step()
 
 
+
+
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 step()
+sync()
 times = []
 for _ in range(5):
     t = time.perf_counter()
     step()
+    sync()
     times.append(time.perf_counter() - t)
 times.sort()
-print(T * B / times[2], torch.__version__, torch.get_num_threads())
+name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+print(T * B / times[2], torch.__version__, torch.get_num_threads(), name)

@@ -1,0 +1,304 @@
+/**
+ * `deno task gpu-run`: the GPU benchmark in one command, for a machine with a GPU and no network
+ * (the deno binary, its module cache and a Python with PyTorch carried in). It prints the adapter,
+ * fills the kernel tuner's cache (`deno task tune`), runs `deno task bench` into <out>/gpu/, times
+ * the same training step with PyTorch on CUDA (src/peers/torch_step.py) for the ratio ours /
+ * PyTorch CUDA at T = 16 and 64, and writes <out>/benchmarks-gpu.md; the whole within a time
+ * budget (default 8 minutes), each stage stopped if it would overrun.
+ *
+ * Flags: --out DIR (default docs), --budget SECONDS (default 480), --python PATH (the interpreter
+ * with PyTorch), --tune-cache FILE, --no-tune, --tiny (tiny sizes, to check the command end to
+ * end on any adapter, a software one included).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { getGpu } from "./gpu/device.ts";
+import { pythonCandidates, pythonReport, strongestTorch, torchStep } from "./peers/python.ts";
+
+/** Options of {@linkcode gpuRun}. */
+export interface GpuRunOptions {
+  /** Folder of benchmarks-gpu.md; the bench writes into its gpu/ subfolder. */
+  out: string;
+  /** Seconds for everything. */
+  budget: number;
+  /** Python interpreter with PyTorch to try first. */
+  python?: string;
+  /** The tuner's cache file. */
+  tuneCache?: string;
+  /** False: built-in kernels, no tuning. */
+  tune: boolean;
+  /** Tiny sizes. */
+  tiny: boolean;
+  /** Progress lines. */
+  onProgress?: (line: string) => void;
+}
+
+/** What one stage (a child process) did. */
+interface Stage {
+  name: string;
+  ok: boolean;
+  seconds: number;
+  note: string;
+}
+
+/** Runs this deno binary on `script` with `args` in a child process, killed after `limit` s. */
+async function child(
+  name: string,
+  script: string,
+  args: string[],
+  limit: number,
+  progress: (line: string) => void,
+): Promise<Stage> {
+  const t0 = performance.now();
+  if (limit < 5) return { name, ok: false, seconds: 0, note: "skipped: time budget spent" };
+  progress(`${name}: starting (at most ${limit.toFixed(0)} s)`);
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-run", script, ...args],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => proc.kill("SIGKILL"), limit * 1000);
+  // Pass the child's progress lines through as they come.
+  const lines: string[] = [];
+  const decoder = new TextDecoder();
+  let pending = "";
+  for await (const chunk of proc.stderr) {
+    pending += decoder.decode(chunk, { stream: true });
+    const parts = pending.split("\n");
+    pending = parts.pop()!;
+    for (const line of parts) {
+      lines.push(line);
+      progress(`${name}: ${line}`);
+    }
+  }
+  const status = await proc.status;
+  clearTimeout(timer);
+  const seconds = (performance.now() - t0) / 1000;
+  const killed = status.signal === "SIGKILL";
+  return {
+    name,
+    ok: status.success,
+    seconds,
+    note: killed
+      ? `stopped after ${limit.toFixed(0)} s (time budget)`
+      : status.success
+      ? "ok"
+      : `failed (exit ${status.code}): ${lines.at(-1) ?? ""}`,
+  };
+}
+
+/** One bench row as written into benchmarks.json. */
+interface JsonRow {
+  group: string;
+  name: string;
+  seconds: number;
+  imagesPerSecond?: number;
+  bytes?: number;
+  ratio?: number;
+}
+
+/** Runs everything and writes <out>/benchmarks-gpu.md; returns its text. */
+export async function gpuRun(options: GpuRunOptions): Promise<string> {
+  const progress = options.onProgress ?? (() => {});
+  const started = performance.now();
+  const left = () => options.budget - (performance.now() - started) / 1000;
+  const gpu = await getGpu();
+  const adapter = `${gpu.description}${gpu.isFallback ? " (software)" : ""}`;
+  progress(`adapter: ${adapter}; features: ${[...gpu.features].join(", ") || "none"}`);
+  if (gpu.isFallback && !options.tiny) {
+    throw new Error(
+      `No hardware GPU adapter: WebGPU offers only ${adapter}. Run on a machine with a GPU and ` +
+        `its Vulkan (or Metal, D3D12) driver, or pass --tiny to check the command here`,
+    );
+  }
+  const benchOut = join(options.out, "gpu");
+  const cache = options.tuneCache ? ["--tune-cache", options.tuneCache] : [];
+  const src = (file: string) => new URL(file, import.meta.url).pathname;
+  const stages: Stage[] = [];
+  if (options.tune) {
+    stages.push(
+      await child(
+        "tune",
+        src("./autotune.ts"),
+        [
+          ...(options.tiny ? ["--tiny"] : []),
+          ...(options.tuneCache ? ["--cache", options.tuneCache] : []),
+        ],
+        Math.min(left() * 0.3, left() - 60),
+        progress,
+      ),
+    );
+  }
+  // PyTorch's CUDA runs take about a minute; the bench gets the rest.
+  stages.push(
+    await child(
+      "bench",
+      src("./bench.ts"),
+      [
+        "--out",
+        benchOut,
+        "--no-tfjs",
+        ...(options.tiny ? ["--tiny"] : []),
+        ...(options.tune ? cache : ["--no-tune"]),
+        ...(options.python ? ["--python", options.python] : []),
+      ],
+      left() - 60,
+      progress,
+    ),
+  );
+  let rows: JsonRow[] = [];
+  let summary: string[] = [];
+  try {
+    rows = JSON.parse(await Deno.readTextFile(join(benchOut, "benchmarks.json"))).rows;
+    const md = await Deno.readTextFile(join(benchOut, "benchmarks.md"));
+    // The bullet points before the first section: the adapter, the yardstick and the targets.
+    const head = md.split("\n## ")[0]!;
+    summary = head.split("\n").filter((l) => l.startsWith("- "));
+  } catch {
+    // The bench did not finish: the stage table says why.
+  }
+  const B = options.tiny ? 4 : 32;
+  const tasks = options.tiny ? [2] : [16, 64];
+  progress("looking for PyTorch");
+  const reports = [];
+  for (const python of pythonCandidates(options.python)) {
+    if (left() < 20) break;
+    const r = await pythonReport(python, options.tiny ? 128 : 1024);
+    if (r) reports.push(r);
+  }
+  const torch = strongestTorch(reports);
+  const ratios: string[] = [];
+  for (const T of tasks) {
+    const ours = rows.find((r) => r.name === `seed_cnn T=${T} B=${B} batched`);
+    if (!torch) {
+      ratios.push(`T = ${T}: no Python with PyTorch found (pass --python), no CUDA ratio.`);
+      continue;
+    }
+    if (!torch.torch!.cuda) {
+      ratios.push(
+        `T = ${T}: PyTorch ${torch.torch!.version} (${torch.python}) sees no CUDA device, ` +
+          `no CUDA ratio.`,
+      );
+      continue;
+    }
+    if (left() < 15) {
+      ratios.push(`T = ${T}: time budget spent before the PyTorch CUDA run.`);
+      continue;
+    }
+    progress(`PyTorch CUDA step at T=${T} B=${B}`);
+    const peer = await torchStep(torch.python, { tasks: T, batch: B, device: "cuda" });
+    if (!peer) {
+      ratios.push(`T = ${T}: the PyTorch CUDA step failed.`);
+    } else if (!ours?.imagesPerSecond) {
+      ratios.push(
+        `T = ${T}: PyTorch ${peer.version} on ${peer.device}: ${
+          Math.round(peer.imagesPerSecond)
+        } images/s; ours not measured (bench did not finish).`,
+      );
+    } else {
+      ratios.push(
+        `T = ${T}, B = ${B}: ours ${
+          Math.round(ours.imagesPerSecond)
+        } images/s, PyTorch ${peer.version} on ${peer.device} ${
+          Math.round(peer.imagesPerSecond)
+        } images/s: ours / PyTorch CUDA = ${
+          (ours.imagesPerSecond / peer.imagesPerSecond).toFixed(2)
+        }x.`,
+      );
+    }
+  }
+  const memory = rows.filter((r) => r.group === "memory");
+  const md = [
+    "# Benchmarks on a GPU",
+    "",
+    "Written by `deno task gpu-run`" +
+    (options.tiny ? " --tiny (tiny sizes: an end-to-end check; figures mean nothing)" : "") +
+    `. Full tables: [gpu/benchmarks.md](gpu/benchmarks.md).`,
+    "",
+    `- Adapter: ${adapter}; features: ${[...gpu.features].join(", ") || "none"}; limits: ` +
+    `${gpu.limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory, ` +
+    `${gpu.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup.`,
+    `- Date: ${new Date().toISOString()}; total ${
+      ((performance.now() - started) / 1000).toFixed(0)
+    } s of a ${options.budget} s budget.`,
+    "",
+    "## Ours / PyTorch CUDA (same step)",
+    "",
+    ...ratios.map((r) => `- ${r}`),
+    "",
+    "## Peak GPU memory per training step",
+    "",
+    ...(memory.length
+      ? memory.map((m) =>
+        `- ${m.name}: ${(m.bytes! / 2 ** 20).toFixed(1)} MiB, ${
+          m.ratio!.toFixed(2)
+        }x the lower bound.`
+      )
+      : ["- Not measured (the bench did not finish)."]),
+    "",
+    "## The bench's summary",
+    "",
+    ...(summary.length ? summary : ["- The bench did not finish."]),
+    "",
+    "## Stages",
+    "",
+    "| stage | result | seconds |",
+    "| --- | --- | ---: |",
+    ...stages.map((s) => `| ${s.name} | ${s.note} | ${s.seconds.toFixed(0)} |`),
+    "",
+  ].join("\n");
+  await Deno.mkdir(options.out, { recursive: true });
+  await Deno.writeTextFile(join(options.out, "benchmarks-gpu.md"), md);
+  return md;
+}
+
+const USAGE =
+  "usage: deno task gpu-run [--out docs] [--budget 480] [--python PATH] [--tune-cache FILE] " +
+  "[--no-tune] [--tiny]";
+
+if (import.meta.main) {
+  let options: GpuRunOptions;
+  const t0 = performance.now();
+  try {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        out: { type: "string" },
+        budget: { type: "string" },
+        python: { type: "string" },
+        "tune-cache": { type: "string" },
+        "no-tune": { type: "boolean" },
+        tiny: { type: "boolean" },
+        help: { type: "boolean" },
+      },
+    });
+    if (values.help) {
+      console.log(USAGE);
+      Deno.exit(0);
+    }
+    const budget = Number(values.budget ?? 480);
+    if (!(budget > 0)) throw new RangeError(`--budget ${values.budget}: expected seconds > 0`);
+    options = {
+      out: values.out ?? "docs",
+      budget,
+      python: values.python,
+      tuneCache: values["tune-cache"],
+      tune: !values["no-tune"],
+      tiny: Boolean(values.tiny),
+      onProgress: (line) =>
+        console.error(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`),
+    };
+  } catch (e) {
+    console.error(`gpu-run: ${e instanceof Error ? e.message : e}`);
+    console.error(USAGE);
+    Deno.exit(2);
+  }
+  try {
+    console.log(await gpuRun(options));
+  } catch (e) {
+    console.error(`gpu-run: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,189 @@
+import assert from "node:assert/strict";
+import { memoryRows, targetLine } from "../src/bench.ts";
+import { getGpu } from "../src/gpu/device.ts";
+import {
+  newer,
+  peerVenv,
+  pythonCandidates,
+  type PythonReport,
+  strongestTorch,
+  yardstick,
+  yardstickProblem,
+} from "../src/peers/python.ts";
+import { parseCounts, parseInputShape } from "../src/autotune.ts";
+
+/** A report of one interpreter with numpy on `blas` and, optionally, PyTorch. */
+function report(
+  python: string,
+  numpy: { gflops: number; blas: string } | null,
+  torch?: { version: string; gflops: number },
+): PythonReport {
+  return {
+    command: python,
+    python,
+    numpy: numpy &&
+      {
+        version: "1.26.4",
+        gflops: numpy.gflops,
+        blas: [{ filepath: numpy.blas }],
+        source: "loaded shared objects",
+      },
+    torch: torch
+      ? {
+        version: torch.version,
+        gflops: torch.gflops,
+        blas: ["BLAS_INFO=mkl"],
+        cpu_capability: "AVX2",
+        threads: 2,
+        cuda: null,
+      }
+      : null,
+  };
+}
+
+Deno.test("the GEMM yardstick is the best of numpy and PyTorch, with the library that gave it", () => {
+  const y = yardstick([
+    report("/usr/bin/python3", {
+      gflops: 6.1,
+      blas: "/usr/lib/x86_64-linux-gnu/blas/libblas.so.3",
+    }),
+    report("/venv/bin/python3", null, { version: "2.5.1+cpu", gflops: 190 }),
+  ])!;
+  assert.equal(y.gflops, 190);
+  assert.match(y.via, /PyTorch 2\.5\.1\+cpu/);
+  assert.match(y.blas, /BLAS_INFO=mkl/);
+  assert.equal(y.optimised, true);
+  assert.equal(y.all.length, 2);
+  assert.equal(yardstick([]), undefined);
+});
+
+Deno.test("no verdict against reference BLAS or a peak below our own kernel", () => {
+  // The second machine's case: reference BLAS at 6.1 GFLOP/s against our 18.4.
+  const reference = yardstick([
+    report("python3", { gflops: 6.1, blas: "/usr/lib/x86_64-linux-gnu/blas/libblas.so.3" }),
+  ])!;
+  assert.equal(reference.optimised, false);
+  assert.match(yardstickProblem(reference, 18.4)!, /not a known optimised BLAS/);
+  const low = yardstick([
+    report("python3", { gflops: 12, blas: "/usr/lib/openblas-pthread/libopenblasp-r0.3.21.so" }),
+  ])!;
+  assert.equal(low.optimised, true);
+  assert.match(yardstickProblem(low, 18.4)!, /below our own kernel/);
+  assert.equal(yardstickProblem(low, 10), undefined);
+  assert.match(yardstickProblem(undefined, 1)!, /no GEMM peak/);
+  const line = targetLine(
+    { what: "Best matmul", value: 300.7, goal: 25, unit: "%", noVerdict: "the peak is low" },
+    false,
+  );
+  assert.equal(line, "Best matmul: 300.7% (target >= 25.0%): no verdict, the peak is low.");
+});
+
+Deno.test("targets state met or missed with the measured ratio", () => {
+  assert.equal(
+    targetLine({ what: "Loop", value: 3.9, goal: 5, unit: "x" }, false),
+    "Loop: 3.90x (target >= 5.00x: missed).",
+  );
+  assert.equal(
+    targetLine({ what: "Memory", value: 1.2, goal: 2, unit: "x", atMost: true }, true),
+    "Memory: 1.20x (target <= 2.00x: met, on a busy machine).",
+  );
+  assert.equal(
+    targetLine({ what: "Peer", goal: 1, unit: "x" }, false),
+    "Peer: not measured in this run (target >= 1.00x).",
+  );
+});
+
+Deno.test("the PyTorch peer is the newest one found", () => {
+  assert.equal(newer("2.5.1+cpu", "1.13.0a0"), true);
+  assert.equal(newer("1.13.0a0", "2.0"), false);
+  assert.equal(newer("2.1", "2.1.0"), false);
+  const best = strongestTorch([
+    report("/usr/bin/python3", null, { version: "1.13.0a0", gflops: 30 }),
+    report("/venv/bin/python3", null, { version: "2.5.1+cpu", gflops: 20 }),
+    report("/other/python3", null),
+  ]);
+  assert.equal(best?.python, "/venv/bin/python3");
+  assert.equal(strongestTorch([report("python3", null)]), undefined);
+});
+
+Deno.test("tune flags are checked", () => {
+  assert.deepEqual(parseInputShape("3x32x32"), [3, 32, 32]);
+  assert.throws(() => parseInputShape("32x32"), /expected C x H x W/);
+  assert.deepEqual(parseCounts("--tasks", "1,8,64"), [1, 8, 64]);
+  assert.throws(() => parseCounts("--tasks", "1,0"), /positive integers/);
+});
+
+const software = (await getGpu()).isFallback;
+
+Deno.test({
+  name: "gpu-run refuses a software adapter without --tiny, with one clear line",
+  ignore: !software,
+  fn: async () => {
+    const out = await Deno.makeTempDir();
+    const result = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "src/gpu_run.ts", "--out", out],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(result.stderr).trim().split("\n");
+    assert.equal(result.code, 1);
+    assert.match(stderr.at(-1)!, /^gpu-run: No hardware GPU adapter: .* pass --tiny/);
+    await assert.rejects(Deno.stat(`${out}/benchmarks-gpu.md`), Deno.errors.NotFound);
+    await Deno.remove(out, { recursive: true });
+  },
+});
+
+Deno.test("gpu-run and tune reject bad flags with usage (exit 2)", async () => {
+  for (
+    const [script, args] of [["src/gpu_run.ts", ["--budget", "-3"]], ["src/autotune.ts", [
+      "--tasks",
+      "x",
+    ]]] as const
+  ) {
+    const result = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(result.code, 2, script);
+    assert.match(new TextDecoder().decode(result.stderr), /usage: deno task/);
+  }
+});
+
+Deno.test({
+  name: "the peers' virtual environment is a candidate once it exists",
+  // The cache folder is XDG_CACHE_HOME on Linux only.
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const before = Deno.env.get("XDG_CACHE_HOME");
+    Deno.env.set("XDG_CACHE_HOME", dir);
+    try {
+      assert.equal(peerVenv(), `${dir}/supernet/peers`);
+      assert.ok(!pythonCandidates().some((p) => p.startsWith(dir)));
+      await Deno.mkdir(`${dir}/supernet/peers/bin`, { recursive: true });
+      await Deno.writeTextFile(`${dir}/supernet/peers/bin/python3`, "");
+      const found = pythonCandidates("/opt/py/bin/python3");
+      assert.equal(found[0], "/opt/py/bin/python3");
+      assert.ok(found.includes(`${dir}/supernet/peers/bin/python3`));
+      assert.ok(found.indexOf(`${dir}/supernet/peers/bin/python3`) < found.indexOf("python3"));
+    } finally {
+      if (before === undefined) Deno.env.delete("XDG_CACHE_HOME");
+      else Deno.env.set("XDG_CACHE_HOME", before);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("peak memory of a step is counted from live buffers and stays within 2x of its bound", async () => {
+  const gpu = await getGpu();
+  const before = gpu.memory.live;
+  const [row] = await memoryRows(gpu, { tasks: [2], B: 2 }, () => {});
+  assert.equal(row?.group, "memory");
+  assert.match(row!.name, /T=2 B=2 step peak \(lower bound/);
+  // Everything the step allocated is freed again (but for 48 bytes the loss's metrics keep: a
+  // scratch tensor and two uniforms); the peak covers at least its lower bound.
+  assert.ok(gpu.memory.live - before <= 64, `${gpu.memory.live - before} bytes left`);
+  assert.ok(row!.ratio! >= 1 && row!.ratio! <= 2, `ratio ${row!.ratio}`);
+  assert.ok(row!.bytes! > 0);
+});
