@@ -641,34 +641,27 @@ async function runSlots(
     excluded: [],
     train: [],
   };
-  const indices = [...slots.keys()];
   const evalBatch = Math.max(16, Math.min(200, Math.floor(1600 / Math.min(T, 8))));
-  const test = new Evaluator(gpu, {
-    dataset,
-    family: virtual,
-    tasks: indices,
-    forward: model.forward,
-    batch: evalBatch,
-    tasksPerChunk: Math.min(T, 8),
-    store: ctx.testStore,
-    examples: slots.map((s) => s.data.test),
-  });
+  // Full passes over each slot's own examples (test images, or the selection images).
+  const passes = (store: ImageStore, split: "train" | "test", examples: Examples[]) =>
+    new Evaluator(gpu, {
+      dataset,
+      family: virtual,
+      tasks: [...slots.keys()],
+      forward: model.forward,
+      batch: evalBatch,
+      tasksPerChunk: Math.min(T, 8),
+      store,
+      split,
+      examples,
+    });
+  const test = passes(ctx.testStore, "test", slots.map((s) => s.data.test));
   const selectionSets = slots.map((s) =>
     s.data.validation ?? (s.data.learn.indices.length <= 400 ? s.data.learn : undefined)
   );
   const selecting = options.select && selectionSets.every((e) => e !== undefined);
   const selector = selecting
-    ? new Evaluator(gpu, {
-      dataset,
-      family: virtual,
-      tasks: indices,
-      forward: model.forward,
-      batch: evalBatch,
-      tasksPerChunk: Math.min(T, 8),
-      store: ctx.trainStore,
-      split: "train",
-      examples: selectionSets as Examples[],
-    })
+    ? passes(ctx.trainStore, "train", selectionSets as Examples[])
     : undefined;
   const stopEarly = selecting && options.patience > 0 && slots.every((s) => s.data.validation);
   const curves: CurvePoint[][] = slots.map(() => []);
