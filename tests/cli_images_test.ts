@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { encode as encodePng } from "fast-png";
 import { loadDataset } from "../src/data/dataset.ts";
+import { type CliOutput, runMain } from "./util.ts";
 
-const root = new URL("..", import.meta.url).pathname;
 const cifarDir = decodeURIComponent(new URL("../../shared/data/", import.meta.url).pathname);
 const haveCifar10 = await Deno.stat(join(cifarDir, "cifar-10-batches-bin")).then(
   (s) => s.isDirectory,
@@ -16,22 +16,11 @@ const haveCifar10 = await Deno.stat(join(cifarDir, "cifar-10-batches-bin")).then
 );
 
 /** Runs main.ts with the permissions of the deno.json tasks (no --allow-sys, no --allow-run). */
-async function cli(
+function cli(
   args: string[],
   options: { env?: Record<string, string>; clearEnv?: boolean } = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", join(root, "main.ts"), ...args],
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-    ...options,
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+): Promise<CliOutput> {
+  return runMain(args, options);
 }
 
 const TINY = ["--steps", "6", "--tasks-per-step", "2", "--batch", "8", "--eval-every", "0"];

@@ -6,23 +6,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadSafetensors } from "../src/safetensors.ts";
+import { type CliOutput, runMain } from "./util.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
-async function cli(
-  ...args: string[]
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", join(root, "main.ts"), ...args],
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function cli(...args: string[]): Promise<CliOutput> {
+  return runMain(args);
 }
 
 const TINY = [

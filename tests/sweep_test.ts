@@ -11,34 +11,13 @@ import { cellStatus, RECORDS } from "../src/sweep/cell.ts";
 import { type Cell, expandCells, parsePlan, type Plan } from "../src/sweep/plan.ts";
 import { arraySpec, jobScript, sbatchArgs, shellQuote } from "../src/sweep/slurm.ts";
 import { barChart } from "../src/sweep/report.ts";
+import { type CliOutput, runMain } from "./util.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
-async function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-run",
-      "--allow-sys=hostname",
-      join(root, "main.ts"),
-      ...args,
-    ],
-    cwd: root,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+/** Runs main.ts as the sweep task does (it starts processes and reads the host name). */
+function cli(args: string[], env: Record<string, string> = {}): Promise<CliOutput> {
+  return runMain(args, { allow: ["--allow-run", "--allow-sys=hostname"], env });
 }
 
 const check = (key: string, value: unknown) =>

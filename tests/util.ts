@@ -6,6 +6,7 @@
 import { getGpu, type Gpu } from "../src/gpu/device.ts";
 import { type Dispatch, run } from "../src/gpu/kernel.ts";
 import { read, type Tensor, tensorFrom } from "../src/gpu/tensor.ts";
+import { join } from "node:path";
 
 export { getGpu, type Gpu };
 
@@ -98,4 +99,49 @@ export function finiteDifference(
     grad[i] = (up - down) / (2 * eps);
   }
   return grad;
+}
+
+/** The project's root folder. */
+export const ROOT = new URL("..", import.meta.url).pathname;
+
+/** What a run of the command line printed and returned. */
+export interface CliOutput {
+  /** Exit code. */
+  code: number;
+  /** Standard output. */
+  stdout: string;
+  /** Standard error. */
+  stderr: string;
+}
+
+/**
+ * Runs main.ts in a child process from the project root, with the permissions of the deno.json
+ * tasks (read, write, env) plus `allow` (e.g. "--allow-run" for sweeps), and `env` added to (or
+ * with `clearEnv`, instead of) the environment.
+ */
+export async function runMain(
+  args: string[],
+  options: { allow?: string[]; env?: Record<string, string>; clearEnv?: boolean } = {},
+): Promise<CliOutput> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      ...(options.allow ?? []),
+      join(ROOT, "main.ts"),
+      ...args,
+    ],
+    cwd: ROOT,
+    env: options.env,
+    clearEnv: options.clearEnv,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
 }
