@@ -99,19 +99,35 @@ export async function installPeers(
   return venvPython(dir);
 }
 
-/** Runs blas_peak.py with `python` for an n x n GEMM; undefined when it cannot run. */
-export async function pythonReport(python: string, n: number): Promise<PythonReport | undefined> {
-  const script = new URL("./blas_peak.py", import.meta.url).pathname;
+/**
+ * Runs one of the peer scripts beside this file with `python` in the peers' clean environment;
+ * its standard output, or undefined when it cannot run or fails.
+ */
+async function runPeerScript(
+  python: string,
+  script: string,
+  args: string[],
+): Promise<string | undefined> {
   try {
     const out = await new Deno.Command(python, {
-      args: [script, String(n)],
+      args: [new URL(`./${script}`, import.meta.url).pathname, ...args],
       stdout: "piped",
       stderr: "null",
       env: peerEnv(),
       clearEnv: true,
     }).output();
-    if (!out.success) return undefined;
-    return { command: python, ...JSON.parse(new TextDecoder().decode(out.stdout)) };
+    return out.success ? new TextDecoder().decode(out.stdout) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs blas_peak.py with `python` for an n x n GEMM; undefined when it cannot run. */
+export async function pythonReport(python: string, n: number): Promise<PythonReport | undefined> {
+  const text = await runPeerScript(python, "blas_peak.py", [String(n)]);
+  if (text === undefined) return undefined;
+  try {
+    return { command: python, ...JSON.parse(text) };
   } catch {
     return undefined;
   }
@@ -210,27 +226,19 @@ export async function torchStep(
   python: string,
   options: { tasks: number; batch: number; device?: string },
 ): Promise<TorchStep | undefined> {
-  const script = new URL("./torch_step.py", import.meta.url).pathname;
-  try {
-    const out = await new Deno.Command(python, {
-      args: [script, String(options.tasks), String(options.batch), options.device ?? "cpu"],
-      stdout: "piped",
-      stderr: "null",
-      env: peerEnv(),
-      clearEnv: true,
-    }).output();
-    if (!out.success) return undefined;
-    const [rate, version, threads, ...device] = new TextDecoder().decode(out.stdout).trim()
-      .split(" ");
-    return {
-      imagesPerSecond: Number(rate),
-      version: version!,
-      threads: Number(threads),
-      device: device.join(" ") || "cpu",
-    };
-  } catch {
-    return undefined;
-  }
+  const text = await runPeerScript(python, "torch_step.py", [
+    String(options.tasks),
+    String(options.batch),
+    options.device ?? "cpu",
+  ]);
+  if (text === undefined) return undefined;
+  const [rate, version, threads, ...device] = text.trim().split(" ");
+  return {
+    imagesPerSecond: Number(rate),
+    version: version!,
+    threads: Number(threads),
+    device: device.join(" ") || "cpu",
+  };
 }
 
 /**
