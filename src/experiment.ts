@@ -328,13 +328,8 @@ export async function runExperiment(
       ["+ validation stopping (mean z, no prior)", { init: "mean", prior: 0 }],
       ["+ best trained z as start (no prior)", { init: "best", prior: 0 }],
       ["+ population of starts (no prior)", { prior: 0 }],
-      ["+ prior (all of the new defaults)", {}],
     ];
     for (const [label, changes] of adaptOnly) {
-      if (label.startsWith("+ prior")) {
-        ablations.push(row(label, zOf(main)));
-        continue;
-      }
       say(`ablation: ${label}`);
       const r = await adapt(gpu, {
         ...adaptBase,
@@ -347,6 +342,8 @@ export async function runExperiment(
       });
       ablations.push(row(label, zOf(r)));
     }
+    // The last step adds the prior, which makes the new defaults: the main run's z.
+    ablations.push(row("+ prior (all of the new defaults)", zOf(main)));
     const variants: [string, string, Partial<TrainOptions>][] = [
       ["generator with one hidden layer (256)", "ablation_hidden", { hidden: [256] }],
       ["meta-training (first-order, every 2nd step)", "ablation_meta", { meta: true }],
