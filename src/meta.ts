@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { BatchAssembler, type ImageStore, Sampler } from "./data/sampler.ts";
+import { BatchAssembler, type Choice, type ImageStore, Sampler } from "./data/sampler.ts";
 import type { Dataset } from "./data/dataset.ts";
 import type { TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
@@ -61,6 +61,8 @@ export class MetaStep {
   readonly outer: StepProgram;
   readonly #innerSteps: number;
   readonly #batch: number;
+  readonly #halves: [Choice, Choice];
+  readonly #startRows: Uint32Array;
 
   /**
    * Prepares inner and outer programs for T tasks x B images per step; `params` is the
@@ -106,6 +108,13 @@ export class MetaStep {
     this.#query = make();
     this.#slots = tensorFrom(gpu, [T], Uint32Array.from({ length: T }, (_, t) => t));
     this.#starts = tensorFrom(gpu, [T], new Uint32Array(T));
+    this.#startRows = new Uint32Array(T);
+    const half = (): Choice => ({
+      tasks: this.#sampler.chosen.tasks,
+      images: new Uint32Array(T * B),
+      labels: new Float32Array(T * B),
+    });
+    this.#halves = [half(), half()];
     this.#inner = new Arena(gpu);
     this.#inner.add("z", [T, net.config.generator.zDim]);
     this.#inner.allocate();
@@ -141,20 +150,21 @@ export class MetaStep {
     const { tasks, images, labels } = sampler.chosen;
     const T = tasks.length;
     const B = this.#batch;
-    const half = (from: number) => {
-      const im = new Uint32Array(T * B);
-      const lb = new Float32Array(T * B);
+    // Each half is copied into choices allocated once, so a step allocates nothing.
+    const [support, query] = this.#halves;
+    for (const [half, from] of [[support, 0], [query, B]] as const) {
       for (let t = 0; t < T; t++) {
-        im.set(images.subarray(t * 2 * B + from, t * 2 * B + from + B), t * B);
-        lb.set(labels.subarray(t * 2 * B + from, t * 2 * B + from + B), t * B);
+        const at = t * 2 * B + from;
+        half.images.set(images.subarray(at, at + B), t * B);
+        half.labels.set(labels.subarray(at, at + B), t * B);
       }
-      return { tasks, images: im, labels: lb };
-    };
-    this.#support.write(half(0), step);
-    this.#query.write(half(B), step);
+    }
+    this.#support.write(support, step);
+    this.#query.write(query, step);
     // Slot t starts from the trained z of the next slot's task: a neighbour's z, as a new task
     // starts from some trained task's z.
-    write(this.#gpu, this.#starts, Uint32Array.from(tasks, (_, t) => tasks[(t + 1) % T]!));
+    for (let t = 0; t < T; t++) this.#startRows[t] = tasks[(t + 1) % T]!;
+    write(this.#gpu, this.#starts, this.#startRows);
     run(this.#gpu, this.#reset);
     for (let k = 1; k <= this.#innerSteps; k++) this.#innerProgram.run(k);
     this.outer.run(step);
