@@ -20,6 +20,7 @@ import { type Examples, type Task, taskExamples, type TaskFamily } from "./data/
 import type { Gpu } from "./gpu/device.ts";
 import type { Dispatch } from "./gpu/kernel.ts";
 import { read, tensorFrom, write } from "./gpu/tensor.ts";
+import { tunePending } from "./gpu/tune.ts";
 import { Evaluator, type ForwardBuilder, StepProgram } from "./engine.ts";
 import { generateWeights } from "./export/network.ts";
 import { initTaskVectors, PlainNet, SuperNet } from "./model/supernet.ts";
@@ -723,6 +724,8 @@ async function runSlots(
         regularize: model.regularize,
       });
       try {
+        // Shape classes new to this adapter are timed once, before the first step, as in training.
+        await tunePending(gpu);
         for (let step = 1; step <= options.steps; step++) {
           program.run(step);
           stepsRun = step;

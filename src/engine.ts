@@ -32,8 +32,11 @@ class Metrics {
   readonly perTaskAccuracy: Tensor;
   readonly correct: Tensor;
   readonly valid: Tensor;
+  readonly #stats: Tensor;
+  readonly #uniforms = new Set<{ destroy(): void }>();
 
   constructor(gpu: Gpu, tasks: number) {
+    this.#stats = createTensor(gpu, [tasks + 1]);
     this.loss = createTensor(gpu, [1]);
     this.perTaskLoss = createTensor(gpu, [tasks]);
     this.perTaskAccuracy = createTensor(gpu, [tasks]);
@@ -47,12 +50,13 @@ class Metrics {
    */
   prepare(gpu: Gpu, logits: Var, y: Tensor, dLogits?: Tensor, gradScale = 1): Dispatch[] {
     const flat = logits.tensor.reshape(y.shape);
-    return [
+    const dispatches = [
       ...sigmoidCrossEntropy(gpu, flat, y, {
         perTask: this.perTaskLoss,
         loss: this.loss,
         dLogits: dLogits?.reshape(y.shape),
         gradScale,
+        stats: this.#stats,
       }),
       ...accuracy(gpu, flat, y, {
         perTask: this.perTaskAccuracy,
@@ -60,6 +64,8 @@ class Metrics {
         valid: this.valid,
       }),
     ];
+    for (const d of dispatches) if (d.uniform) this.#uniforms.add(d.uniform);
+    return dispatches;
   }
 
   /** Reads everything back: the mean loss and per-task loss, correct and valid counts. */
@@ -74,9 +80,9 @@ class Metrics {
   }
 
   destroy(): void {
-    for (const t of [this.loss, this.perTaskLoss, this.perTaskAccuracy, this.correct, this.valid]) {
-      t.destroy();
-    }
+    const tensors = [this.loss, this.perTaskLoss, this.perTaskAccuracy, this.correct, this.valid];
+    for (const t of [...tensors, this.#stats]) t.destroy();
+    for (const u of this.#uniforms) u.destroy();
   }
 }
 

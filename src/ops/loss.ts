@@ -19,6 +19,11 @@ export interface LossOutputs {
   dLogits?: Tensor;
   /** Factor applied to `dLogits` (not to the loss), e.g. a loss weight; default 1. */
   gradScale?: number;
+  /**
+   * [T + 1] scratch the dispatches share (valid samples per task, tasks with samples); the caller
+   * destroys it with them. Without it the call allocates one that lives until garbage collection.
+   */
+  stats?: Tensor;
 }
 
 /** Outputs of `accuracy`; all caller-allocated f32 tensors of T elements. */
@@ -135,8 +140,9 @@ function crossEntropy(
     );
   }
   // stats[t] = valid samples of task t, stats[T] = tasks with samples: what the gradient needs.
-  // It lives as long as these dispatches, like their uniform.
-  const stats = createTensor(gpu, [sizes.tasks + 1]);
+  // It lives as long as these dispatches, like their uniform (see LossOutputs.stats).
+  if (out.stats) checkCount(what, "stats", out.stats, sizes.tasks + 1);
+  const stats = out.stats ?? createTensor(gpu, [sizes.tasks + 1]);
   const uniform = paramsOf(gpu, sizes, out.gradScale ?? 1);
   const dispatches = [
     prepare(
