@@ -232,7 +232,18 @@ export async function runExperiment(
     const opts = { ...baseTrain, ...changes, out: join(options.out, name) };
     await Deno.remove(opts.out, { recursive: true }).catch(() => {});
     say(`training ${name} (${opts.steps} steps of ${opts.tasksPerStep} tasks x ${opts.batch})`);
-    const result = await train(gpu, opts);
+    // A line about every tenth of the run, so a long profile is never silent for minutes.
+    let next = opts.steps / 10;
+    const result = await train(gpu, opts, {
+      onEvent: (e) => {
+        if (e.kind !== "step" || e.step < next || e.step === e.steps) return;
+        next = e.step + e.steps / 10;
+        say(
+          `training ${name}: step ${e.step}/${e.steps}, loss ${e.loss.toFixed(4)}, ` +
+            `${Math.round(e.secondsLeft)} s left`,
+        );
+      },
+    });
     return { dir: opts.out, result };
   };
   // A profile's tasks per step is a ceiling: families with fewer training tasks use them all.
