@@ -273,6 +273,13 @@ export async function runExperiment(
     task: "all-heldout",
     methods: ["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"],
     out: join(options.out, "adapt"),
+  }, {
+    // One line per method (and learning rate), so the longest phase is not silent.
+    onEvent: (e) => {
+      if (e.kind !== "method") return;
+      const lr = e.lr > 0 ? `, lr ${e.lr.toPrecision(2)}` : "";
+      say(`held-out tasks: ${e.method}, ${e.slots} slot(s)${lr}`);
+    },
   });
   const shotRuns: { shots: number; result: Awaited<ReturnType<typeof adapt>> }[] = [];
   for (const s of options.shots.filter((s) => s > 0)) {
