@@ -5,7 +5,8 @@
  * network (`head`), generator and z together (`finetune`), the seed's z-only recipe (`z-seed`),
  * z through an untrained generator (`z-untrained`) and the mean z without training (`zero-shot`).
  *
- * Every method learns from the task's training images less a validation slice carved from them;
+ * Every method learns from the task's training images less a validation slice carved from them
+ * (from a run trained with a reserve, the task's reserved images, which the generator never saw);
  * the slice picks the learning rate (baselines, from a small grid), the step to stop at, and for
  * z the winner among several starting points. Test images only score the result. Several tasks
  * (and several starting z per task) adapt side by side as one batched program of T slots.
@@ -16,7 +17,13 @@ import { join } from "node:path";
 import { loadCheckpoint, restoreArenas } from "./checkpoint.ts";
 import { type Dataset, loadDataset } from "./data/dataset.ts";
 import { fewShot, ImageStore, type Slot, SlotSampler } from "./data/sampler.ts";
-import { type Examples, type Task, taskExamples, type TaskFamily } from "./data/tasks.ts";
+import {
+  type Examples,
+  splitReserve,
+  type Task,
+  taskExamples,
+  type TaskFamily,
+} from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
 import type { Dispatch } from "./gpu/kernel.ts";
 import { read, tensorFrom, write } from "./gpu/tensor.ts";
@@ -95,9 +102,11 @@ export interface AdaptOptions {
    */
   prior: number;
   /**
-   * Fraction of the training images held out as the validation slice (0: none). Classes with
-   * fewer than 10 images give none: few-shot runs use every image to learn from, a fixed number
-   * of steps, and pick among starting points by training loss.
+   * Fraction of the training images held out as the validation slice (0: none). From a run
+   * trained with a reserve (`train --reserve`), the slice is instead the task's reserved images,
+   * which the generator never trained on. Classes with fewer than 10 images give none: few-shot
+   * runs use every image to learn from, a fixed number of steps, and pick among starting points by
+   * training loss.
    */
   validation: number;
   /** Optimiser of every method. */
@@ -315,14 +324,21 @@ interface TaskData {
 
 /**
  * Splits a task's training examples (or its few-shot subset) into the ones to learn from and a
- * validation slice: `fraction` of each class, chosen by a seeded shuffle, when every class has at
- * least 10 images; otherwise no slice.
+ * validation slice. From a run trained with a reserve (`reserve` > 0), the slice is the reserved
+ * images (`isReserved`), which the generator never saw; otherwise `fraction` of each class,
+ * chosen by a seeded shuffle. No slice when `fraction` is 0 or a class would get fewer than 10.
  */
 export function splitValidation(
   examples: Examples,
-  options: { fraction: number; seed: number },
+  options: { fraction: number; seed: number; reserve?: number },
 ): { learn: Examples; validation?: Examples } {
   if (!(options.fraction > 0)) return { learn: examples };
+  if (options.reserve && options.reserve > 0) {
+    const { kept, reserved } = splitReserve(examples, options.reserve);
+    const positives = reserved.labels.reduce((n, l) => n + (l > 0.5 ? 1 : 0), 0);
+    if (positives < 10 || reserved.labels.length - positives < 10) return { learn: examples };
+    return { learn: kept, validation: reserved };
+  }
   const bySide: number[][] = [[], []];
   examples.labels.forEach((l, k) => bySide[l > 0.5 ? 1 : 0]!.push(k));
   if (bySide.some((ks) => ks.length < 10)) return { learn: examples };
@@ -386,7 +402,11 @@ export async function adapt(
     const pool = options.shots > 0
       ? fewShot(family.tasks[task]!, dataset.train, { shots: options.shots, seed: options.seed })
       : all;
-    const split = splitValidation(pool, { fraction: options.validation, seed: options.seed });
+    const split = splitValidation(pool, {
+      fraction: options.validation,
+      seed: options.seed,
+      reserve: custom ? 0 : info.options.reserve,
+    });
     return { task, ...split, test: taskExamples(family.tasks[task]!, dataset.test) };
   });
   const out = options.out ?? join(options.run, "adapt");

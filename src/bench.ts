@@ -761,7 +761,10 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     tune: { ...tune, choices: cache ?? {} },
     rows,
   };
-  await Deno.writeTextFile(join(out, "benchmarks.json"), JSON.stringify(json, null, 2) + "\n");
+  await Deno.writeTextFile(
+    join(out, "benchmarks.json"),
+    homeRelative(JSON.stringify(json, null, 2)) + "\n",
+  );
   const md = [
     "# Benchmarks",
     "",
@@ -776,7 +779,7 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     ...TRIED,
     "",
   ].join("\n");
-  await Deno.writeTextFile(join(out, "benchmarks.md"), md);
+  await Deno.writeTextFile(join(out, "benchmarks.md"), homeRelative(md));
   return md;
 }
 
@@ -864,4 +867,13 @@ if (import.meta.main) {
     console.error(`bench: ${e instanceof Error ? e.message : e}`);
     Deno.exit(1);
   }
+}
+
+/**
+ * `text` with the user's home folder written as ~, so that committed reports name the cache and
+ * interpreters as every user would find them, not by one machine's absolute paths.
+ */
+export function homeRelative(text: string): string {
+  const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE");
+  return home && home.length > 1 ? text.replaceAll(home + "/", "~/") : text;
 }

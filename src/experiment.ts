@@ -192,6 +192,11 @@ export interface ExperimentResults {
   trainedAccuracy: number;
   /** Training wall time. */
   trainSeconds: number;
+  /**
+   * Fraction of training images the generator's training kept out, from which the held-out
+   * tasks' validation slices came (0 or absent: slices carved at random from seen images).
+   */
+  reserve?: number;
   /** Per held-out task. */
   heldOut: HeldOutResult[];
   /** Generator variants. */
@@ -394,6 +399,7 @@ export async function runExperiment(
     taskCounts: { train: state.family.train.length, heldOut: state.family.heldOut.length },
     trainedAccuracy: evaluated.trainedAccuracy,
     trainSeconds: base.result.seconds,
+    reserve: baseTrain.reserve,
     heldOut,
     ablations,
     seconds: (performance.now() - started) / 1000,

@@ -78,6 +78,8 @@ export class MetaStep {
       tasksPerStep: number;
       batch: number;
       seed: number;
+      /** The run's reserve: images never drawn (see `isReserved`). */
+      reserve?: number;
       params: ParamGroup;
       meta: MetaOptions;
     },
@@ -96,6 +98,7 @@ export class MetaStep {
       seed: options.seed ^ 0x3e7a,
       balanced: true,
       store: options.store,
+      reserve: options.reserve,
     });
     const make = () =>
       new BatchAssembler(gpu, options.store, {

@@ -414,7 +414,13 @@ export async function writeReport(dir: string): Promise<string> {
     ...verdict(r).flatMap((l) => [l, ""]),
     "## Held-out task(s), all training images",
     "",
-    "Each method learns from the task's training images less a validation slice, which picks its learning rate (baselines: a grid of three), its stopping step and (z) its starting point; the step cap is the same for all.",
+    `Each method learns from the task's training images less a validation slice (${
+      r.reserve
+        ? `the task's reserved images: ${
+          Math.round(100 * r.reserve)
+        }% of each class that the generator's training never used`
+        : "carved at random from images the generator was trained on, which favours the generator's methods"
+    }), which picks its learning rate (baselines: a grid of three), its stopping step and (z) its starting point; the step cap is the same for all.`,
     "",
     "| method | trainable numbers per task | test accuracy | test loss | learning rate | steps (chosen / run) | seconds | collapsed |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

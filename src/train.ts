@@ -67,6 +67,12 @@ export interface TrainOptions {
   balanced: boolean;
   /** Random crop (4 pixels) and flip. */
   augment: boolean;
+  /**
+   * Fraction of the training images kept out of training (a fixed set per dataset, see
+   * `isReserved`): adaptation draws a held-out task's validation slice from them, so its choices
+   * never score images the generator was trained on. 0 trains on every image (the seed's way).
+   */
+  reserve: number;
   /** adam, rmsprop (the seed's) or sgd. */
   optimizer: typeof OPTIMIZERS[number];
   /** Peak learning rate of the generator. */
@@ -120,6 +126,7 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   batch: 32,
   balanced: true,
   augment: false,
+  reserve: 0.1,
   optimizer: "adam",
   lr: 0.001,
   schedule: "constant",
@@ -146,6 +153,7 @@ export const SEED_TRAIN_PRESET: Partial<TrainOptions> = {
   outputScale: 1,
   headScale: "none",
   meta: false,
+  reserve: 0,
 };
 
 /** Progress reported while training. */
@@ -270,6 +278,9 @@ export async function train(
     ...given,
     tasksPerStep: given.tasksPerStep ?? Math.min(DEFAULT_TASKS_PER_STEP, family.train.length),
   };
+  if (!((options.reserve ?? 0) >= 0 && (options.reserve ?? 0) < 0.5)) {
+    throw new RangeError(`--reserve ${options.reserve} must be in [0, 0.5)`);
+  }
   if (options.tasksPerStep > family.train.length) {
     throw new RangeError(
       `--tasks-per-step ${options.tasksPerStep} is more than the ${family.train.length} training ` +
@@ -306,6 +317,7 @@ export async function train(
     balanced: options.balanced,
     augment: options.augment ? { pad: 4, flip: true } : undefined,
     store: trainStore,
+    reserve: options.reserve,
   });
   const program = new StepProgram(gpu, {
     source: sampler,
@@ -322,6 +334,7 @@ export async function train(
       tasksPerStep: sampler.x.shape[0]!,
       batch: options.batch,
       seed: options.seed,
+      reserve: options.reserve,
       params: groups.params,
       meta: { innerSteps: options.metaInnerSteps, innerLr: options.metaInnerLr },
     })

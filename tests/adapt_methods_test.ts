@@ -17,7 +17,7 @@ import {
 import { loadCheckpoint } from "../src/checkpoint.ts";
 import { loadDataset } from "../src/data/dataset.ts";
 import { fewShot, Sampler } from "../src/data/sampler.ts";
-import { makeFamily } from "../src/data/tasks.ts";
+import { isReserved, makeFamily, taskExamples } from "../src/data/tasks.ts";
 import { Evaluator, StepProgram } from "../src/engine.ts";
 import { restoreArenas } from "../src/checkpoint.ts";
 import { read } from "../src/gpu/tensor.ts";
@@ -103,7 +103,11 @@ Deno.test("best init ranks every trained z by its loss on the task's training im
   // The same losses from a plain evaluation, one trained network at a time.
   const dataset = await loadDataset("mnist");
   const pool = fewShot(family.tasks[task]!, dataset.train, { shots: 100, seed: options.seed });
-  const { learn } = splitValidation(pool, { fraction: options.validation, seed: options.seed });
+  const { learn } = splitValidation(pool, {
+    fraction: options.validation,
+    seed: options.seed,
+    reserve: (info.options as { reserve?: number }).reserve,
+  });
   const net = new SuperNet(gpu, state.model);
   restoreArenas(gpu, tensors[MODEL_FILE]!, modelArenas(net), "model");
   for (const r of t.ranking) {
@@ -180,6 +184,14 @@ Deno.test("population adapts K trained z and the mean z, and the z loss falls", 
   ];
   assert.ok(starts.includes(z.start!), `${z.start} is one of the 4 starts`);
   assert.ok(z.validationLoss !== undefined, "the validation slice picks the winner");
+  // The run was trained with a reserve: the slice is the task's reserved images, the rest learn.
+  assert.equal((info.options as { reserve?: number }).reserve, 0.1);
+  const dataset = await loadDataset("mnist");
+  const all = taskExamples(family.tasks[t.task]!, dataset.train);
+  const reserved = [...all.indices].filter((i) => isReserved(i, 0.1)).length;
+  assert.ok(reserved > 0);
+  assert.equal(t.validationImages, reserved);
+  assert.equal(t.trainImages, all.indices.length - reserved);
   assert.ok(z.curve.at(-1)!.loss < z.curve[0]!.loss, "test loss should fall from the start");
 });
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { memoryRows, targetLine } from "../src/bench.ts";
+import { homeRelative, memoryRows, targetLine } from "../src/bench.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import {
   newer,
@@ -186,4 +186,20 @@ Deno.test("peak memory of a step is counted from live buffers and stays within 2
   assert.equal(gpu.memory.live - before, 0, `${gpu.memory.live - before} bytes left`);
   assert.ok(row!.ratio! >= 1 && row!.ratio! <= 2, `ratio ${row!.ratio}`);
   assert.ok(row!.bytes! > 0);
+});
+
+Deno.test("reports name files under the home folder as ~/..., never by one machine's absolute path", () => {
+  const before = Deno.env.get("HOME");
+  try {
+    Deno.env.set("HOME", "/home/someone");
+    assert.equal(
+      homeRelative("cache /home/someone/.cache/supernet/tune.json and /usr/bin/python3"),
+      "cache ~/.cache/supernet/tune.json and /usr/bin/python3",
+    );
+    // A folder that merely starts like the home folder is left alone.
+    assert.equal(homeRelative("/home/someone2/x"), "/home/someone2/x");
+  } finally {
+    if (before === undefined) Deno.env.delete("HOME");
+    else Deno.env.set("HOME", before);
+  }
 });

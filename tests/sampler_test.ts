@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { read, readU32 } from "../src/gpu/tensor.ts";
 import { run } from "../src/gpu/kernel.ts";
 import { channelStats, classCounts, type Dataset, loadDataset } from "../src/data/dataset.ts";
-import { makeFamily, taskExamples } from "../src/data/tasks.ts";
+import { isReserved, makeFamily, taskExamples } from "../src/data/tasks.ts";
 import {
   type Augment,
   fewShot,
@@ -201,6 +201,32 @@ Deno.test("tasks are drawn without replacement from the training tasks only", as
     () => new Sampler(gpu, dataset, { family, tasksPerStep: 19, batch: 2, seed: 1 }),
     RangeError,
   );
+});
+
+Deno.test("training never draws a reserved image, and draws every other one", async () => {
+  const gpu = await getGpu();
+  const dataset = synthetic({ classes: 3, perClass: 40, shape: [1, 2, 2], seed: 6 });
+  const family = makeFamily("one_vs_anchor", dataset.classNames, { holdoutLast: 0 });
+  const sampler = new Sampler(gpu, dataset, {
+    family,
+    tasksPerStep: 2,
+    batch: 8,
+    seed: 3,
+    balanced: true,
+    reserve: 0.3,
+  });
+  const drawn = new Set<number>();
+  for (let step = 0; step < 300; step++) {
+    sampler.choose(step);
+    for (const image of sampler.chosen.images) {
+      assert.ok(!isReserved(image, 0.3), `step ${step}: reserved image ${image} drawn`);
+      drawn.add(image);
+    }
+  }
+  sampler.destroy();
+  const allowed = [...dataset.train.labels.keys()].filter((i) => !isReserved(i, 0.3));
+  assert.ok(allowed.length < dataset.train.count, "the reserve holds some images");
+  assert.deepEqual([...drawn].sort((a, b) => a - b), allowed, "every other image is drawn");
 });
 
 Deno.test("images within a batch are distinct, then repeat in even rounds", async () => {

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { FAMILIES, makeFamily, type Task, taskExamples } from "../src/data/tasks.ts";
+import {
+  FAMILIES,
+  isReserved,
+  makeFamily,
+  splitReserve,
+  type Task,
+  taskExamples,
+} from "../src/data/tasks.ts";
 
 const CIFAR10 = [
   "airplane",
@@ -102,4 +109,32 @@ Deno.test("taskExamples: the task's images in order with binary labels", () => {
     /both sides/,
   );
   assert.throws(() => taskExamples({ name: "bad", negative: [], positive: [1] }, split));
+});
+
+Deno.test("the reserve: a fixed share of every class, the same for every run, split exactly", () => {
+  // 10 classes x 1000 images, labels cycling: each class gets close to the asked fraction.
+  const labels = Uint8Array.from({ length: 10_000 }, (_, i) => i % 10);
+  for (const fraction of [0.1, 0.25]) {
+    for (let c = 0; c < 10; c++) {
+      let n = 0;
+      for (let i = c; i < labels.length; i += 10) if (isReserved(i, fraction)) n++;
+      assert.ok(Math.abs(n / 1000 - fraction) < 0.04, `class ${c}: ${n} of 1000 at ${fraction}`);
+    }
+  }
+  // A function of the index alone, nested in the fraction, and nothing at 0.
+  for (let i = 0; i < 2000; i++) {
+    assert.equal(isReserved(i, 0.1), isReserved(i, 0.1));
+    if (isReserved(i, 0.1)) assert.ok(isReserved(i, 0.25), `image ${i}`);
+    assert.equal(isReserved(i, 0), false);
+  }
+  const task: Task = { name: "c1 vs c9", negative: [1], positive: [9] };
+  const examples = taskExamples(task, { images: new Uint8Array(0), labels, count: labels.length });
+  const { kept, reserved } = splitReserve(examples, 0.1);
+  assert.equal(kept.indices.length + reserved.indices.length, examples.indices.length);
+  assert.ok([...reserved.indices].every((i) => isReserved(i, 0.1)));
+  assert.ok([...kept.indices].every((i) => !isReserved(i, 0.1)));
+  assert.deepEqual(
+    [...reserved.labels],
+    [...reserved.indices].map((i) => (labels[i] === 9 ? 1 : 0)),
+  );
 });

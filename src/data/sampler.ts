@@ -12,7 +12,7 @@ import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.t
 import { createTensor, type Tensor, tensorFrom } from "../gpu/tensor.ts";
 import { mixSeed, Random } from "../random.ts";
 import type { Dataset, Split } from "./dataset.ts";
-import { type Examples, type Task, taskExamples, type TaskFamily } from "./tasks.ts";
+import { type Examples, splitReserve, type Task, taskExamples, type TaskFamily } from "./tasks.ts";
 
 /** Bindings the kernel has for image chunks. */
 export const MAX_CHUNKS = 4;
@@ -251,6 +251,8 @@ export interface SamplerOptions {
   store?: ImageStore;
   /** Largest chunk of uploaded images in bytes (tests use small ones). */
   chunkBytes?: number;
+  /** Fraction of the training images never drawn: the run's reserve (see `isReserved`). */
+  reserve?: number;
 }
 
 /** A set of images drawn from without replacement, in rounds when a batch needs more. */
@@ -354,7 +356,9 @@ export class Sampler {
     this.#batch = batch;
     this.#pools = train.map((t) => {
       const task = family.tasks[t]!;
-      return taskPools(taskExamples(task, dataset.train), task, options.balanced);
+      const all = taskExamples(task, dataset.train);
+      const kept = options.reserve ? splitReserve(all, options.reserve).kept : all;
+      return taskPools(kept, task, options.balanced);
     });
     this.#ownsStore = options.store === undefined;
     this.#store = options.store ??

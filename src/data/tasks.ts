@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { mixSeed } from "../random.ts";
 import type { Split } from "./dataset.ts";
 
 /** A binary task: images of `negative` classes get label 0, of `positive` classes label 1. */
@@ -137,6 +138,34 @@ export interface Examples {
   indices: Uint32Array;
   /** 0 (negative) or 1 (positive), per image. */
   labels: Float32Array;
+}
+
+/**
+ * True for the training images a run keeps out of training (its reserve): a fixed hash of the
+ * image index below `fraction`, so every run, seed and task family reserves the same images of a
+ * dataset, about `fraction` of each class. A held-out task's validation slice is drawn from them,
+ * so that choosing a stopping step or a start never scores images the generator was trained on.
+ */
+export function isReserved(index: number, fraction: number): boolean {
+  if (!(fraction > 0)) return false;
+  return mixSeed(0x5e5e7e, index) / 2 ** 32 < fraction;
+}
+
+/** `examples` split by `isReserved`: the images training may use, and the reserved ones. */
+export function splitReserve(
+  examples: Examples,
+  fraction: number,
+): { kept: Examples; reserved: Examples } {
+  const pick = (want: boolean): Examples => {
+    const ks = [...examples.indices.keys()].filter((k) =>
+      isReserved(examples.indices[k]!, fraction) === want
+    );
+    return {
+      indices: Uint32Array.from(ks, (k) => examples.indices[k]!),
+      labels: Float32Array.from(ks, (k) => examples.labels[k]!),
+    };
+  };
+  return { kept: pick(false), reserved: pick(true) };
 }
 
 /**

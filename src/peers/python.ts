@@ -167,9 +167,10 @@ const OPTIMISED = /openblas|mkl|blis|accelerate|armpl|onednn|mkldnn/i;
 /** Describes the BLAS a report's numpy ran. */
 function numpyBlas(r: NonNullable<PythonReport["numpy"]>): string {
   if (r.blas.length === 0) return `no BLAS library found in the process (${r.source})`;
-  return r.blas.map((b) => [b.internal_api, b.version, b.filepath].filter(Boolean).join(" ")).join(
-    "; ",
-  ) + ` (${r.source})`;
+  // The library's file name says which build it is; its folder only where this machine keeps it.
+  const file = (path?: string) => path?.split(/[\\/]/).at(-1);
+  return r.blas.map((b) => [b.internal_api, b.version, file(b.filepath)].filter(Boolean).join(" "))
+    .join("; ") + ` (${r.source})`;
 }
 
 /** The best GEMM rate over `reports`, with the library that gave it; undefined if none ran. */
