@@ -296,7 +296,11 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
   const groups = new Map<string, { title: string; runs: ExperimentResults[] }>();
   for (const dir of dirs) {
     const r: ExperimentResults = JSON.parse(await Deno.readTextFile(join(dir, "results.json")));
-    const title = `${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile}`;
+    // Runs whose validation slices came from images the generator saw are never pooled with runs
+    // whose slices were kept out of its training (their selections differ).
+    const slice = r.reserve ? "kept-out slice" : "seen-image slice";
+    const title =
+      `${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile}, ${slice}`;
     const key = `${title} | ${r.taskCounts.heldOut}`;
     if (!groups.has(key)) groups.set(key, { title, runs: [] });
     groups.get(key)!.runs.push(r);
@@ -320,6 +324,8 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
     "Held-out test accuracy by method, mean ± std over seeds and held-out tasks (details and commands in each section):",
     "",
     ...rows,
+    "",
+    "The validation slice that picks stopping steps, starts and learning rates is a *kept-out slice* in runs whose training kept 10% of every class out (`--reserve`), and a *seen-image slice* in runs from before: carved from images the generator was trained on, which scores the generator's methods too well.",
     "",
   ];
 }
