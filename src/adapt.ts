@@ -19,6 +19,7 @@ import { type Dataset, loadDataset } from "./data/dataset.ts";
 import { fewShot, ImageStore, type Slot, SlotSampler } from "./data/sampler.ts";
 import {
   type Examples,
+  selectExamples,
   splitReserve,
   type Task,
   taskExamples,
@@ -349,14 +350,10 @@ export function splitValidation(
     const size = Math.max(1, Math.round(ks.length * options.fraction));
     for (const k of ks.slice(0, size)) held.add(k);
   }
-  const pick = (keep: (k: number) => boolean): Examples => {
-    const ks = [...examples.indices.keys()].filter(keep);
-    return {
-      indices: Uint32Array.from(ks, (k) => examples.indices[k]!),
-      labels: Float32Array.from(ks, (k) => examples.labels[k]!),
-    };
+  return {
+    learn: selectExamples(examples, (k) => !held.has(k)),
+    validation: selectExamples(examples, (k) => held.has(k)),
   };
-  return { learn: pick((k) => !held.has(k)), validation: pick((k) => held.has(k)) };
 }
 
 /** What every method of one `adapt` call shares. */

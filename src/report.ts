@@ -18,10 +18,29 @@ export interface Series {
   points: [number, number][];
 }
 
-const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
+/** Series colours of every chart. */
+export const COLOURS = [
+  "#1f77b4",
+  "#d62728",
+  "#2ca02c",
+  "#9467bd",
+  "#ff7f0e",
+  "#8c564b",
+  "#17becf",
+];
 
-function escape(text: string): string {
+/** Text made safe inside SVG. */
+export function escape(text: string): string {
   return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+}
+
+/** The opening of every chart: the svg element, a white background and the title centred on titleX. */
+export function svgOpen(width: number, height: number, title: string, titleX: number): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${titleX}" y="22" text-anchor="middle" font-size="15">${escape(title)}</text>`,
+  ];
 }
 
 function ticks(lo: number, hi: number, count: number): number[] {
@@ -60,13 +79,7 @@ export function lineChart(
   const px = (x: number) => m.left + ((fx(x) - x0) / (x1 - x0 || 1)) * (width - m.left - m.right);
   const py = (y: number) =>
     height - m.bottom - ((y - y0) / (y1 - y0 || 1)) * (height - m.top - m.bottom);
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2 - m.right / 2 + m.left / 2}" y="22" text-anchor="middle" font-size="15">${
-      escape(options.title)
-    }</text>`,
-  ];
+  const parts = svgOpen(width, height, options.title, width / 2 - m.right / 2 + m.left / 2);
   for (const t of ticks(y0, y1, 6)) {
     parts.push(
       `<line x1="${m.left}" x2="${width - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#ddd"/>`,

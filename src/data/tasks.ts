@@ -151,21 +151,25 @@ export function isReserved(index: number, fraction: number): boolean {
   return mixSeed(0x5e5e7e, index) / 2 ** 32 < fraction;
 }
 
+/** The examples at positions k (into `examples`) for which `keep(k)` holds, in order. */
+export function selectExamples(examples: Examples, keep: (k: number) => boolean): Examples {
+  const ks = [...examples.indices.keys()].filter(keep);
+  return {
+    indices: Uint32Array.from(ks, (k) => examples.indices[k]!),
+    labels: Float32Array.from(ks, (k) => examples.labels[k]!),
+  };
+}
+
 /** `examples` split by `isReserved`: the images training may use, and the reserved ones. */
 export function splitReserve(
   examples: Examples,
   fraction: number,
 ): { kept: Examples; reserved: Examples } {
-  const pick = (want: boolean): Examples => {
-    const ks = [...examples.indices.keys()].filter((k) =>
-      isReserved(examples.indices[k]!, fraction) === want
-    );
-    return {
-      indices: Uint32Array.from(ks, (k) => examples.indices[k]!),
-      labels: Float32Array.from(ks, (k) => examples.labels[k]!),
-    };
+  const reserved = examples.indices.map((i) => (isReserved(i, fraction) ? 1 : 0));
+  return {
+    kept: selectExamples(examples, (k) => reserved[k] === 0),
+    reserved: selectExamples(examples, (k) => reserved[k] === 1),
   };
-  return { kept: pick(false), reserved: pick(true) };
 }
 
 /**

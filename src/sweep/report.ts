@@ -8,6 +8,7 @@
  */
 import { basename, dirname, join, relative } from "node:path";
 import type { ExperimentResults } from "../experiment.ts";
+import { COLOURS, escape, svgOpen } from "../report.ts";
 import { writeAtomic } from "../safetensors.ts";
 import {
   mean,
@@ -52,12 +53,6 @@ export interface SweepReport {
   table: string[];
 }
 
-const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"];
-
-function escape(text: string): string {
-  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
-}
-
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(2)}%` : "–");
 const points = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(2) : "–");
 const pValue = (p: number) => !Number.isFinite(p) ? "–" : p < 0.001 ? "< 0.001" : p.toFixed(3);
@@ -91,13 +86,7 @@ export function barChart(
   const plotWidth = width - m.left - m.right;
   const slot = plotWidth / Math.max(1, categories.length);
   const bar = Math.min(28, (slot - 16) / Math.max(1, series.length));
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${m.left + plotWidth / 2}" y="22" text-anchor="middle" font-size="15">${
-      escape(options.title)
-    }</text>`,
-  ];
+  const parts = svgOpen(width, height, options.title, m.left + plotWidth / 2);
   for (let k = 0; k <= 5; k++) {
     const t = y0 + ((y1 - y0) * k) / 5;
     parts.push(
