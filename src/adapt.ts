@@ -106,8 +106,8 @@ export interface AdaptOptions {
    * Fraction of the training images held out as the validation slice (0: none). From a run
    * trained with a reserve (`train --reserve`), the slice is instead the task's reserved images,
    * which the generator never trained on. Classes with fewer than 10 images give none: few-shot
-   * runs use every image to learn from, a fixed number of steps, and pick among starting points by
-   * training loss.
+   * runs use every image to learn from, end every slot at its last step, and pick among starting
+   * points by their training loss there.
    */
   validation: number;
   /** Optimiser of every method. */
@@ -633,10 +633,10 @@ interface SlotOutcome {
 }
 
 /**
- * Trains T slots side by side and keeps, per slot, the point with the lowest selection loss
- * (validation slice; for tiny few-shot sets, the training images themselves; else the last
- * step). Stops when every slot has gone `patience` evaluations without improving. Leaves each
- * slot's chosen values in its groups.
+ * Trains T slots side by side and keeps, per slot, the point with the lowest validation loss, or
+ * without a validation slice the last step (with its training loss, for tiny few-shot sets, to
+ * rank the slots). Stops when every slot has gone `patience` evaluations without improving.
+ * Leaves each slot's chosen values in its groups.
  */
 async function runSlots(
   ctx: Context,
@@ -691,11 +691,15 @@ async function runSlots(
     const scores = opts.curves ? await test.evaluate() : undefined;
     const picks = selector ? await selector.evaluate() : undefined;
     let improved = false;
-    slots.forEach((_, t) => {
+    slots.forEach((slot, t) => {
       const s = scores?.[t];
       if (s) curves[t]!.push({ step, accuracy: s.accuracy, loss: s.loss });
       const selection = picks ? picks[t]!.loss : -step;
-      if (best[t] === undefined || selection < best[t]!.selection) {
+      // Without a validation slice the training images only rank the slots at their last step:
+      // their loss is lowest where z has overshot (few-shot, measured on kept-out images), so it
+      // must not choose the stopping point.
+      const latest = !slot.data.validation;
+      if (best[t] === undefined || latest || selection < best[t]!.selection) {
         best[t] = { selection, step };
         stale[t] = 0;
         improved = true;

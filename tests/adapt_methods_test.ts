@@ -195,6 +195,27 @@ Deno.test("population adapts K trained z and the mean z, and the z loss falls", 
   assert.ok(z.curve.at(-1)!.loss < z.curve[0]!.loss, "test loss should fall from the start");
 });
 
+Deno.test("without a validation slice every slot ends at its last step", async () => {
+  await trainedRun();
+  const gpu = await getGpu();
+  // 5 images per class give no slice; a large step makes the training loss go up and down, so
+  // picking by it would stop early.
+  const result = await adapt(gpu, {
+    ...tiny,
+    methods: ["z", "full"],
+    shots: 5,
+    lr: 2,
+    fullLr: 0.5,
+    lrGrid: false,
+    out: join(runDir, "adapt_no_slice"),
+  });
+  for (const m of result.tasks[0]!.results) {
+    assert.equal(result.tasks[0]!.validationImages, 0);
+    assert.equal(m.steps, tiny.steps, `${m.method} should end at step ${tiny.steps}`);
+    assert.equal(m.stepsRun, tiny.steps);
+  }
+});
+
 Deno.test("a strong prior keeps the adapted z near the trained z's mean", async () => {
   await trainedRun();
   const gpu = await getGpu();
