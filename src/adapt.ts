@@ -698,8 +698,11 @@ async function runSlots(
       // Without a validation slice the training images only rank the slots at their last step:
       // their loss is lowest where z has overshot (few-shot, measured on kept-out images), so it
       // must not choose the stopping point.
-      const latest = !slot.data.validation;
-      if (best[t] === undefined || latest || selection < best[t]!.selection) {
+      // Such a slot needs no snapshot: its values at the end are its last step's.
+      if (!slot.data.validation) {
+        best[t] = { selection, step };
+        stale[t] = 0;
+      } else if (best[t] === undefined || selection < best[t]!.selection) {
         best[t] = { selection, step };
         stale[t] = 0;
         improved = true;
@@ -720,7 +723,7 @@ async function runSlots(
     if (improved && model.groups.length > 0) {
       const values = await Promise.all(model.groups.map((g) => read(gpu, g.params.flat)));
       best.forEach((b, t) => {
-        if (b.step === step) chosen[t] = values;
+        if (b.step === step && slots[t]!.data.validation) chosen[t] = values;
       });
     }
   };
@@ -758,7 +761,7 @@ async function runSlots(
         program.destroy();
         sampler.destroy();
       }
-      restoreChosen(gpu, model.groups, chosen, T);
+      await restoreChosen(gpu, model.groups, chosen, T);
     }
     // The test images score each slot once more, at its chosen point.
     const final = await test.evaluate();
@@ -776,26 +779,33 @@ async function runSlots(
 
 /**
  * Writes back each slot's chosen values: for an arena whose tensors all lead with the slot
- * dimension T, slot t's rows come from its own snapshot; with one slot, the whole snapshot.
+ * dimension T, slot t's rows come from its own snapshot; a slot without one (no validation
+ * slice) keeps its current values, its last step's.
  */
-function restoreChosen(gpu: Gpu, groups: ParamGroup[], chosen: Float32Array[][], T: number) {
-  groups.forEach((g, i) => {
-    if (chosen.some((c) => c[i] === undefined)) return;
-    if (T === 1) return write(gpu, g.params.flat, chosen[0]![i]!);
-    const merged = chosen[0]![i]!.slice();
+async function restoreChosen(gpu: Gpu, groups: ParamGroup[], chosen: Float32Array[][], T: number) {
+  for (const [i, g] of groups.entries()) {
+    const own = chosen.map((c) => c[i]);
+    if (own.every((c) => c === undefined)) continue;
+    if (T === 1) {
+      write(gpu, g.params.flat, own[0]!);
+      continue;
+    }
+    const merged = own.every((c) => c !== undefined)
+      ? own[0]!.slice()
+      : await read(gpu, g.params.flat);
     for (const { tensor } of g.params.entries) {
       if (tensor.shape[0] !== T) {
         throw new RangeError(`Slot values need tensors [${T}, ...], got [${tensor.shape}]`);
       }
       const per = tensor.size / T;
       const base = tensor.byteOffset / 4 - g.params.flat.byteOffset / 4;
-      for (let t = 1; t < T; t++) {
+      own.forEach((values, t) => {
         const from = base + t * per;
-        merged.set(chosen[t]![i]!.subarray(from, from + per), from);
-      }
+        if (values) merged.set(values.subarray(from, from + per), from);
+      });
     }
     write(gpu, g.params.flat, merged);
-  });
+  }
 }
 
 /** One method's result on one task, and (z methods) the winning z. */
