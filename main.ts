@@ -25,6 +25,7 @@ import { TARGETS } from "./src/model/target.ts";
 import { OPTIMIZERS, SCHEDULES } from "./src/optim.ts";
 import {
   EXPERIMENT_DEFAULTS,
+  ExperimentError,
   type ExperimentOptions,
   EXPERIMENTS,
   PROFILES,
@@ -325,6 +326,12 @@ const EXPERIMENT_FLAGS: Flag[] = [
   { flag: "no-ablations", key: "ablations", kind: "bool", help: "skip the ablations" },
   { flag: "seed", key: "seed", kind: "int", help: "seed" },
   { flag: "out", key: "out", kind: "string", help: "output folder" },
+  {
+    flag: "resume",
+    key: "resume",
+    kind: "bool",
+    help: "keep what an earlier run of these options finished in --out (training, phases)",
+  },
   ...EXPERIMENT_TRAIN_FLAGS,
   ...EXPERIMENT_ADAPT_FLAGS,
 ];
@@ -1027,18 +1034,43 @@ async function runExperimentCommand(
     throw new UsageError(`unknown experiment '${name}'; expected ${EXPERIMENTS.join(" or ")}`);
   }
   const options = experimentOptions(name!, given);
+  const held = await Deno.stat(join(options.out, "results.json")).then(
+    () => true,
+    () => Deno.stat(join(options.out, "train", "checkpoint.json")).then(() => true, () => false),
+  );
+  if (held && !options.resume && options.out !== `runs/${name}`) {
+    throw new UsageError(
+      `${options.out} already holds an experiment; pass --resume to keep what it finished ` +
+        `(with the same options) or choose another --out`,
+    );
+  }
   const gpu = await getGpuFn();
   if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
   const started = performance.now();
   const command = `deno task experiment ${name} ${Deno.args.slice(2).join(" ")}`.trim();
-  const result = await runExperiment(gpu, options, {
-    command,
-    onEvent: (e) => {
-      if (!quiet) {
-        console.error(`[${minutes((performance.now() - started) / 1000)}] ${e.text}`);
-      }
-    },
-  });
+  // Ctrl-C stops at the next training step (saving a checkpoint) or before the next adaptation
+  // phase; the same command with --resume goes on from there. A second Ctrl-C quits at once.
+  const controller = new AbortController();
+  const onInterrupt = () => {
+    if (controller.signal.aborted) Deno.exit(130);
+    console.error("Stopping at the next training step or phase (Ctrl-C again quits now)");
+    controller.abort();
+  };
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  let result;
+  try {
+    result = await runExperiment(gpu, options, {
+      command,
+      signal: controller.signal,
+      onEvent: (e) => {
+        if (!quiet) {
+          console.error(`[${minutes((performance.now() - started) / 1000)}] ${e.text}`);
+        }
+      },
+    });
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+  }
   const report = await writeReport(options.out);
   console.log(verdict(result).map((line) => line.replaceAll("**", "")).join("\n\n"));
   console.log(`\nFinished in ${minutes(result.seconds)}; report ${report}`);
@@ -1278,7 +1310,13 @@ async function runSweepCell(
       if (!options.quiet) {
         console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
       }
-      const experiment = { ...experimentOptions(cell.experiment, cell.values), out: dir };
+      // A cell stopped part-way (a time limit, a kill) goes on from what it finished; --force
+      // starts it afresh.
+      const experiment = {
+        ...experimentOptions(cell.experiment, cell.values),
+        out: dir,
+        resume: !options.force,
+      };
       await runExperiment(gpu, experiment, {
         command: `deno task sweep ${shown(options.planPath)} --out ${
           shown(sweep.dir)
@@ -1362,7 +1400,8 @@ export async function main(args: string[]): Promise<number> {
     const known = e instanceof DataError || e instanceof CheckpointError ||
       e instanceof SafetensorsError || e instanceof GpuUnavailableError ||
       e instanceof NonFiniteLossError || e instanceof RangeError || e instanceof ImageError ||
-      e instanceof OutputError || e instanceof SweepError || e instanceof SlurmError;
+      e instanceof OutputError || e instanceof SweepError || e instanceof SlurmError ||
+      e instanceof ExperimentError;
     if (known) {
       console.error(`error: ${(e as Error).message}`);
       return 1;

@@ -28,6 +28,8 @@ export interface CheckpointInfo<Options> {
   step: number;
   /** The resolved options of the run. */
   options: Options;
+  /** Wall time in seconds up to this checkpoint, summed over resumes (absent in older runs). */
+  seconds?: number;
   /** Anything else the writer needs back (dataset identity, task list, config). */
   state: Record<string, unknown>;
   /** Deno and SuperNet versions, for the record. */

@@ -14,6 +14,7 @@ import {
   adapt,
   ADAPT_DEFAULTS,
   type AdaptOptions,
+  type AdaptResult,
   type Method,
   type MethodResult,
 } from "./adapt.ts";
@@ -21,7 +22,7 @@ import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
-import { loadCheckpoint } from "./checkpoint.ts";
+import { type CheckpointInfo, loadCheckpoint } from "./checkpoint.ts";
 import { writeAtomic } from "./safetensors.ts";
 import {
   loadTasks,
@@ -68,6 +69,13 @@ export interface ExperimentOptions {
   seed: number;
   /** Output folder. */
   out: string;
+  /**
+   * Keep what an earlier run of the same options left in `out`: its training (finished, or
+   * continued from its last checkpoint) and every adaptation phase that finished with the same
+   * options; only the rest runs. A training run of other options there is an error, not replaced.
+   * Code changes in between are not detected: after one, start afresh.
+   */
+  resume?: boolean;
   /** Training options applied on top of the profile (steps, lr, generator choices, ...). */
   train?: Partial<TrainOptions>;
   /** Adaptation options applied on top of the profile (steps, learning rates, init, ...). */
@@ -208,11 +216,74 @@ export interface ExperimentResults {
 /** Progress of an experiment, as plain sentences. */
 export type ExperimentEvent = { kind: "phase"; text: string };
 
+/** An experiment that cannot go on: one line naming the folder and what to do. */
+export class ExperimentError extends Error {
+  /** One line naming the folder, the problem and what to do. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ExperimentError";
+  }
+}
+
+/** The keys whose values differ between two option records (absent and undefined are equal). */
+export function differingOptions(
+  a: Record<string, unknown>,
+  b: Record<string, unknown>,
+  ignore: readonly string[] = [],
+): string[] {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].filter((k) =>
+    !ignore.includes(k) && JSON.stringify(a[k]) !== JSON.stringify(b[k])
+  )
+    .sort();
+}
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as T;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new ExperimentError(
+      `${path} is not readable JSON (${(e as Error).message}); delete it or drop --resume`,
+    );
+  }
+}
+
+/**
+ * The training run an earlier experiment left in `opts.out`, when resuming: undefined when there
+ * is none; an ExperimentError when it was trained with other options.
+ */
+async function keptTraining(
+  opts: TrainOptions,
+): Promise<{ step: number; seconds: number } | undefined> {
+  const info = await readJson<CheckpointInfo<TrainOptions>>(join(opts.out, "checkpoint.json"));
+  if (!info) return undefined;
+  const differ = differingOptions(
+    info.options as unknown as Record<string, unknown>,
+    opts as unknown as Record<string, unknown>,
+    // How often a run saves or logs does not change what it learns.
+    ["out", "resume", "saveEvery", "logEvery"],
+  );
+  if (differ.length > 0) {
+    const shown = differ.slice(0, 3).map((k) =>
+      `${k} ${JSON.stringify((info.options as unknown as Record<string, unknown>)[k])}, not ${
+        JSON.stringify((opts as unknown as Record<string, unknown>)[k])
+      }`
+    );
+    throw new ExperimentError(
+      `${opts.out} holds a training run of other options (${shown.join("; ")}${
+        differ.length > 3 ? `; ${differ.length - 3} more` : ""
+      }); drop --resume to replace it, or choose another --out`,
+    );
+  }
+  return { step: info.step, seconds: info.seconds ?? 0 };
+}
+
 /** Runs the experiment and writes `results.json` into `options.out`. */
 export async function runExperiment(
   gpu: Gpu,
   options: ExperimentOptions,
-  hooks: { onEvent?: (e: ExperimentEvent) => void; command?: string } = {},
+  hooks: { onEvent?: (e: ExperimentEvent) => void; command?: string; signal?: AbortSignal } = {},
 ): Promise<ExperimentResults> {
   const started = performance.now();
   const profile = PROFILE_SETTINGS[options.profile];
@@ -233,13 +304,25 @@ export async function runExperiment(
     evalTasks: 0,
     out: join(options.out, "train"),
   };
+  // Checkpoints about every tenth of the run, so a stopped experiment can go on (--resume).
+  baseTrain.saveEvery = options.train?.saveEvery ?? Math.max(1, Math.ceil(baseTrain.steps / 10));
   const trainRun = async (name: string, changes: Partial<TrainOptions>) => {
     const opts = { ...baseTrain, ...changes, out: join(options.out, name) };
-    await Deno.remove(opts.out, { recursive: true }).catch(() => {});
-    say(`training ${name} (${opts.steps} steps of ${opts.tasksPerStep} tasks x ${opts.batch})`);
+    const kept = options.resume ? await keptTraining(opts) : undefined;
+    if (kept && kept.step >= opts.steps) {
+      say(`training ${name}: kept from an earlier run (${opts.steps} steps)`);
+      return { dir: opts.out, seconds: kept.seconds };
+    }
+    if (!kept) await Deno.remove(opts.out, { recursive: true }).catch(() => {});
+    say(
+      kept
+        ? `training ${name}: continuing from step ${kept.step} of ${opts.steps}`
+        : `training ${name} (${opts.steps} steps of ${opts.tasksPerStep} tasks x ${opts.batch})`,
+    );
     // A line about every tenth of the run, so a long profile is never silent for minutes.
-    let next = opts.steps / 10;
-    const result = await train(gpu, opts, {
+    let next = (kept?.step ?? 0) + opts.steps / 10;
+    const result = await train(gpu, { ...opts, resume: kept !== undefined }, {
+      signal: hooks.signal,
       onEvent: (e) => {
         if (e.kind !== "step" || e.step < next || e.step === e.steps) return;
         next = e.step + e.steps / 10;
@@ -249,7 +332,13 @@ export async function runExperiment(
         );
       },
     });
-    return { dir: opts.out, result };
+    if (result.interrupted) {
+      throw new ExperimentError(
+        `Stopped at training step ${result.step} of ${opts.steps}; checkpoint saved in ${opts.out}. ` +
+          `Run the same command with --resume to go on`,
+      );
+    }
+    return { dir: opts.out, seconds: (kept?.seconds ?? 0) + result.seconds };
   };
   // A profile's tasks per step is a ceiling: families with fewer training tasks use them all.
   const { family: tasks } = await loadTasks(baseTrain);
@@ -263,6 +352,37 @@ export async function runExperiment(
     seed: options.seed,
   };
 
+  // An adaptation phase, kept when resuming if an earlier run wrote it with the same options after
+  // its generator's last checkpoint (a retrained generator makes every earlier phase stale).
+  const phase = async (
+    label: string,
+    opts: AdaptOptions,
+    adaptHooks?: Parameters<typeof adapt>[2],
+  ): Promise<AdaptResult> => {
+    const file = join(opts.out!, "adapt.json");
+    if (hooks.signal?.aborted) {
+      throw new ExperimentError(
+        `Stopped before '${label}'; what finished is kept in ${options.out}. ` +
+          `Run the same command with --resume to go on`,
+      );
+    }
+    if (options.resume) {
+      const saved = await readJson<AdaptResult & { options: Record<string, unknown> }>(file);
+      const fresh = saved &&
+        (await Deno.stat(file)).mtime! >=
+          (await Deno.stat(join(opts.run, "checkpoint.json"))).mtime!;
+      const same = saved &&
+        differingOptions(saved.options, opts as unknown as Record<string, unknown>, ["source"])
+            .length === 0;
+      if (fresh && same) {
+        say(`${label}: kept from an earlier run`);
+        return { tasks: saved.tasks, out: saved.out };
+      }
+    }
+    say(label);
+    return await adapt(gpu, opts, adaptHooks);
+  };
+
   const base = await trainRun("train", {});
   const { info } = await loadCheckpoint<TrainOptions>(base.dir, [MODEL_FILE]);
   const state = info.state as unknown as RunState;
@@ -271,28 +391,30 @@ export async function runExperiment(
     dataDir: options.dataDir,
     verify: options.verify,
   });
-  say(`held-out tasks: every method, batched over ${state.family.heldOut.length} task(s)`);
-  const main = await adapt(gpu, {
-    ...adaptBase,
-    run: base.dir,
-    task: "all-heldout",
-    methods: ["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"],
-    out: join(options.out, "adapt"),
-  }, {
-    // One line per method (and learning rate), so the longest phase is not silent.
-    onEvent: (e) => {
-      if (e.kind !== "method") return;
-      const lr = e.lr > 0 ? `, lr ${e.lr.toPrecision(2)}` : "";
-      say(`held-out tasks: ${e.method}, ${e.slots} slot(s)${lr}`);
+  const main = await phase(
+    `held-out tasks: every method, batched over ${state.family.heldOut.length} task(s)`,
+    {
+      ...adaptBase,
+      run: base.dir,
+      task: "all-heldout",
+      methods: ["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"],
+      out: join(options.out, "adapt"),
     },
-  });
+    {
+      // One line per method (and learning rate), so the longest phase is not silent.
+      onEvent: (e) => {
+        if (e.kind !== "method") return;
+        const lr = e.lr > 0 ? `, lr ${e.lr.toPrecision(2)}` : "";
+        say(`held-out tasks: ${e.method}, ${e.slots} slot(s)${lr}`);
+      },
+    },
+  );
   const shotRuns: { shots: number; result: Awaited<ReturnType<typeof adapt>> }[] = [];
   for (const s of options.shots.filter((s) => s > 0)) {
     for (let k = 0; k < options.subsets; k++) {
-      say(`${s} image(s) per class, subset ${k + 1}/${options.subsets}`);
       shotRuns.push({
         shots: s,
-        result: await adapt(gpu, {
+        result: await phase(`${s} image(s) per class, subset ${k + 1}/${options.subsets}`, {
           ...adaptBase,
           run: base.dir,
           task: "all-heldout",
@@ -353,8 +475,7 @@ export async function runExperiment(
       ["+ population of starts (no prior)", { prior: 0 }],
     ];
     for (const [label, changes] of adaptOnly) {
-      say(`ablation: ${label}`);
-      const r = await adapt(gpu, {
+      const r = await phase(`ablation: ${label}`, {
         ...adaptBase,
         ...changes,
         run: base.dir,
@@ -378,7 +499,7 @@ export async function runExperiment(
         dataDir: options.dataDir,
         verify: options.verify,
       });
-      const r = await adapt(gpu, {
+      const r = await phase(`ablation: ${label}, adapting`, {
         ...adaptBase,
         run: run.dir,
         task: "all-heldout",
@@ -386,7 +507,7 @@ export async function runExperiment(
         curves: false,
         out: join(run.dir, "adapt"),
       });
-      ablations.push(row(label, zOf(r), ev, run.result.seconds));
+      ablations.push(row(label, zOf(r), ev, run.seconds));
     }
   }
 
@@ -398,7 +519,7 @@ export async function runExperiment(
     family,
     taskCounts: { train: state.family.train.length, heldOut: state.family.heldOut.length },
     trainedAccuracy: evaluated.trainedAccuracy,
-    trainSeconds: base.result.seconds,
+    trainSeconds: base.seconds,
     reserve: baseTrain.reserve,
     heldOut,
     ablations,

@@ -363,8 +363,10 @@ export async function train(
     model: config,
   };
   let step = 0;
+  // Wall time of earlier sessions of this run, so a checkpoint records the whole run's time.
+  let earlierSeconds = 0;
   if (options.resume) {
-    step = await restore(gpu, options.out, { net, groups, config });
+    ({ step, seconds: earlierSeconds } = await restore(gpu, options.out, { net, groups, config }));
   }
   await Deno.mkdir(options.out, { recursive: true });
   const metricsPath = join(options.out, "metrics.jsonl");
@@ -386,7 +388,8 @@ export async function train(
   });
   let saved = options.resume ? step : 0;
   const save = async (): Promise<void> => {
-    const written = await saveRun(gpu, options, { step, state, net, groups });
+    const seconds = earlierSeconds + (performance.now() - started) / 1000;
+    const written = await saveRun(gpu, options, { step, seconds, state, net, groups });
     if (!written) {
       throw new NonFiniteLossError(step, saved ? { dir: options.out, step: saved } : undefined);
     }
@@ -467,7 +470,13 @@ export async function train(
 async function saveRun(
   gpu: Gpu,
   options: TrainOptions,
-  run: { step: number; state: RunState; net: SuperNet; groups: Record<string, ParamGroup> },
+  run: {
+    step: number;
+    seconds: number;
+    state: RunState;
+    net: SuperNet;
+    groups: Record<string, ParamGroup>;
+  },
 ): Promise<boolean> {
   // A step whose update made a parameter non-finite must not replace the last good checkpoint.
   const model = await arenaTensors(gpu, modelArenas(run.net));
@@ -485,6 +494,7 @@ async function saveRun(
     format: CHECKPOINT_FORMAT,
     step: run.step,
     options,
+    seconds: run.seconds,
     state: run.state as unknown as Record<string, unknown>,
     versions: { deno: Deno.version.deno, supernet: "0.1.0" },
   }, {
@@ -498,12 +508,15 @@ async function saveRun(
   return true;
 }
 
-/** Restores model and optimiser state from `dir`; returns the step to continue from. */
+/**
+ * Restores model and optimiser state from `dir`; returns the step to continue from and the wall
+ * time the run had taken up to it.
+ */
 async function restore(
   gpu: Gpu,
   dir: string,
   run: { net: SuperNet; groups: Record<string, ParamGroup>; config: SuperNetConfig },
-): Promise<number> {
+): Promise<{ step: number; seconds: number }> {
   const { info, tensors } = await loadCheckpoint<TrainOptions>(dir, [MODEL_FILE, OPTIMIZER_FILE]);
   restoreArenas(gpu, tensors[MODEL_FILE]!, modelArenas(run.net), join(dir, MODEL_FILE));
   const saved = tensors[OPTIMIZER_FILE]!;
@@ -520,7 +533,7 @@ async function restore(
       write(gpu, tensor, found.data as Float32Array);
     }
   }
-  return info.step;
+  return { step: info.step, seconds: info.seconds ?? 0 };
 }
 
 /** Arenas of a SuperNet by checkpoint prefix. */

@@ -164,7 +164,14 @@ Deno.test("bad input gets one clear line and the right exit code", async () => {
       message: /cifar-100/,
     },
     { args: ["train", "--config", join(dir, "missing.json")], code: 2, message: /not found/ },
+    {
+      args: ["experiment", "exp1", "--out", join(dir, "done")],
+      code: 2,
+      message: /done already holds an experiment; pass --resume to keep what it finished/,
+    },
   ];
+  await Deno.mkdir(join(dir, "done"));
+  await Deno.writeTextFile(join(dir, "done", "results.json"), "{}\n");
   for (const c of cases) {
     const r = await cli(...c.args);
     assert.equal(r.code, c.code, `${c.args.join(" ")}: ${r.stderr}`);

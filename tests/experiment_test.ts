@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { getGpu } from "../src/gpu/device.ts";
-import { EXPERIMENT_DEFAULTS, runExperiment } from "../src/experiment.ts";
+import { EXPERIMENT_DEFAULTS, ExperimentError, runExperiment } from "../src/experiment.ts";
 import { lineChart, writeReport } from "../src/report.ts";
 
 Deno.test("exp2 at the smoke profile writes results, report and plots", async () => {
@@ -76,4 +76,87 @@ Deno.test("report names the missing results file", async () => {
   const dir = await Deno.makeTempDir();
   await assert.rejects(() => writeReport(dir), /results\.json: not found/);
   await Deno.remove(dir);
+});
+
+/** Modification time of a file, in ms. */
+async function mtime(path: string): Promise<number> {
+  return (await Deno.stat(path)).mtime!.getTime();
+}
+
+Deno.test("--resume keeps finished training and adaptation phases and runs only the rest", async () => {
+  const gpu = await getGpu();
+  const out = await Deno.makeTempDir();
+  const base = {
+    ...EXPERIMENT_DEFAULTS,
+    name: "exp1" as const,
+    profile: "smoke" as const,
+    shots: [0],
+    ablations: false,
+    out,
+  };
+  const first = await runExperiment(gpu, base);
+  const model = join(out, "train", "model.safetensors");
+  const main = join(out, "adapt", "adapt.json");
+  const before = [await mtime(model), await mtime(main)];
+  const said: string[] = [];
+  const second = await runExperiment(gpu, { ...base, shots: [1, 0], subsets: 1, resume: true }, {
+    onEvent: (e) => said.push(e.text),
+  });
+  assert.ok(said.includes("training train: kept from an earlier run (6 steps)"), said.join("\n"));
+  assert.ok(said.some((t) => /^held-out tasks: every method.*: kept/.test(t)), said.join("\n"));
+  assert.ok(said.includes("1 image(s) per class, subset 1/1"), said.join("\n"));
+  assert.deepEqual([await mtime(model), await mtime(main)], before);
+  assert.deepEqual(second.heldOut[0]!.methods, first.heldOut[0]!.methods);
+  assert.deepEqual([...new Set(second.heldOut[0]!.shots.map((s) => s.shots))], [1, 0]);
+  assert.ok(second.trainSeconds > 0 && second.trainSeconds <= first.trainSeconds);
+  // A training run of other options is an error, and it stays as it was.
+  await assert.rejects(
+    runExperiment(gpu, { ...base, train: { steps: 7 }, resume: true }),
+    (e: Error) =>
+      e instanceof ExperimentError &&
+      e.message.includes("holds a training run of other options (steps 6, not 7)"),
+  );
+  assert.equal(await mtime(model), before[0]);
+  // A phase written before its generator's last checkpoint (the generator was trained again
+  // since) is stale: it runs again.
+  await Deno.utime(main, new Date(before[0]! - 60_000), new Date(before[0]! - 60_000));
+  said.length = 0;
+  await runExperiment(gpu, { ...base, resume: true }, { onEvent: (e) => said.push(e.text) });
+  assert.ok(said.includes("held-out tasks: every method, batched over 1 task(s)"), said.join("\n"));
+  assert.ok(await mtime(main) > before[0]!);
+  await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("a stopped experiment goes on from its last checkpoint with --resume", async () => {
+  const gpu = await getGpu();
+  const out = await Deno.makeTempDir();
+  const base = {
+    ...EXPERIMENT_DEFAULTS,
+    name: "exp1" as const,
+    profile: "smoke" as const,
+    shots: [0],
+    ablations: false,
+    train: { logEvery: 1 },
+    out,
+  };
+  const controller = new AbortController();
+  await assert.rejects(
+    runExperiment(gpu, base, {
+      signal: controller.signal,
+      onEvent: (e) => {
+        if (e.text.startsWith("training train: step")) controller.abort();
+      },
+    }),
+    (e: Error) => e instanceof ExperimentError && /Stopped at training step 1 of 6/.test(e.message),
+  );
+  const said: string[] = [];
+  const results = await runExperiment(gpu, { ...base, resume: true }, {
+    onEvent: (e) => said.push(e.text),
+  });
+  assert.ok(said.includes("training train: continuing from step 1 of 6"), said.join("\n"));
+  const info = JSON.parse(await Deno.readTextFile(join(out, "train", "checkpoint.json")));
+  assert.equal(info.step, 6);
+  assert.ok(info.seconds > 0);
+  assert.equal(results.heldOut.length, 1);
+  await Deno.remove(out, { recursive: true });
 });
