@@ -1034,10 +1034,9 @@ async function runExperimentCommand(
     throw new UsageError(`unknown experiment '${name}'; expected ${EXPERIMENTS.join(" or ")}`);
   }
   const options = experimentOptions(name!, given);
-  const held = await Deno.stat(join(options.out, "results.json")).then(
-    () => true,
-    () => Deno.stat(join(options.out, "train", "checkpoint.json")).then(() => true, () => false),
-  );
+  const present = (path: string) => Deno.stat(path).then(() => true, () => false);
+  const held = await present(join(options.out, "results.json")) ||
+    await present(join(options.out, "train", "checkpoint.json"));
   if (held && !options.resume && options.out !== `runs/${name}`) {
     throw new UsageError(
       `${options.out} already holds an experiment; pass --resume to keep what it finished ` +

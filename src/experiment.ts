@@ -22,7 +22,7 @@ import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
-import { type CheckpointInfo, loadCheckpoint } from "./checkpoint.ts";
+import { loadCheckpoint } from "./checkpoint.ts";
 import { writeAtomic } from "./safetensors.ts";
 import {
   loadTasks,
@@ -226,7 +226,7 @@ export class ExperimentError extends Error {
 }
 
 /** The keys whose values differ between two option records (absent and undefined are equal). */
-export function differingOptions(
+function differingOptions(
   a: Record<string, unknown>,
   b: Record<string, unknown>,
   ignore: readonly string[] = [],
@@ -256,19 +256,16 @@ async function readJson<T>(path: string): Promise<T | undefined> {
 async function keptTraining(
   opts: TrainOptions,
 ): Promise<{ step: number; seconds: number } | undefined> {
-  const info = await readJson<CheckpointInfo<TrainOptions>>(join(opts.out, "checkpoint.json"));
-  if (!info) return undefined;
-  const differ = differingOptions(
-    info.options as unknown as Record<string, unknown>,
-    opts as unknown as Record<string, unknown>,
-    // How often a run saves or logs does not change what it learns.
-    ["out", "resume", "saveEvery", "logEvery"],
-  );
+  const found = await Deno.stat(join(opts.out, "checkpoint.json")).then(() => true, () => false);
+  if (!found) return undefined;
+  const { info } = await loadCheckpoint<TrainOptions>(opts.out, []);
+  const saved = info.options as unknown as Record<string, unknown>;
+  const wanted = opts as unknown as Record<string, unknown>;
+  // How often a run saves or logs does not change what it learns.
+  const differ = differingOptions(saved, wanted, ["out", "resume", "saveEvery", "logEvery"]);
   if (differ.length > 0) {
     const shown = differ.slice(0, 3).map((k) =>
-      `${k} ${JSON.stringify((info.options as unknown as Record<string, unknown>)[k])}, not ${
-        JSON.stringify((opts as unknown as Record<string, unknown>)[k])
-      }`
+      `${k} ${JSON.stringify(saved[k])}, not ${JSON.stringify(wanted[k])}`
     );
     throw new ExperimentError(
       `${opts.out} holds a training run of other options (${shown.join("; ")}${

@@ -6,7 +6,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { getGpu } from "../src/gpu/device.ts";
-import { EXPERIMENT_DEFAULTS, ExperimentError, runExperiment } from "../src/experiment.ts";
+import {
+  EXPERIMENT_DEFAULTS,
+  ExperimentError,
+  type ExperimentOptions,
+  runExperiment,
+} from "../src/experiment.ts";
 import { lineChart, writeReport } from "../src/report.ts";
 
 Deno.test("exp2 at the smoke profile writes results, report and plots", async () => {
@@ -78,6 +83,19 @@ Deno.test("report names the missing results file", async () => {
   await Deno.remove(dir);
 });
 
+/** Experiment 1 at the smoke profile, without few-shot rows or ablations, into `out`. */
+function smokeExp1(out: string, changes: Partial<ExperimentOptions> = {}): ExperimentOptions {
+  return {
+    ...EXPERIMENT_DEFAULTS,
+    name: "exp1",
+    profile: "smoke",
+    shots: [0],
+    ablations: false,
+    out,
+    ...changes,
+  };
+}
+
 /** Modification time of a file, in ms. */
 async function mtime(path: string): Promise<number> {
   return (await Deno.stat(path)).mtime!.getTime();
@@ -86,14 +104,7 @@ async function mtime(path: string): Promise<number> {
 Deno.test("--resume keeps finished training and adaptation phases and runs only the rest", async () => {
   const gpu = await getGpu();
   const out = await Deno.makeTempDir();
-  const base = {
-    ...EXPERIMENT_DEFAULTS,
-    name: "exp1" as const,
-    profile: "smoke" as const,
-    shots: [0],
-    ablations: false,
-    out,
-  };
+  const base = smokeExp1(out);
   const first = await runExperiment(gpu, base);
   const model = join(out, "train", "model.safetensors");
   const main = join(out, "adapt", "adapt.json");
@@ -130,15 +141,7 @@ Deno.test("--resume keeps finished training and adaptation phases and runs only 
 Deno.test("a stopped experiment goes on from its last checkpoint with --resume", async () => {
   const gpu = await getGpu();
   const out = await Deno.makeTempDir();
-  const base = {
-    ...EXPERIMENT_DEFAULTS,
-    name: "exp1" as const,
-    profile: "smoke" as const,
-    shots: [0],
-    ablations: false,
-    train: { logEvery: 1 },
-    out,
-  };
+  const base = smokeExp1(out, { train: { logEvery: 1 } });
   const controller = new AbortController();
   await assert.rejects(
     runExperiment(gpu, base, {
