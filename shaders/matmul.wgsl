@@ -433,3 +433,122 @@ fn workgroup_large(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
                    @builtin(local_invocation_index) lid: u32) {
   staged_tiles(wid, nwg, lid, 16u);
 }
+
+// workgroup_128: 16 x 16 invocations compute a 128 x 128 tile of out[t], each invocation 8 x 8
+// outputs in four 4 x 4 blocks (rows 4 ty + 64 i .. + 3, columns 4 tx + 64 j .. + 3, i, j in
+// {0, 1}), so that its workgroup-memory reads are vec4s shared by 16 invocations and each step of
+// k feeds 64 FMAs from 4 such reads. K steps by 8; the next step's slices are loaded from storage
+// into registers before the current step's products (their latency hidden behind the FMAs), then
+// stored to workgroup memory. Storage loads run along whichever dimension of op(a) and op(b) is
+// contiguous in memory, so neighbouring invocations read neighbouring floats. Any sizes and
+// transpositions; meant for large products on GPUs.
+const BT: u32 = 128u;
+const BK: u32 = 8u;
+
+// big_a[kk * 32 + m / 4][m % 4] = op(a)[row + m, k0 + kk]; big_b likewise with op(b)[k0 + kk, col + n].
+var<workgroup> big_a: array<vec4f, 256>;
+var<workgroup> big_b: array<vec4f, 256>;
+
+// The four values of op(a) and of op(b) that invocation `lid` stages for the step at k0, with
+// their places in the tiles (element e = lid + 256 r of the 128 x 8 and 8 x 128 slices).
+struct Slices {
+  a: vec4f,
+  b: vec4f,
+}
+
+fn slice_a_place(lid: u32, r: u32) -> vec2u {
+  let e = lid + 256u * r;
+  // (row m, k): k fastest when a is stored [M, K], m fastest when it is stored [K, M].
+  if (TRANS_A) {
+    return vec2u(e % BT, e / BT);
+  }
+  return vec2u(e / BK, e % BK);
+}
+
+fn slice_b_place(lid: u32, r: u32) -> vec2u {
+  let e = lid + 256u * r;
+  // (k, column n): n fastest when b is stored [K, N], k fastest when it is stored [N, K].
+  if (TRANS_B) {
+    return vec2u(e % BK, e / BK);
+  }
+  return vec2u(e / BT, e % BT);
+}
+
+fn load_slices(tile: Tile, lid: u32, k0: u32) -> Slices {
+  var s: Slices;
+  for (var r = 0u; r < 4u; r++) {
+    let pa = slice_a_place(lid, r);
+    s.a[r] = load_a(tile.t, tile.row + pa.x, k0 + pa.y);
+    let pb = slice_b_place(lid, r);
+    s.b[r] = select(0.0, load_b(tile.t, k0 + pb.x, tile.col + pb.y), k0 + pb.x < p.k);
+  }
+  return s;
+}
+
+fn store_slices(lid: u32, s: Slices) {
+  for (var r = 0u; r < 4u; r++) {
+    let pa = slice_a_place(lid, r);
+    big_a[pa.y * 32u + pa.x / 4u][pa.x % 4u] = s.a[r];
+    let pb = slice_b_place(lid, r);
+    big_b[pb.x * 32u + pb.y / 4u][pb.y % 4u] = s.b[r];
+  }
+}
+
+// c + a (column) times b (row): c[j] += a * b[j].
+fn outer(c: mat4x4f, a: vec4f, b: vec4f) -> mat4x4f {
+  return mat4x4f(fma(a, vec4f(b.x), c[0]), fma(a, vec4f(b.y), c[1]), fma(a, vec4f(b.z), c[2]),
+                 fma(a, vec4f(b.w), c[3]));
+}
+
+// Stores the 4 x 4 block c (c[j][i] = out[row + i, col + j]).
+fn store_block_big(t: u32, row: u32, col: u32, c: mat4x4f) {
+  for (var j = 0u; j < 4u; j++) {
+    for (var i = 0u; i < 4u; i++) {
+      if (row + i < p.m && col + j < p.n) {
+        store(t, row + i, col + j, c[j][i]);
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(16, 16)
+fn workgroup_128(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  // The whole workgroup takes the same branch: no barrier below is skipped by only some.
+  let id = wid.x + wid.y * nwg.x;
+  let live = id < p.groups;
+  let tile = tile_of(min(id, p.groups - 1u), BT, BT);
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  var c00 = mat4x4f();
+  var c01 = mat4x4f();
+  var c10 = mat4x4f();
+  var c11 = mat4x4f();
+  var next = load_slices(tile, lid, 0u);
+  for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    store_slices(lid, next);
+    workgroupBarrier();
+    if (k0 + BK < p.k) {
+      next = load_slices(tile, lid, k0 + BK);
+    }
+    for (var kk = 0u; kk < BK; kk++) {
+      let a0 = big_a[kk * 32u + ty];
+      let a1 = big_a[kk * 32u + 16u + ty];
+      let b0 = big_b[kk * 32u + tx];
+      let b1 = big_b[kk * 32u + 16u + tx];
+      c00 = outer(c00, a0, b0);
+      c01 = outer(c01, a0, b1);
+      c10 = outer(c10, a1, b0);
+      c11 = outer(c11, a1, b1);
+    }
+    workgroupBarrier();
+  }
+  if (live) {
+    let row = tile.row + 4u * ty;
+    let col = tile.col + 4u * tx;
+    store_block_big(tile.t, row, col, c00);
+    store_block_big(tile.t, row, col + 64u, c01);
+    store_block_big(tile.t, row + 64u, col, c10);
+    store_block_big(tile.t, row + 64u, col + 64u, c11);
+  }
+}

@@ -37,6 +37,7 @@ import {
 import { matmul, type MatmulVariant } from "./ops/matmul.ts";
 import { optimizerConfig, ParamGroup } from "./optim.ts";
 import {
+  gpuYardstick,
   installPeers,
   peerVenv,
   pythonCandidates,
@@ -104,6 +105,9 @@ async function matmulRows(
   heads: [number, number, number][],
   progress: Progress,
 ): Promise<BenchRow[]> {
+  // Work per submit: enough that a submit-and-wait (tens of microseconds on a GPU, about a
+  // millisecond on llvmpipe) is a small part of each timing.
+  const perSubmit = gpu.isFallback ? 2e8 : 2e10;
   const rows: BenchRow[] = [];
   const shapes: [string, number, number, number][] = [
     ...sizes.map((s) => [`${s}x${s}x${s}`, s, s, s] as [string, number, number, number]),
@@ -116,11 +120,21 @@ async function matmulRows(
     const b = tensorFrom(gpu, [K, N], random(K * N, 2));
     const out = createTensor(gpu, [M, N]);
     const flop = 2 * M * N * K;
-    for (const variant of ["tiled", "workgroup", "workgroup_large", "naive"] as MatmulVariant[]) {
-      if (variant === "naive" && M * N * K > 1024 ** 3) continue;
+    const variants: MatmulVariant[] = [
+      "tiled",
+      "workgroup",
+      "workgroup_large",
+      "workgroup_128",
+      "naive",
+    ];
+    for (const variant of variants) {
+      // The naive kernel beyond 1024^3, and on a software adapter the 128 x 128 tiles beyond it,
+      // would take minutes and teach nothing new.
+      const slow = variant === "naive" || (gpu.isFallback && variant === "workgroup_128");
+      if (slow && M * N * K > 1024 ** 3) continue;
       progress(`matmul ${label} ${variant}`);
       const d = matmul(gpu, a, b, out, { variant });
-      const repeat = Math.max(1, Math.round(2e8 / flop));
+      const repeat = Math.min(1000, Math.max(1, Math.round(perSubmit / flop)));
       const list: Dispatch[] = Array.from({ length: repeat }, () => d).flat();
       const seconds = (await time(gpu, () => run(gpu, list))) / repeat;
       rows.push({
@@ -492,8 +506,8 @@ export interface BenchOptions {
   onProgress?: Progress;
 }
 
-/** The sizes each mode runs. */
-function plan(options: BenchOptions) {
+/** The sizes each mode runs; `hardware`: a GPU rather than a software adapter. */
+function plan(options: BenchOptions, hardware: boolean) {
   if (options.tiny) {
     return {
       peakN: 256,
@@ -510,7 +524,8 @@ function plan(options: BenchOptions) {
   }
   return {
     peakN: 2048,
-    matmul: options.quick ? [256, 512] : [256, 512, 1024, 2048],
+    // 4096^3 is the size of the GPU target; on a CPU it would take minutes per variant.
+    matmul: options.quick ? [256, 512] : [256, 512, 1024, 2048, ...(hardware ? [4096] : [])],
     heads: [[16, 100, 6400], [64, 100, 6400]] as [number, number, number][],
     conv: { T: 16, B: 32 },
     tasks: options.quick ? [1, 4, 16] : [1, 4, 16, 64],
@@ -530,8 +545,8 @@ export interface Target {
   value?: number;
   /** The goal. */
   goal: number;
-  /** How values print: a ratio or a percentage. */
-  unit: "x" | "%";
+  /** How values print: a ratio, a percentage or images per second. */
+  unit: "x" | "%" | "/s";
   /** Why no verdict can be given although a value was measured. */
   noVerdict?: string;
   /** At most (memory) rather than at least. */
@@ -543,7 +558,12 @@ export interface Target {
  * busy), or why no verdict is given.
  */
 export function targetLine(t: Target, busy: boolean): string {
-  const fmt = (v: number) => (t.unit === "%" ? `${v.toFixed(1)}%` : `${v.toFixed(2)}x`);
+  const fmt = (v: number) =>
+    t.unit === "%"
+      ? `${v.toFixed(1)}%`
+      : t.unit === "/s"
+      ? `${Math.round(v).toLocaleString("en")} images/s`
+      : `${v.toFixed(2)}x`;
   const goal = `${t.atMost ? "<=" : ">="} ${fmt(t.goal)}`;
   if (t.value === undefined) return `${t.what}: not measured in this run (target ${goal}).`;
   if (t.noVerdict) {
@@ -559,8 +579,9 @@ export function targetLine(t: Target, busy: boolean): string {
 export async function bench(options: BenchOptions = {}): Promise<string> {
   const progress: Progress = options.onProgress ?? (() => {});
   const out = options.out ?? "docs";
-  const sizes = plan(options);
   const gpu = await getGpu();
+  const hardware = !gpu.isFallback;
+  const sizes = plan(options, hardware);
   if (options.tune === false) configureTuning(gpu, { mode: "off" });
   if (options.tuneCache) configureTuning(gpu, { path: options.tuneCache });
   const started = new Date().toISOString();
@@ -579,7 +600,11 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     if (r && !reports.some((x) => x.python === r.python)) reports.push(r);
   }
   const peak = yardstick(reports);
+  const gpuPeak = gpuYardstick(reports);
   const peer = strongestTorch(reports);
+  // On a GPU the peer runs the step on CUDA where its PyTorch sees a CUDA device: the peer a GPU
+  // user would compare with. On a software adapter it runs on the CPU, as ours does.
+  const peerDevice = hardware && peer?.torch?.cuda ? "cuda" : "cpu";
   const rows = [
     ...(await matmulRows(gpu, sizes.matmul, sizes.heads, progress)),
     ...(await convRows(gpu, sizes.conv, progress)),
@@ -592,12 +617,14 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
   const peers: BenchRow[] = [];
   for (const T of sizes.peers) {
     if (peer) {
-      progress(`peer: PyTorch ${peer.torch!.version} CPU step at T=${T} B=${sizes.B}`);
-      const p = await torchStep(peer.python, { tasks: T, batch: sizes.B });
+      progress(`peer: PyTorch ${peer.torch!.version} ${peerDevice} step at T=${T} B=${sizes.B}`);
+      const p = await torchStep(peer.python, { tasks: T, batch: sizes.B, device: peerDevice });
       if (p) {
         peers.push({
           group: "peer",
-          name: `seed_cnn T=${T} B=${sizes.B} PyTorch ${p.version}, ${p.threads} threads (CPU)`,
+          name: `seed_cnn T=${T} B=${sizes.B} PyTorch ${p.version}, ${
+            peerDevice === "cuda" ? `CUDA on ${p.device}` : `${p.threads} threads (CPU)`
+          }`,
           seconds: (T * sizes.B) / p.imagesPerSecond,
           imagesPerSecond: p.imagesPerSecond,
         });
@@ -645,7 +672,33 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
   const ofPeak = (v: number | undefined) =>
     v === undefined || !peak ? undefined : (100 * v) / peak.gflops;
   const memory = rows.filter((r) => r.group === "memory");
-  const targets: Target[] = [
+  const memoryTargets = memory.map((m): Target => ({
+    what: `Peak memory / lower bound, ${m.name.split(" step")[0]}`,
+    value: m.ratio,
+    goal: 2,
+    unit: "x",
+    atMost: true,
+  }));
+  const big = square.filter((r) => r.name.startsWith("4096x4096x4096 "));
+  const best4096 = big.length ? Math.max(...big.map((r) => r.gflops ?? 0)) : undefined;
+  const step64 = find(`seed_cnn T=64 B=${B} batched`)?.imagesPerSecond;
+  const gpuTargets: Target[] = [
+    {
+      what: "matmul 4096x4096x4096 (fastest variant), % of the GPU's fp32 peak",
+      value: best4096 === undefined || !gpuPeak ? undefined : (100 * best4096) / gpuPeak.gflops,
+      goal: 40,
+      unit: "%",
+      noVerdict: !gpuPeak
+        ? undefined
+        : gpuPeak.gflops < (best4096 ?? 0)
+        ? "the measured peak is below our own kernel, so it is no yardstick"
+        : undefined,
+    },
+    { what: `seed_cnn training step at T = 64, B = ${B}`, value: step64, goal: 2e5, unit: "/s" },
+    { what: "Batched vs per-task loop at T = 16", value: loopRatio(16), goal: 5, unit: "x" },
+    ...memoryTargets,
+  ];
+  const cpuTargets: Target[] = [
     {
       what: `Ours / PyTorch CPU, seed_cnn step at T = 16, B = ${B}`,
       value: peerRatio(16, "PyTorch"),
@@ -667,13 +720,7 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
       unit: "%",
       noVerdict: noYardstick,
     },
-    ...memory.map((m): Target => ({
-      what: `Peak memory / lower bound, ${m.name.split(" step")[0]}`,
-      value: m.ratio,
-      goal: 2,
-      unit: "x",
-      atMost: true,
-    })),
+    ...memoryTargets,
     {
       what: `Ours / TensorFlow.js at T = 16, B = ${B}`,
       value: peerRatio(16, "TensorFlow.js"),
@@ -681,6 +728,7 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
       unit: "x",
     },
   ];
+  const targets = hardware ? gpuTargets : cpuTargets;
   const tune = tuneSettings(gpu);
   const summary = [
     `Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}; features: ${
@@ -708,11 +756,21 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
           .join("; ") || "nothing else"
       }.`
       : "GEMM peak: neither numpy nor PyTorch found, not measured.",
+    hardware
+      ? gpuPeak
+        ? `fp32 GEMM peak of this GPU in the same run (the yardstick of the % column and of the ` +
+          `matmul target): ${gpuPeak.gflops.toFixed(0)} GFLOP/s by ${gpuPeak.via} (${
+            Object.entries(gpuPeak.bySize).map(([n, g]) => `${n}^3: ${g.toFixed(0)}`).join(", ")
+          }).`
+        : "fp32 GEMM peak of this GPU: no PyTorch that sees a CUDA device was found, not measured."
+      : "",
     peer
       ? `PyTorch peer: ${
         peer.torch!.version
-      } (${peer.python}), the newest of the interpreters found; BLAS: ${
-        peer.torch!.blas.join(", ") || "not reported"
+      } (${peer.python}), the newest of the interpreters found; ${
+        peerDevice === "cuda"
+          ? `the step on CUDA (${peer.torch!.cuda})`
+          : `BLAS: ${peer.torch!.blas.join(", ") || "not reported"}`
       }.`
       : "PyTorch not found: no PyTorch ratio (install a current CPU wheel with pip, or Debian's python3-torch).",
     options.tiny
@@ -724,10 +782,11 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     ...sizes.tasks.filter((t) => t !== 16).map((t) => [t, loopRatio(t)] as const)
       .filter(([, r]) => r !== undefined)
       .map(([t, r]) => `Batched vs per-task loop at T = ${t}: ${r!.toFixed(2)}x.`),
-    ...[1, 64].flatMap((t) =>
+    ...(hardware ? [1, 16, 64] : [1, 64]).flatMap((t) =>
       ["PyTorch", "TensorFlow.js"].map((p) => {
         const r = peerRatio(t, p);
-        return r === undefined ? "" : `Ours / ${p} at T = ${t}, B = ${B}: ${r.toFixed(2)}x.`;
+        const on = p === "PyTorch" && peerDevice === "cuda" ? " CUDA" : "";
+        return r === undefined ? "" : `Ours / ${p}${on} at T = ${t}, B = ${B}: ${r.toFixed(2)}x.`;
       })
     ),
   ].filter(Boolean);
@@ -757,6 +816,7 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     machine,
     load,
     peak,
+    gpuPeak,
     python: reports,
     tune: { ...tune, choices: cache ?? {} },
     rows,
@@ -773,7 +833,7 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     ...summary.map((s) => `- ${s}`),
     "",
     ...whereTimeGoes(rows, sizes.focus, B),
-    table(rows, peak?.gflops),
+    table(rows, hardware ? gpuPeak?.gflops : peak?.gflops),
     "",
     ...choices,
     ...TRIED,

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { homeRelative, memoryRows, targetLine } from "../src/bench.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import {
+  gpuYardstick,
   newer,
   peerVenv,
   pythonCandidates,
@@ -90,6 +91,29 @@ Deno.test("targets state met or missed with the measured ratio", () => {
   assert.equal(
     targetLine({ what: "Peer", goal: 1, unit: "x" }, false),
     "Peer: not measured in this run (target >= 1.00x).",
+  );
+});
+
+Deno.test("the GPU yardstick is the best CUDA fp32 GEMM any PyTorch measured", () => {
+  const cpuOnly = report("python3", null, { version: "2.13.0+cpu", gflops: 120 });
+  assert.equal(gpuYardstick([cpuOnly]), undefined);
+  const withCuda = (version: string, gflops: number): PythonReport => {
+    const r = report("/opt/python3", null, { version, gflops: 900 });
+    r.torch!.cuda = "NVIDIA H200";
+    r.torch!.cuda_fp32 = {
+      device: "NVIDIA H200",
+      gflops,
+      by_size: { "4096": gflops * 0.9, "8192": gflops },
+    };
+    return r;
+  };
+  const y = gpuYardstick([cpuOnly, withCuda("2.11.0", 51000), withCuda("2.9.0", 48000)])!;
+  assert.equal(y.gflops, 51000);
+  assert.equal(y.via, "PyTorch 2.11.0 torch.mm (cuBLAS, TF32 off) on NVIDIA H200");
+  assert.equal(y.bySize["8192"], 51000);
+  assert.equal(
+    targetLine({ what: "Step at T = 64", value: 123456.7, goal: 2e5, unit: "/s" }, false),
+    "Step at T = 64: 123,457 images/s (target >= 200,000 images/s: missed).",
   );
 });
 

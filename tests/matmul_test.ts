@@ -13,7 +13,7 @@ import {
   upload,
 } from "./util.ts";
 
-const VARIANTS = ["tiled", "workgroup", "workgroup_large", "naive"] as const;
+const VARIANTS = ["tiled", "workgroup", "workgroup_large", "workgroup_128", "naive"] as const;
 const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
 
 /** A problem: sizes, logical operands op(a) [T, M, K] and op(b) [T, K, N], options. */
@@ -148,6 +148,12 @@ Deno.test("matmul on a larger batched shape", async () => {
   await check(gpu, { T: 2, M: 200, K: 300, N: 152, transA: true, variant: "naive" }, 302);
   await check(gpu, { T: 2, M: 70, K: 45, N: 66, transA: true, variant: "workgroup" }, 303);
   await check(gpu, { T: 2, M: 130, K: 33, N: 70, transB: true, variant: "workgroup_large" }, 304);
+  // Partial 128 x 128 tiles on both sides and a last step of k shorter than 8, every layout.
+  let seed = 305;
+  for (const [transA, transB] of TRANSPOSES) {
+    const c = { T: 2, M: 150, K: 37, N: 131, transA, transB, variant: "workgroup_128" } as const;
+    await check(gpu, { ...c, bias: true, activation: "leaky_relu" }, seed++);
+  }
 });
 
 Deno.test("matmul gives no NaN for large inputs through tanh and sigmoid", async () => {

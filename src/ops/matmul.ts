@@ -29,18 +29,34 @@ export interface MatmulOptions {
   accumulate?: boolean;
   /**
    * Kernel: "tiled" (register-blocked, best on software rasterisers), "workgroup" (32 x 32 tiles
-   * staged in workgroup memory, for GPUs), "workgroup_large" (64 x 64 tiles, 256 invocations) or
-   * "naive" (one output per invocation, the benchmark's baseline). Unset: the tuner's choice
+   * staged in workgroup memory, for GPUs), "workgroup_large" (64 x 64 tiles, 256 invocations),
+   * "workgroup_128" (128 x 128 tiles, 8 x 8 outputs per invocation, for large products) or "naive" (one output per invocation, the benchmark's baseline). Unset: the tuner's choice
    * among {@linkcode MATMUL_TUNED} (src/gpu/tune.ts).
    */
   variant?: MatmulVariant;
 }
 
 /** The kernels of shaders/matmul.wgsl. */
-export type MatmulVariant = "tiled" | "workgroup" | "workgroup_large" | "naive";
+export type MatmulVariant = "tiled" | "workgroup" | "workgroup_large" | "workgroup_128" | "naive";
 
 /** The variants the tuner times for a matmul, the built-in default first. */
-export const MATMUL_TUNED: readonly MatmulVariant[] = ["tiled", "workgroup", "workgroup_large"];
+export const MATMUL_TUNED: readonly MatmulVariant[] = [
+  "tiled",
+  "workgroup",
+  "workgroup_large",
+  "workgroup_128",
+];
+
+/**
+ * The candidates for a product of out[T, M, N]: 128 x 128 tiles only where both M and N reach
+ * 128 (rounded up to powers of 2, as the shape classes are), since smaller outputs would leave
+ * most of such a tile idle.
+ */
+function tunedVariants(M: number, N: number): readonly MatmulVariant[] {
+  return sizeClass(M) >= 128 && sizeClass(N) >= 128
+    ? MATMUL_TUNED
+    : MATMUL_TUNED.filter((v) => v !== "workgroup_128");
+}
 
 /** Register blocking of the tiled kernels: 4 x 4 blocks per invocation along M and along N. */
 interface Blocking {
@@ -121,7 +137,7 @@ export function matmul(
     kernel: "matmul",
     shapeClass: `${transA ? "t" : "n"}${transB ? "t" : "n"} T${sizeClass(T)} M${sizeClass(M)} ` +
       `N${sizeClass(N)} K${sizeClass(K)}`,
-    variants: MATMUL_TUNED,
+    variants: tunedVariants(M, N),
     build: (variant) => prepareMatmul(gpu, [a, b, out], sizes, variant),
     measure,
   })];
@@ -154,8 +170,14 @@ function prepareMatmul(
     (transA ? M % 4 === 0 : K % 4 === 0) && (!transB || K % 4 === 0);
   const { rb, cb } = blocking(M, N);
   // Rows and columns of out per workgroup: 8 x 8 invocations for naive, 8 invocations side by side
-  // for the tiled kernels, 32 x 32 or 64 x 64 for the workgroup-memory kernels.
-  const staged = variant === "workgroup" ? 32 : variant === "workgroup_large" ? 64 : undefined;
+  // for the tiled kernels, 32 x 32, 64 x 64 or 128 x 128 for the workgroup-memory kernels.
+  const staged = variant === "workgroup"
+    ? 32
+    : variant === "workgroup_large"
+    ? 64
+    : variant === "workgroup_128"
+    ? 128
+    : undefined;
   const tileM = variant === "naive" ? 8 : staged ?? 4 * rb;
   const tileN = variant === "naive" ? 8 : staged ?? 32 * cb;
   const tilesM = Math.ceil(M / tileM);
@@ -173,8 +195,8 @@ function prepareMatmul(
     ? (vec4 ? "tiled" : "tiled_scalar")
     : variant === "workgroup"
     ? "workgroup_tiled"
-    : variant === "workgroup_large"
-    ? "workgroup_large"
+    : variant === "workgroup_large" || variant === "workgroup_128"
+    ? variant
     : "naive";
   const pipe = pipeline(gpu, "matmul", { entry, constants });
   const uniform = new Uniform(gpu, [

@@ -3,9 +3,14 @@ PyTorch (whichever are installed), and the BLAS library each one actually ran, a
 library (threadpoolctl where installed, else the shared objects loaded into this process, and
 PyTorch's own build report), never a guess.
 
+Where PyTorch sees a CUDA device it also measures that GPU's fp32 GEMM peak (cuBLAS through
+torch.mm with TF32 off, so every product is full fp32, at 4096 and 8192; the best of the two),
+the yardstick of `deno task bench` on a GPU.
+
 Usage: python3 src/peers/blas_peak.py N  -> prints one JSON object:
   {"python": ..., "numpy": {"version", "gflops", "blas"} | null,
-   "torch": {"version", "gflops", "blas", "threads", "cuda"} | null}
+   "torch": {"version", "gflops", "blas", "threads", "cuda",
+             "cuda_fp32": {"device", "gflops", "by_size"} | null} | null}
 """
 import json
 import os
@@ -92,7 +97,37 @@ try:
         "cpu_capability": capability,
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_fp32": None,
     }
+    if torch.cuda.is_available():
+        # Full fp32: no TF32 tensor-core shortcut, which rounds the inputs to 10-bit mantissas.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+        by_size = {}
+        for n in (4096, 8192):
+            x = torch.rand(n, n, device="cuda")
+            y = torch.rand(n, n, device="cuda")
+            for _ in range(3):
+                torch.mm(x, y)
+            torch.cuda.synchronize()
+            ts = []
+            for _ in range(5):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(5):
+                    torch.mm(x, y)
+                end.record()
+                torch.cuda.synchronize()
+                ts.append(start.elapsed_time(end) / 1000 / 5)
+            ts.sort()
+            by_size[str(n)] = 2 * n ** 3 / ts[2] / 1e9
+            del x, y
+        out["torch"]["cuda_fp32"] = {
+            "device": torch.cuda.get_device_name(0),
+            "gflops": max(by_size.values()),
+            "by_size": by_size,
+        }
 except ImportError:
     pass
 print(json.dumps(out))

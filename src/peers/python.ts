@@ -39,6 +39,8 @@ export interface PythonReport {
     cpu_capability: string | null;
     threads: number;
     cuda: string | null;
+    /** The CUDA GPU's fp32 GEMM rate (cuBLAS, TF32 off), when PyTorch sees one. */
+    cuda_fp32?: { device: string; gflops: number; by_size: Record<string, number> } | null;
   } | null;
 }
 
@@ -196,6 +198,32 @@ export function yardstick(reports: readonly PythonReport[]): Yardstick | undefin
   if (all.length === 0) return undefined;
   const best = all.reduce((a, b) => (b.gflops > a.gflops ? b : a));
   return { ...best, optimised: OPTIMISED.test(best.blas), all };
+}
+
+/** The fp32 GEMM peak of a CUDA GPU, as PyTorch measured it. */
+export interface GpuYardstick {
+  /** GFLOP/s, the best over the sizes measured. */
+  gflops: number;
+  /** What gave it, e.g. "PyTorch 2.11.0 torch.mm (cuBLAS, TF32 off) on NVIDIA H200". */
+  via: string;
+  /** GFLOP/s per matrix size. */
+  bySize: Record<string, number>;
+}
+
+/** The best CUDA fp32 GEMM rate over `reports`; undefined where no PyTorch sees a CUDA GPU. */
+export function gpuYardstick(reports: readonly PythonReport[]): GpuYardstick | undefined {
+  let best: GpuYardstick | undefined;
+  for (const r of reports) {
+    const c = r.torch?.cuda_fp32;
+    if (c && (!best || c.gflops > best.gflops)) {
+      best = {
+        gflops: c.gflops,
+        via: `PyTorch ${r.torch!.version} torch.mm (cuBLAS, TF32 off) on ${c.device}`,
+        bySize: c.by_size,
+      };
+    }
+  }
+  return best;
 }
 
 /** The interpreter with the newest PyTorch among `reports` (the strongest peer a user has). */
