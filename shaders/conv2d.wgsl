@@ -30,7 +30,9 @@
 // the naive kernels where a window or the staged weights would not fit (stride > 4, or > 3 for
 // backward_weight; k > 22), and for the benchmark's baseline.
 //
-// The *_naive entry points compute one output per invocation.
+// The *_naive entry points compute one output per invocation. The "direct" variant, for GPUs, is
+// the naive forward and backward_input (one output per invocation is what a GPU's thousands of
+// invocations want) with backward_weight_direct (below), whose reduction a workgroup shares.
 
 struct Params {
   tasks: u32,
@@ -788,6 +790,69 @@ fn backward_weight_naive(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
     bw_dw[i] += sum;
   } else {
     bw_dw[i] = sum;
+  }
+}
+
+// Backward weight, direct (for GPUs, where the tiled kernel's 256 accumulators and 32 KB of
+// workgroup memory per 64 invocations leave most of the chip idle): workgroup g = (t, o, c)
+// computes the k x k taps of dw[t, o, c]. Each of its 64 invocations sums every tap over a
+// strided slice of the (b, oy, ox) pixels of dy[t, ., o] (64 neighbouring pixels per step, so
+// loads of dy and x are coalesced), then the 64 partial sums of each tap are added in a fixed
+// order: the same bits on every run. KS = k (at most 7), a constant so that the taps'
+// accumulators can live in registers.
+override KS: u32 = 5u;
+const MAX_TAPS: u32 = 49u;
+var<workgroup> tap_sums: array<f32, 3136>;
+
+@compute @workgroup_size(WG)
+fn backward_weight_direct(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                          @builtin(local_invocation_index) lid: u32) {
+  // No early return: every invocation reaches the barrier below.
+  let planes = bw_p.tasks * bw_p.cout * bw_p.cin;
+  let g = wid.x + wid.y * nwg.x;
+  let live = g < planes;
+  let gg = min(g, planes - 1u);
+  let c = gg % bw_p.cin;
+  let o = (gg / bw_p.cin) % bw_p.cout;
+  let t = gg / (bw_p.cin * bw_p.cout);
+  let plane = bw_p.ho * bw_p.wo;
+  var acc: array<f32, MAX_TAPS>;
+  for (var q = lid; q < bw_p.batch * plane; q += WG) {
+    let b = q / plane;
+    let r = q % plane;
+    let tb = t * bw_p.batch + b;
+    let d = bw_dy[(tb * bw_p.cout + o) * plane + r];
+    let iy0 = i32((r / bw_p.wo) * bw_p.stride) - i32(bw_p.pad);
+    let ix0 = i32((r % bw_p.wo) * bw_p.stride) - i32(bw_p.pad);
+    let base = (tb * bw_p.cin + c) * bw_p.h;
+    for (var ky = 0u; ky < KS; ky++) {
+      let iy = iy0 + i32(ky);
+      if (iy >= 0 && iy < i32(bw_p.h)) {
+        let row = (base + u32(iy)) * bw_p.w;
+        for (var kx = 0u; kx < KS; kx++) {
+          let ix = ix0 + i32(kx);
+          if (ix >= 0 && ix < i32(bw_p.w)) {
+            acc[ky * KS + kx] += d * src[row + u32(ix)];
+          }
+        }
+      }
+    }
+  }
+  for (var tap = 0u; tap < KS * KS; tap++) {
+    tap_sums[tap * WG + lid] = acc[tap];
+  }
+  workgroupBarrier();
+  if (live && lid < KS * KS) {
+    var sum = 0.0;
+    for (var j = 0u; j < WG; j++) {
+      sum += tap_sums[lid * WG + j];
+    }
+    let i = gg * KS * KS + lid;
+    if (ACCUMULATE) {
+      bw_dw[i] += sum;
+    } else {
+      bw_dw[i] = sum;
+    }
   }
 }
 

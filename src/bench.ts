@@ -18,6 +18,7 @@ import { StepProgram } from "./engine.ts";
 import { adaptRows } from "./bench_adapt.ts";
 import { getGpu, type Gpu } from "./gpu/device.ts";
 import { type Dispatch, run, sync } from "./gpu/kernel.ts";
+import { kernelSeconds, wallSeconds } from "./gpu/timing.ts";
 import { createTensor, tensorFrom } from "./gpu/tensor.ts";
 import {
   configureTuning,
@@ -71,28 +72,19 @@ export interface BenchRow {
 /** Reports progress: one line per measurement as it starts or ends. */
 export type Progress = (line: string) => void;
 
-async function time(
-  gpu: Gpu,
-  work: () => void,
-  options: { repeats?: number; minSeconds?: number } = {},
-): Promise<number> {
-  work();
-  await sync(gpu);
-  const times: number[] = [];
-  const started = performance.now();
-  for (
-    let i = 0;
-    i < (options.repeats ?? 5) || performance.now() - started < (options.minSeconds ?? 0) * 1000;
-    i++
-  ) {
-    const t0 = performance.now();
-    work();
-    await sync(gpu);
-    times.push((performance.now() - t0) / 1000);
-    if (i > 50) break;
+/**
+ * Seconds of one run of `dispatches` alone: on a GPU with timestamp queries the GPU's own time
+ * (a wait there costs more than most kernels, see src/gpu/timing.ts); elsewhere the wall clock,
+ * with enough repeats per submit to make `flop` (when given) about 2e8 (on llvmpipe tens of
+ * milliseconds, beside about 11 of waiting), as earlier runs measured it.
+ */
+async function kernelTime(gpu: Gpu, dispatches: Dispatch[], flop?: number): Promise<number> {
+  if (!gpu.isFallback && gpu.features.has("timestamp-query")) {
+    return await kernelSeconds(gpu, dispatches);
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
+  const repeat = flop ? Math.min(1000, Math.max(1, Math.round(2e8 / flop))) : 1;
+  const list = Array.from({ length: repeat }, () => dispatches).flat();
+  return (await wallSeconds(gpu, () => run(gpu, list))) / repeat;
 }
 
 function random(n: number, seed: number): Float32Array {
@@ -105,9 +97,6 @@ async function matmulRows(
   heads: [number, number, number][],
   progress: Progress,
 ): Promise<BenchRow[]> {
-  // Work per submit: enough that a submit-and-wait (tens of microseconds on a GPU, about a
-  // millisecond on llvmpipe) is a small part of each timing.
-  const perSubmit = gpu.isFallback ? 2e8 : 2e10;
   const rows: BenchRow[] = [];
   const shapes: [string, number, number, number][] = [
     ...sizes.map((s) => [`${s}x${s}x${s}`, s, s, s] as [string, number, number, number]),
@@ -133,10 +122,7 @@ async function matmulRows(
       const slow = variant === "naive" || (gpu.isFallback && variant === "workgroup_128");
       if (slow && M * N * K > 1024 ** 3) continue;
       progress(`matmul ${label} ${variant}`);
-      const d = matmul(gpu, a, b, out, { variant });
-      const repeat = Math.min(1000, Math.max(1, Math.round(perSubmit / flop)));
-      const list: Dispatch[] = Array.from({ length: repeat }, () => d).flat();
-      const seconds = (await time(gpu, () => run(gpu, list))) / repeat;
+      const seconds = await kernelTime(gpu, matmul(gpu, a, b, out, { variant }), flop);
       rows.push({
         group: "matmul",
         name: `${label} ${variant}`,
@@ -171,7 +157,12 @@ async function convRows(
     const flop = 2 * T * B * O * Ho * Ho * C * 25;
     const opts = { stride: 2, padding: 2 };
     const cases: [string, () => Dispatch[]][] = [];
-    for (const variant of ["tiled", "gemm", "naive"] as Conv2dVariant[]) {
+    // On a GPU the "direct" kernels (its forward is the naive one); on a software adapter, where
+    // the tuner never times them, the naive forward as the baseline.
+    const variants: Conv2dVariant[] = gpu.isFallback
+      ? ["tiled", "gemm", "naive"]
+      : ["tiled", "gemm", "direct"];
+    for (const variant of variants) {
       const o = { ...opts, variant };
       cases.push([
         `forward ${variant}`,
@@ -184,7 +175,7 @@ async function convRows(
     for (const [name, prepareCase] of cases) {
       progress(`conv2d T=${T} B=${B} ${C}->${O} ${H}x${H}: ${name}`);
       const d = prepareCase();
-      const seconds = await time(gpu, () => run(gpu, d));
+      const seconds = await kernelTime(gpu, d);
       rows.push({
         group: "conv2d",
         name: `T=${T} B=${B} ${C}->${O} ${H}x${H} k5 s2: ${name}`,
@@ -212,7 +203,7 @@ async function breakdown(gpu: Gpu, program: StepProgram, label: string): Promise
   const rows: BenchRow[] = [];
   let previous = 0;
   for (const [name, list] of cumulative) {
-    const seconds = await time(gpu, () => run(gpu, list));
+    const seconds = await wallSeconds(gpu, () => run(gpu, list));
     rows.push({
       group: "step breakdown",
       name: `${label}: ${name}, +${((seconds - previous) * 1000).toFixed(1)} ms`,
@@ -225,12 +216,13 @@ async function breakdown(gpu: Gpu, program: StepProgram, label: string): Promise
 
 /**
  * Per-kernel timings of a step: every dispatch timed alone (its inputs are whatever the previous
- * full step left, which is what it reads in a step too), summed by shader and entry point. A
- * submit-and-wait costs milliseconds on its own, so each dispatch is timed as (9 copies in one
- * submit - 1 copy) / 8.
+ * full step left, which is what it reads in a step too), summed by shader and entry point. On a
+ * GPU with timestamp queries each is timed by the GPU's clock; elsewhere a submit-and-wait costs
+ * milliseconds on its own, so each is timed as (9 copies in one submit - 1 copy) / 8.
  */
 async function perKernel(gpu: Gpu, program: StepProgram, label: string): Promise<BenchRow[]> {
   const { forward, loss, backward, update } = program.phases;
+  const gpuClock = !gpu.isFallback && gpu.features.has("timestamp-query");
   const byKernel = new Map<string, { seconds: number; count: number }>();
   for (
     const [phase, list] of [["forward", forward], ["backward", [...loss, ...backward]], [
@@ -239,12 +231,7 @@ async function perKernel(gpu: Gpu, program: StepProgram, label: string): Promise
     ]] as const
   ) {
     for (const d of list) {
-      const nine = Array<Dispatch>(9).fill(d);
-      const one = await time(gpu, () => run(gpu, [d]), { repeats: 3 });
-      const seconds = Math.max(
-        0,
-        (await time(gpu, () => run(gpu, nine), { repeats: 3 }) - one) / 8,
-      );
+      const seconds = gpuClock ? await kernelSeconds(gpu, [d]) : await nineLessOne(gpu, d);
       const kernel = `${phase} ${d.pipeline.label.split(":").slice(0, 2).join(":")}`;
       const entry = byKernel.get(kernel) ?? { seconds: 0, count: 0 };
       byKernel.set(kernel, { seconds: entry.seconds + seconds, count: entry.count + 1 });
@@ -257,6 +244,13 @@ async function perKernel(gpu: Gpu, program: StepProgram, label: string): Promise
       name: `${label}: ${kernel} (${count} dispatch${count > 1 ? "es" : ""})`,
       seconds,
     }));
+}
+
+/** Wall seconds of one dispatch `d`, as (9 copies in one submit - 1 copy) / 8. */
+async function nineLessOne(gpu: Gpu, d: Dispatch): Promise<number> {
+  const nine = Array<Dispatch>(9).fill(d);
+  const one = await wallSeconds(gpu, () => run(gpu, [d]), { repeats: 3 });
+  return Math.max(0, (await wallSeconds(gpu, () => run(gpu, nine), { repeats: 3 }) - one) / 8);
 }
 
 /** A batch source with fixed random images, so the step measures the model alone. */
@@ -297,7 +291,7 @@ async function stepRows(
   for (const T of tasks) {
     progress(`training step seed_cnn T=${T} B=${B} batched`);
     const batched = await build(T, 0);
-    const seconds = await time(gpu, () => batched.run(1));
+    const seconds = await wallSeconds(gpu, (i) => batched.run(i + 1));
     rows.push({
       group: "training step",
       name: `seed_cnn T=${T} B=${B} batched`,
@@ -315,8 +309,8 @@ async function stepRows(
     progress(`training step seed_cnn T=${T} B=${B} per-task loop`);
     const loop: StepProgram[] = [];
     for (let t = 0; t < T; t++) loop.push(await build(1, t));
-    const loopSeconds = await time(gpu, () => {
-      for (const p of loop) p.run(1);
+    const loopSeconds = await wallSeconds(gpu, (i) => {
+      for (const p of loop) p.run(i + 1);
     });
     rows.push({
       group: "training step",

@@ -88,7 +88,7 @@ const CONFIGS: ConvShape[] = [
 const SMALL = CONFIGS[3]!;
 const UNTILED = CONFIGS.find((c) => c.stride === 5)!;
 
-const VARIANTS: readonly Conv2dVariant[] = ["tiled", "gemm", "naive"];
+const VARIANTS: readonly Conv2dVariant[] = ["tiled", "gemm", "direct", "naive"];
 
 const ACTIVATIONS: Activation[] = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"];
 
@@ -268,7 +268,7 @@ Deno.test("conv2d on a seed_cnn first layer (T2 B4 C3 32x32 O16 k5 s2 p2)", asyn
     assertClose(out, conv2dRef(s, { ...data, activation: "leaky_relu" }), { label: variant });
   }
   const expected = conv2dBackwardRef(s, data);
-  for (const variant of ["tiled", "gemm"] as const) {
+  for (const variant of ["tiled", "gemm", "direct"] as const) {
     const out = await backward(gpu, s, data, { variant });
     assertClose(out.dx, expected.dx, { label: `dx ${variant}` });
     assertClose(out.dw, expected.dw, { label: `dw ${variant}`, atol: 1e-4 });

@@ -12,7 +12,8 @@
  * @module
  */
 import type { Gpu } from "./device.ts";
-import { type Dispatch, run, sync } from "./kernel.ts";
+import { type Dispatch, sync } from "./kernel.ts";
+import { gpuMilliseconds } from "./timing.ts";
 
 /** One op's request for a tuned dispatch. */
 export interface TuneRequest {
@@ -286,19 +287,15 @@ async function timeCandidates(gpu: Gpu, request: TuneRequest): Promise<Record<st
   try {
     const lists = [];
     for (const { dispatch } of built) {
-      run(gpu, [dispatch]);
-      await sync(gpu);
-      const t0 = performance.now();
-      run(gpu, [dispatch]);
-      await sync(gpu);
-      const once = performance.now() - t0;
+      await gpuMilliseconds(gpu, [dispatch]);
+      const once = await gpuMilliseconds(gpu, [dispatch]);
       const copies = Math.max(1, Math.min(64, Math.ceil(2 / Math.max(once, 1e-3))));
       lists.push(Array<Dispatch>(copies).fill(dispatch));
     }
     const times: number[][] = built.map(() => []);
     for (let round = 0; round < 5; round++) {
       for (const [i, list] of lists.entries()) {
-        times[i]!.push((await timeList(gpu, list)) / list.length);
+        times[i]!.push((await gpuMilliseconds(gpu, list)) / list.length);
       }
     }
     return Object.fromEntries(
@@ -307,48 +304,6 @@ async function timeCandidates(gpu: Gpu, request: TuneRequest): Promise<Record<st
   } finally {
     await sync(gpu);
     for (const b of built) b.destroy();
-  }
-}
-
-async function timeList(gpu: Gpu, list: Dispatch[]): Promise<number> {
-  const t0 = performance.now();
-  if (!gpu.features.has("timestamp-query")) {
-    run(gpu, list);
-    await sync(gpu);
-    return performance.now() - t0;
-  }
-  const querySet = gpu.device.createQuerySet({ type: "timestamp", count: 2 });
-  const resolved = gpu.device.createBuffer({
-    size: 16,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  const readback = gpu.device.createBuffer({
-    size: 16,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-  });
-  try {
-    const encoder = gpu.device.createCommandEncoder();
-    const pass = encoder.beginComputePass({
-      timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-    });
-    for (const d of list) {
-      pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, d.bindGroup);
-      pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
-    }
-    pass.end();
-    encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
-    encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16);
-    gpu.device.queue.submit([encoder.finish()]);
-    await readback.mapAsync(GPUMapMode.READ);
-    const [begin, end] = new BigUint64Array(readback.getMappedRange().slice(0));
-    readback.unmap();
-    // Some drivers grant the feature but write zeros; the wall clock is then the measure.
-    return end! > begin! ? Number(end! - begin!) / 1e6 : performance.now() - t0;
-  } finally {
-    querySet.destroy();
-    resolved.destroy();
-    readback.destroy();
   }
 }
 

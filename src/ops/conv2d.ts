@@ -22,18 +22,29 @@ export interface Conv2dOptions {
   slope?: number;
   /**
    * "tiled" keeps several output channels per invocation in registers (best on software
-   * rasterisers); "gemm" is an implicit GEMM through workgroup-memory tiles (for GPUs); "naive"
-   * computes one output per invocation and exists as the benchmark's baseline. Unset: the
-   * tuner's choice between "tiled" and "gemm" (src/gpu/tune.ts).
+   * rasterisers); "gemm" is an implicit GEMM through workgroup-memory tiles; "direct" (for GPUs)
+   * computes one output per invocation, and its backward weight shares each weight plane's
+   * reduction over a workgroup; "naive" computes one output per invocation in every pass and
+   * exists as the benchmark's baseline. Unset: the tuner's choice among
+   * {@linkcode conv2dCandidates}.
    */
   variant?: Conv2dVariant;
 }
 
 /** The kernels of each pass in shaders/conv2d.wgsl. */
-export type Conv2dVariant = "tiled" | "gemm" | "naive";
+export type Conv2dVariant = "tiled" | "gemm" | "direct" | "naive";
 
 /** The variants the tuner times for each convolution pass, the built-in default first. */
-export const CONV2D_TUNED: readonly Conv2dVariant[] = ["tiled", "gemm"];
+export const CONV2D_TUNED: readonly Conv2dVariant[] = ["tiled", "gemm", "direct"];
+
+/**
+ * The candidates on `gpu`: on a software adapter "direct" is left out, since one output per
+ * invocation there measured about 10 times slower than the tiled kernels (docs/benchmarks.md,
+ * the naive rows) and timing it would only lengthen the tuning.
+ */
+export function conv2dCandidates(gpu: Gpu): readonly Conv2dVariant[] {
+  return gpu.isFallback ? CONV2D_TUNED.filter((v) => v !== "direct") : CONV2D_TUNED;
+}
 
 /** Options of the backward convolutions. */
 export interface Conv2dBackwardOptions {
@@ -45,8 +56,9 @@ export interface Conv2dBackwardOptions {
   accumulate?: boolean;
   /**
    * "tiled" (the naive kernel is used where a tile does not fit), "gemm" (implicit GEMM through
-   * workgroup-memory tiles) or "naive" (one output per invocation, the benchmark's baseline).
-   * Unset: the tuner's choice between "tiled" and "gemm".
+   * workgroup-memory tiles), "direct" (for GPUs: one dx value per invocation; dw by a workgroup
+   * per weight plane, k <= 7, else the naive kernel) or "naive" (one output per invocation, the
+   * benchmark's baseline). Unset: the tuner's choice among {@linkcode conv2dCandidates}.
    */
   variant?: Conv2dVariant;
 }
@@ -163,6 +175,8 @@ const WINDOW_SPAN = 13;
 const MAX_TILED_K = 22;
 /** backward_weight: elements per workgroup (EL in the shader). */
 const ELEMENTS_PER_GROUP = 16;
+/** Largest kernel of backward_weight_direct (MAX_TAPS = 49 accumulators in the shader). */
+const MAX_DIRECT_K = 7;
 
 /**
  * The binding of `t` as an array of vec4s, its size rounded up to 16 bytes (the tiled kernels
@@ -217,7 +231,7 @@ function tuned(
     kernel,
     shapeClass: `T${sizeClass(g.tasks)} B${sizeClass(g.batch)} C${g.cin} ${g.h}x${g.w} ` +
       `O${g.cout} k${g.k} s${g.stride} p${g.padding}${aligned ? "" : " unaligned"}`,
-    variants: CONV2D_TUNED,
+    variants: conv2dCandidates(gpu),
     build: (v) => build(v, tensors),
     measure: (v) => {
       const fresh = tensors.map((t) => createTensor(gpu, t.shape));
@@ -249,7 +263,7 @@ function forwardDispatch(
   const x4 = vec4Binding(x);
   const y4 = vec4Binding(y);
   // A window covers the 4 columns' taps, at least one: 3 stride + 1 floats.
-  const tiled = variant !== "naive" && x4 !== undefined && y4 !== undefined &&
+  const tiled = variant === "tiled" && x4 !== undefined && y4 !== undefined &&
     g.k <= MAX_TILED_K && 3 * g.stride + 1 <= WINDOW_SPAN;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0, slope });
@@ -311,7 +325,7 @@ function backwardInputDispatch(
     return prepare(gpu, pipe, [dy, w, dx], grid(blocks.groups * s * s), u);
   }
   const dy4 = vec4Binding(dy);
-  const tiled = variant !== "naive" && dy4 !== undefined && g.k <= MAX_TILED_K;
+  const tiled = variant === "tiled" && dy4 !== undefined && g.k <= MAX_TILED_K;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0 });
     const pipe = pipeline(gpu, "conv2d", { entry: "backward_input_naive", constants });
@@ -367,10 +381,18 @@ function backwardWeightDispatch(
     const pipe = pipeline(gpu, "conv2d", { entry: "backward_weight_gemm", constants });
     return prepare(gpu, pipe, [x, dy, dw], grid(blocks.groups), u);
   }
+  if (variant === "direct" && g.k <= MAX_DIRECT_K) {
+    const u = uniform(gpu, g, { a: 0, b: 0 });
+    const pipe = pipeline(gpu, "conv2d", {
+      entry: "backward_weight_direct",
+      constants: { ...constants, KS: g.k },
+    });
+    return prepare(gpu, pipe, [x, dy, dw], grid(g.tasks * g.cout * g.cin), u);
+  }
   const x4 = vec4Binding(x);
   const dy4 = vec4Binding(dy);
   // A window covers 4 taps of the 4 columns: 3 stride + 4 values.
-  const tiled = variant !== "naive" && x4 !== undefined && dy4 !== undefined &&
+  const tiled = variant === "tiled" && x4 !== undefined && dy4 !== undefined &&
     3 * g.stride + 4 <= WINDOW_SPAN;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0 });

@@ -48,14 +48,17 @@ export const MATMUL_TUNED: readonly MatmulVariant[] = [
 ];
 
 /**
- * The candidates for a product of out[T, M, N]: 128 x 128 tiles only where both M and N reach
- * 128 (rounded up to powers of 2, as the shape classes are), since smaller outputs would leave
- * most of such a tile idle.
+ * The candidates for a product of out[T, M, N] on `gpu`: 128 x 128 tiles only where both M and N
+ * reach 128 (rounded up to powers of 2, as the shape classes are), since smaller outputs would
+ * leave most of such a tile idle; on a GPU also "naive" (one output per invocation), which on an
+ * H200 was the fastest for some of the step's small products; on a software adapter it never is.
  */
-function tunedVariants(M: number, N: number): readonly MatmulVariant[] {
-  return sizeClass(M) >= 128 && sizeClass(N) >= 128
-    ? MATMUL_TUNED
-    : MATMUL_TUNED.filter((v) => v !== "workgroup_128");
+function tunedVariants(gpu: Gpu, M: number, N: number): readonly MatmulVariant[] {
+  const big = sizeClass(M) >= 128 && sizeClass(N) >= 128;
+  return [
+    ...MATMUL_TUNED.filter((v) => big || v !== "workgroup_128"),
+    ...(gpu.isFallback ? [] : ["naive" as const]),
+  ];
 }
 
 /** Register blocking of the tiled kernels: 4 x 4 blocks per invocation along M and along N. */
@@ -137,7 +140,7 @@ export function matmul(
     kernel: "matmul",
     shapeClass: `${transA ? "t" : "n"}${transB ? "t" : "n"} T${sizeClass(T)} M${sizeClass(M)} ` +
       `N${sizeClass(N)} K${sizeClass(K)}`,
-    variants: tunedVariants(M, N),
+    variants: tunedVariants(gpu, M, N),
     build: (variant) => prepareMatmul(gpu, [a, b, out], sizes, variant),
     measure,
   })];
