@@ -246,11 +246,15 @@ async function perKernel(gpu: Gpu, program: StepProgram, label: string): Promise
     }));
 }
 
-/** Wall seconds of one dispatch `d`, as (9 copies in one submit - 1 copy) / 8. */
+/**
+ * Wall seconds of one dispatch `d`, as (9 copies in one submit - 1 copy) / 8, each submit waited
+ * for (the difference cancels the wait; blocks of many submits would take minutes here).
+ */
 async function nineLessOne(gpu: Gpu, d: Dispatch): Promise<number> {
   const nine = Array<Dispatch>(9).fill(d);
-  const one = await wallSeconds(gpu, () => run(gpu, [d]), { repeats: 3 });
-  return Math.max(0, (await wallSeconds(gpu, () => run(gpu, nine), { repeats: 3 }) - one) / 8);
+  const options = { repeats: 3, minBlock: 0 };
+  const one = await wallSeconds(gpu, () => run(gpu, [d]), options);
+  return Math.max(0, (await wallSeconds(gpu, () => run(gpu, nine), options) - one) / 8);
 }
 
 /** A batch source with fixed random images, so the step measures the model alone. */
