@@ -402,23 +402,12 @@ fn staged_tiles(wid: vec3u, nwg: vec3u, lid: u32, side: u32) {
       let b0 = kk * gt + 4u * tx;
       let av = vec4f(tile_a[a0], tile_a[a0 + 1u], tile_a[a0 + 2u], tile_a[a0 + 3u]);
       let bv = vec4f(tile_b[b0], tile_b[b0 + 1u], tile_b[b0 + 2u], tile_b[b0 + 3u]);
-      acc[0] = fma(av, vec4f(bv.x), acc[0]);
-      acc[1] = fma(av, vec4f(bv.y), acc[1]);
-      acc[2] = fma(av, vec4f(bv.z), acc[2]);
-      acc[3] = fma(av, vec4f(bv.w), acc[3]);
+      acc = outer(acc, av, bv);
     }
     workgroupBarrier();
   }
   if (live) {
-    let row = tile.row + 4u * ty;
-    let col = tile.col + 4u * tx;
-    for (var j = 0u; j < 4u; j++) {
-      for (var i = 0u; i < 4u; i++) {
-        if (row + i < p.m && col + j < p.n) {
-          store(tile.t, row + i, col + j, acc[j][i]);
-        }
-      }
-    }
+    store_block(tile.t, tile.row + 4u * ty, tile.col + 4u * tx, acc);
   }
 }
 
@@ -494,14 +483,15 @@ fn store_slices(lid: u32, s: Slices) {
   }
 }
 
-// c + a (column) times b (row): c[j] += a * b[j].
+// c + a (column) times b (row): c[j] += a * b[j]; used by the workgroup-memory kernels.
 fn outer(c: mat4x4f, a: vec4f, b: vec4f) -> mat4x4f {
   return mat4x4f(fma(a, vec4f(b.x), c[0]), fma(a, vec4f(b.y), c[1]), fma(a, vec4f(b.z), c[2]),
                  fma(a, vec4f(b.w), c[3]));
 }
 
-// Stores the 4 x 4 block c (c[j][i] = out[row + i, col + j]).
-fn store_block_big(t: u32, row: u32, col: u32, c: mat4x4f) {
+// Stores the 4 x 4 block c (c[j][i] = out[row + i, col + j]) of the workgroup-memory kernels,
+// the parts past M or N left out.
+fn store_block(t: u32, row: u32, col: u32, c: mat4x4f) {
   for (var j = 0u; j < 4u; j++) {
     for (var i = 0u; i < 4u; i++) {
       if (row + i < p.m && col + j < p.n) {
@@ -546,9 +536,9 @@ fn workgroup_128(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   if (live) {
     let row = tile.row + 4u * ty;
     let col = tile.col + 4u * tx;
-    store_block_big(tile.t, row, col, c00);
-    store_block_big(tile.t, row, col + 64u, c01);
-    store_block_big(tile.t, row + 64u, col, c10);
-    store_block_big(tile.t, row + 64u, col + 64u, c11);
+    store_block(tile.t, row, col, c00);
+    store_block(tile.t, row, col + 64u, c01);
+    store_block(tile.t, row + 64u, col, c10);
+    store_block(tile.t, row + 64u, col + 64u, c11);
   }
 }

@@ -79,12 +79,17 @@ export type Progress = (line: string) => void;
  * milliseconds, beside about 11 of waiting), as earlier runs measured it.
  */
 async function kernelTime(gpu: Gpu, dispatches: Dispatch[], flop?: number): Promise<number> {
-  if (!gpu.isFallback && gpu.features.has("timestamp-query")) {
+  if (gpuClock(gpu)) {
     return await kernelSeconds(gpu, dispatches);
   }
   const repeat = flop ? Math.min(1000, Math.max(1, Math.round(2e8 / flop))) : 1;
   const list = Array.from({ length: repeat }, () => dispatches).flat();
   return (await wallSeconds(gpu, () => run(gpu, list))) / repeat;
+}
+
+/** Kernels are timed by the GPU's own clock: a hardware adapter with timestamp queries. */
+function gpuClock(gpu: Gpu): boolean {
+  return !gpu.isFallback && gpu.features.has("timestamp-query");
 }
 
 function random(n: number, seed: number): Float32Array {
@@ -222,7 +227,6 @@ async function breakdown(gpu: Gpu, program: StepProgram, label: string): Promise
  */
 async function perKernel(gpu: Gpu, program: StepProgram, label: string): Promise<BenchRow[]> {
   const { forward, loss, backward, update } = program.phases;
-  const gpuClock = !gpu.isFallback && gpu.features.has("timestamp-query");
   const byKernel = new Map<string, { seconds: number; count: number }>();
   for (
     const [phase, list] of [["forward", forward], ["backward", [...loss, ...backward]], [
@@ -231,7 +235,7 @@ async function perKernel(gpu: Gpu, program: StepProgram, label: string): Promise
     ]] as const
   ) {
     for (const d of list) {
-      const seconds = gpuClock ? await kernelSeconds(gpu, [d]) : await nineLessOne(gpu, d);
+      const seconds = gpuClock(gpu) ? await kernelSeconds(gpu, [d]) : await nineLessOne(gpu, d);
       const kernel = `${phase} ${d.pipeline.label.split(":").slice(0, 2).join(":")}`;
       const entry = byKernel.get(kernel) ?? { seconds: 0, count: 0 };
       byKernel.set(kernel, { seconds: entry.seconds + seconds, count: entry.count + 1 });

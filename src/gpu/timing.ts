@@ -61,13 +61,22 @@ export async function gpuMilliseconds(gpu: Gpu, list: readonly Dispatch[]): Prom
 }
 
 /**
- * Median GPU seconds of one run of `dispatches` over 5 timings (after a warm-up), each of
- * enough copies in one pass to last >= 2 ms, so that the pass's own start is a small part.
+ * After a warm-up, how many copies of `dispatches` one pass needs to last >= 2 ms (at most
+ * `max`), so that the pass's own start is a small part of its time.
  */
-export async function kernelSeconds(gpu: Gpu, dispatches: readonly Dispatch[]): Promise<number> {
+export async function passCopies(
+  gpu: Gpu,
+  dispatches: readonly Dispatch[],
+  max: number,
+): Promise<number> {
   await gpuMilliseconds(gpu, dispatches);
   const once = await gpuMilliseconds(gpu, dispatches);
-  const copies = Math.max(1, Math.min(256, Math.ceil(2 / Math.max(once, 1e-3))));
+  return Math.max(1, Math.min(max, Math.ceil(2 / Math.max(once, 1e-3))));
+}
+
+/** Median GPU seconds of one run of `dispatches` over 5 timed passes of {@linkcode passCopies}. */
+export async function kernelSeconds(gpu: Gpu, dispatches: readonly Dispatch[]): Promise<number> {
+  const copies = await passCopies(gpu, dispatches, 256);
   const list = Array.from({ length: copies }, () => dispatches).flat();
   const times: number[] = [];
   for (let i = 0; i < 5; i++) times.push((await gpuMilliseconds(gpu, list)) / copies / 1000);

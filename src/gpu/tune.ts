@@ -13,7 +13,7 @@
  */
 import type { Gpu } from "./device.ts";
 import { type Dispatch, sync } from "./kernel.ts";
-import { gpuMilliseconds } from "./timing.ts";
+import { gpuMilliseconds, passCopies } from "./timing.ts";
 
 /** One op's request for a tuned dispatch. */
 export interface TuneRequest {
@@ -287,10 +287,7 @@ async function timeCandidates(gpu: Gpu, request: TuneRequest): Promise<Record<st
   try {
     const lists = [];
     for (const { dispatch } of built) {
-      await gpuMilliseconds(gpu, [dispatch]);
-      const once = await gpuMilliseconds(gpu, [dispatch]);
-      const copies = Math.max(1, Math.min(64, Math.ceil(2 / Math.max(once, 1e-3))));
-      lists.push(Array<Dispatch>(copies).fill(dispatch));
+      lists.push(Array<Dispatch>(await passCopies(gpu, [dispatch], 64)).fill(dispatch));
     }
     const times: number[][] = built.map(() => []);
     for (let round = 0; round < 5; round++) {
