@@ -51,6 +51,9 @@ struct Params {
   blocks_b: u32,
   // Slope of leaky_relu (forward only).
   slope: f32,
+  // backward_weight: the first task of this dispatch (a run over chunks of tasks; else 0); the
+  // workgroups cover tasks task0 .. task0 + tasks - 1.
+  task0: u32,
 }
 
 // Forward: 0 identity, 1 relu, 2 leaky_relu, 3 tanh, 4 sigmoid. A constant rather than a uniform:
@@ -95,6 +98,23 @@ const RS: u32 = 4u;
 
 var<workgroup> wsm: array<vec4f, WSM>;
 
+// With TEX backward_weight reads x and dy through the layers of the staging texture, which hold
+// the vec4s of this dispatch's tasks (from task0 on), vec4 i at texel (i % 1024, i / 1024),
+// copied in before the dispatch (src/gpu/texture.ts): on llvmpipe a texel fetch is one
+// vectorised gather, a storage load a loop over the lanes. The other tiled kernels, and
+// backward_weight without TEX, bind 1 x 1 textures and never read them. An index past the end
+// (a negative one wrapped) fetches 0 or some texel; such values are masked.
+@group(0) @binding(5) var src_tex: texture_2d<f32>;
+@group(0) @binding(6) var dy_tex: texture_2d<f32>;
+override TEX: bool = false;
+
+fn src_vec4(i: u32) -> vec4f {
+  if (TEX) {
+    return textureLoad(src_tex, vec2u(i % 1024u, i / 1024u), 0);
+  }
+  return src4[i];
+}
+
 fn activate4(v: vec4f) -> vec4f {
   switch ACT {
     case 1u: { return max(v, vec4f()); }
@@ -135,10 +155,10 @@ fn window(at: i32, col: i32, ok: bool, width: i32) -> mat4x4f {
   let first = at >> 2u;
   let m = u32(at & 3);
   let c = col - i32(m);
-  let a = masked(src4[u32(first)], c, ok, width);
-  let b = masked(src4[u32(first + 1)], c + 4, ok, width);
-  let d = masked(src4[u32(first + 2)], c + 8, ok, width);
-  let e = masked(src4[u32(first + 3)], c + 12, ok, width);
+  let a = masked(src_vec4(u32(first)), c, ok, width);
+  let b = masked(src_vec4(u32(first + 1)), c + 4, ok, width);
+  let d = masked(src_vec4(u32(first + 2)), c + 8, ok, width);
+  let e = masked(src_vec4(u32(first + 3)), c + 12, ok, width);
   return mat4x4f(shift(a, b, m), shift(b, d, m), shift(d, e, m), shift(e, vec4f(), m));
 }
 
@@ -609,6 +629,13 @@ fn backward_input_naive(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgrou
 
 var<workgroup> partial: array<mat4x4f, WG * 8u>;
 
+fn dy_vec4(i: u32) -> vec4f {
+  if (TEX) {
+    return textureLoad(dy_tex, vec2u(i % 1024u, i / 1024u), 0);
+  }
+  return bw_dy4[i];
+}
+
 // sum over j of c_j * x[j]: the outer products of a quad's dy (c_j, 16 channels of column j) and
 // x (one tap, 4 columns).
 fn outer(c0: mat4x4f, c1: mat4x4f, c2: mat4x4f, c3: mat4x4f, x: vec4f) -> mat4x4f {
@@ -618,11 +645,11 @@ fn outer(c0: mat4x4f, c1: mat4x4f, c2: mat4x4f, c3: mat4x4f, x: vec4f) -> mat4x4
 // dy[at + j] for j < 4 (4 output columns starting at column col of a row of dy), 0 past Wo.
 fn dy_quad(at: u32, col: u32) -> vec4f {
   if (DY_ALIGNED) {
-    return bw_dy4[at >> 2u];
+    return dy_vec4(at >> 2u);
   }
   let m = at & 3u;
-  let lo = bw_dy4[at >> 2u];
-  let hi = bw_dy4[(at >> 2u) + 1u];
+  let lo = dy_vec4(at >> 2u);
+  let hi = dy_vec4((at >> 2u) + 1u);
   let v = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
   let ok = vec4u(col) + vec4u(0u, 1u, 2u, 3u) < vec4u(bw_p.wo);
   return select(vec4f(), vec4f(v[m], v[m + 1u], v[m + 2u], v[m + 3u]), ok);
@@ -636,10 +663,13 @@ fn dy_quad(at: u32, col: u32) -> vec4f {
 fn backward_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                    @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * nwg.x;
-  let t = g / (bw_p.blocks_a * bw_p.blocks_b);
-  if (t >= bw_p.tasks) {
+  let local = g / (bw_p.blocks_a * bw_p.blocks_b);
+  if (local >= bw_p.tasks) {
     return;
   }
+  let t = bw_p.task0 + local;
+  // The task of the loads: counted from task0 in the textures.
+  let ts = select(t, local, TEX);
   let o0 = ((g / bw_p.blocks_a) % bw_p.blocks_b) * 16u;
   let taps = select(4u, 8u, WIDE_TAPS);
   let kb = (bw_p.k + taps - 1u) / taps;
@@ -674,9 +704,9 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     let ox = (qi % tiles_x) * 4u;
     let iy = i32(oy * s + ky) - i32(bw_p.pad);
     let col = i32(ox * s + kx) - i32(bw_p.pad);
-    let at = i32(((t * bw_p.batch + b) * bw_p.cin + c) * bw_p.h * bw_p.w) +
+    let at = i32(((ts * bw_p.batch + b) * bw_p.cin + c) * bw_p.h * bw_p.w) +
       clamp(iy, 0, height - 1) * width + col;
-    let d = (t * bw_p.batch + b) * bw_p.cout * plane + oy * bw_p.wo + ox;
+    let d = (ts * bw_p.batch + b) * bw_p.cout * plane + oy * bw_p.wo + ox;
     // dy of the quad: column j of channel block v is mat4x4f(dv0, .., dv3)[v] over j.
     let dj = array<mat4x4f, 4>(
       mat4x4f(dy_quad(d + rows0.x, ox), dy_quad(d + rows0.y, ox), dy_quad(d + rows0.z, ox),

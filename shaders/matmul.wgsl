@@ -7,11 +7,13 @@
 //
 // Tiling, written for llvmpipe, which runs 8 invocations as one 8-wide SIMD vector: there a
 // storage load is a loop over the 8 lanes costing about 50 vector FMAs, and a vec4 load costs
-// little more than a one-float load, so the kernels are bound by the number of loads. An invocation of the tiled kernels
-// owns RB x CB blocks of 4 x 4 outputs (up to 16 rows x 8 columns) in registers and steps K by
-// 4: per step it loads 4 (RB + CB) vec4s, each along whichever dimension is contiguous in
-// memory (regrouping them is free in SIMD-of-arrays code), and feeds them to 64 RB CB FMAs. A
-// workgroup is 8 invocations side by side along N, so it covers 4 RB rows x 32 CB columns.
+// little more than a one-float load, so the kernels are bound by the number of loads (a texel
+// fetch, one vectorised gather, costs less than half: hence TEX below). An invocation of the
+// tiled kernels owns RB x CB blocks of 4 x 4 outputs (up to 16 rows x 8 columns) in registers
+// and steps K by 4: per step it loads 4 (RB + CB) vec4s, each along whichever dimension is
+// contiguous in memory (regrouping them is free in SIMD-of-arrays code), and feeds them to
+// 64 RB CB FMAs. A workgroup is 8 invocations side by side along N, so it covers 4 RB rows x
+// 32 CB columns.
 // Workgroup memory is not used: on llvmpipe it is ordinary memory read with the same per-lane
 // loops, so staging tiles through it only adds copies and barriers (the same blocking staged
 // through workgroup memory measured 2.3x slower). Rows and columns past the end are computed
@@ -19,7 +21,8 @@
 //
 // Entry points:
 //   tiled         vec4 loads; needs N % 4 == 0, with TRANS_A M % 4 == 0, and K % 4 == 0 unless
-//                 TRANS_A and not TRANS_B (then K is never the contiguous dimension).
+//                 TRANS_A and not TRANS_B (then K is never the contiguous dimension). With TEX
+//                 (variant "tiled_texture") a and b are read through textures.
 //   tiled_scalar  the same blocking with one-float loads, for any sizes.
 //   naive         one output per invocation, 8 x 8 per workgroup (kept for the benchmark).
 //   workgroup_tiled  32 x 32 tiles staged through workgroup memory (below), for GPUs.
@@ -35,6 +38,9 @@ struct Params {
   groups: u32,
   scale: f32,
   slope: f32,
+  // First batch entry of this dispatch (a kernel run over chunks of T; else 0): the workgroups
+  // cover entries task0 .. task0 + groups / (tiles_m tiles_n) - 1.
+  task0: u32,
 }
 
 override TRANS_A: bool = false;
@@ -61,6 +67,28 @@ const WG: u32 = 8u;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4f>;
 @group(0) @binding(4) var<uniform> p: Params;
+// The tiled kernel with TEX reads a and b through the layers of the staging texture, which hold
+// the vec4s of this dispatch's batch entries (from task0 on), vec4 i at texel (i % 1024,
+// i / 1024), copied in before the dispatch (src/gpu/texture.ts): on llvmpipe a texel fetch is
+// one vectorised gather, a storage load a loop over the lanes. Without TEX, 1 x 1 textures are
+// bound and never read.
+@group(0) @binding(5) var a_tex: texture_2d<f32>;
+@group(0) @binding(6) var b_tex: texture_2d<f32>;
+override TEX: bool = false;
+
+fn a_vec4(i: u32) -> vec4f {
+  if (TEX) {
+    return textureLoad(a_tex, vec2u(i % 1024u, i / 1024u), 0);
+  }
+  return a4[i];
+}
+
+fn b_vec4(i: u32) -> vec4f {
+  if (TEX) {
+    return textureLoad(b_tex, vec2u(i % 1024u, i / 1024u), 0);
+  }
+  return b4[i];
+}
 
 fn activate(v: f32) -> f32 {
   switch ACT {
@@ -123,13 +151,14 @@ fn block_a4(t: u32, r: u32, k: u32) -> mat4x4f {
   }
   let s = p.k / 4u;
   let i = (base + k) / 4u;
-  return transpose(mat4x4f(a4[i + min(r, p.m - 1u) * s], a4[i + min(r + 1u, p.m - 1u) * s],
-                           a4[i + min(r + 2u, p.m - 1u) * s], a4[i + min(r + 3u, p.m - 1u) * s]));
+  let last = p.m - 1u;
+  return transpose(mat4x4f(a_vec4(i + min(r, last) * s), a_vec4(i + min(r + 1u, last) * s),
+                           a_vec4(i + min(r + 2u, last) * s), a_vec4(i + min(r + 3u, last) * s)));
 }
 
 // Four floats of row k of a[t] stored transposed ([K, M]; s = M / 4 vec4s per row), zero past K.
 fn row_a4(i: u32, s: u32, k: u32) -> vec4f {
-  return select(vec4f(0.0), a4[i + min(k, p.k - 1u) * s], k < p.k);
+  return select(vec4f(0.0), a_vec4(i + min(k, p.k - 1u) * s), k < p.k);
 }
 
 fn block_b4(t: u32, k: u32, c: u32) -> mat4x4f {
@@ -137,15 +166,15 @@ fn block_b4(t: u32, k: u32, c: u32) -> mat4x4f {
   if (TRANS_B) {
     let s = p.k / 4u;
     let i = (base + k) / 4u;
-    return mat4x4f(b4[i + min(c, p.n - 1u) * s], b4[i + min(c + 1u, p.n - 1u) * s],
-                   b4[i + min(c + 2u, p.n - 1u) * s], b4[i + min(c + 3u, p.n - 1u) * s]);
+    return mat4x4f(b_vec4(i + min(c, p.n - 1u) * s), b_vec4(i + min(c + 1u, p.n - 1u) * s),
+                   b_vec4(i + min(c + 2u, p.n - 1u) * s), b_vec4(i + min(c + 3u, p.n - 1u) * s));
   }
   // Rows past K are clamped; the matching A values are zero.
   let s = p.n / 4u;
   let i = base / 4u + min(c / 4u, s - 1u);
   let last = p.k - 1u;
-  return transpose(mat4x4f(b4[i + min(k, last) * s], b4[i + min(k + 1u, last) * s],
-                           b4[i + min(k + 2u, last) * s], b4[i + min(k + 3u, last) * s]));
+  return transpose(mat4x4f(b_vec4(i + min(k, last) * s), b_vec4(i + min(k + 1u, last) * s),
+                           b_vec4(i + min(k + 2u, last) * s), b_vec4(i + min(k + 3u, last) * s)));
 }
 
 // op(a)[row, kk] of batch entry t, zero past K, with the row clamped into range (rows past M are
@@ -254,23 +283,26 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   if (wid.x + wid.y * nwg.x >= p.groups) {
     return;
   }
-  let o = origin(wid, nwg, lid);
+  let local = origin(wid, nwg, lid);
+  let o = Tile(p.task0 + local.t, local.row, local.col);
+  // The batch entry of the loads: counted from task0 in the textures.
+  let t = select(o.t, local.t, TEX);
   var acc: Acc;
   for (var k = 0u; k < p.k; k += 4u) {
-    let b0 = block_b4(o.t, k, o.col);
+    let b0 = block_b4(t, k, o.col);
     var b1 = b0;
     if (CB > 1u) {
-      b1 = block_b4(o.t, k, o.col + 4u);
+      b1 = block_b4(t, k, o.col + 4u);
     }
-    mma(&acc, 0u, block_a4(o.t, o.row, k), b0, b1);
+    mma(&acc, 0u, block_a4(t, o.row, k), b0, b1);
     if (RB > 1u) {
-      mma(&acc, 1u, block_a4(o.t, o.row + 4u, k), b0, b1);
+      mma(&acc, 1u, block_a4(t, o.row + 4u, k), b0, b1);
     }
     if (RB > 2u) {
-      mma(&acc, 2u, block_a4(o.t, o.row + 8u, k), b0, b1);
+      mma(&acc, 2u, block_a4(t, o.row + 8u, k), b0, b1);
     }
     if (RB > 3u) {
-      mma(&acc, 3u, block_a4(o.t, o.row + 12u, k), b0, b1);
+      mma(&acc, 3u, block_a4(t, o.row + 12u, k), b0, b1);
     }
   }
   store_block4(o, 0u, 0u, acc[0]);
@@ -434,7 +466,8 @@ fn workgroup_large(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
 const BT: u32 = 128u;
 const BK: u32 = 8u;
 
-// big_a[kk * 32 + m / 4][m % 4] = op(a)[row + m, k0 + kk]; big_b likewise with op(b)[k0 + kk, col + n].
+// big_a[kk * 32 + m / 4][m % 4] = op(a)[row + m, k0 + kk]; big_b likewise with
+// op(b)[k0 + kk, col + n].
 var<workgroup> big_a: array<vec4f, 256>;
 var<workgroup> big_b: array<vec4f, 256>;
 

@@ -20,6 +20,7 @@ import { getGpu, type Gpu } from "./gpu/device.ts";
 import { type Dispatch, run, sync } from "./gpu/kernel.ts";
 import { kernelSeconds, wallSeconds } from "./gpu/timing.ts";
 import { createTensor, tensorFrom } from "./gpu/tensor.ts";
+import { releaseStaging, stagingLive } from "./gpu/texture.ts";
 import {
   configureTuning,
   readTuneCache,
@@ -360,6 +361,8 @@ export async function memoryRows(
   for (const T of sizes.tasks) {
     progress(`peak memory of a training step at T=${T} B=${sizes.B}`);
     await sync(gpu);
+    // A staging texture left by earlier rows would be shared, unseen, by this step: start without.
+    releaseStaging(gpu);
     const before = gpu.memory.live;
     gpu.memory.resetPeak();
     const net = SuperNet.create(gpu, superNetConfig({ inputShape: [3, 32, 32], tasks: T }));
@@ -367,9 +370,10 @@ export async function memoryRows(
     const batch = source.x.byteLength + source.y.byteLength + source.taskIndices.byteLength;
     const trained = arenaBytes(net.params, net.z);
     const probe = new Tape(gpu);
-    const beforeForward = gpu.memory.live;
+    // Activations are the tape's tensors, not the staging textures its kernels may make.
+    const beforeForward = gpu.memory.live - stagingLive(gpu);
     net.forward(probe, { x: source.x, taskIndices: source.taskIndices });
-    const activations = gpu.memory.live - beforeForward;
+    const activations = gpu.memory.live - stagingLive(gpu) - beforeForward;
     probe.destroy();
     const schedule = { lr: 1e-3, kind: "constant" as const, warmup: 0, steps: 1 };
     const groups = [net.params, net.z].map((arena) =>

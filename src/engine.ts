@@ -9,7 +9,7 @@ import type { Dataset } from "./data/dataset.ts";
 import { FixedBatches, type FixedBatchesOptions, type ImageStore } from "./data/sampler.ts";
 import type { TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
-import { type Dispatch, run } from "./gpu/kernel.ts";
+import { type Dispatch, run, uniformsOf } from "./gpu/kernel.ts";
 import { createTensor, readMany, type Tensor } from "./gpu/tensor.ts";
 import { accuracy, sigmoidCrossEntropy } from "./ops/loss.ts";
 import type { ParamGroup } from "./optim.ts";
@@ -64,7 +64,7 @@ class Metrics {
         valid: this.valid,
       }),
     ];
-    for (const d of dispatches) if (d.uniform) this.#uniforms.add(d.uniform);
+    for (const d of dispatches) for (const u of uniformsOf(d)) this.#uniforms.add(u);
     return dispatches;
   }
 

@@ -9,7 +9,7 @@
  * @module
  */
 import type { Gpu } from "./gpu/device.ts";
-import type { Dispatch } from "./gpu/kernel.ts";
+import { type Dispatch, uniformsOf } from "./gpu/kernel.ts";
 import { createTensor, type Tensor } from "./gpu/tensor.ts";
 import {
   conv2d,
@@ -338,7 +338,7 @@ export class Tape {
   /** Frees every tensor and uniform block the tape allocated. */
   destroy(): void {
     for (const t of this.#owned) t.destroy();
-    for (const d of [...this.forward, ...this.backward]) d.uniform?.destroy();
+    for (const d of [...this.forward, ...this.backward]) uniformsOf(d).forEach((u) => u.destroy());
     this.#owned.length = 0;
   }
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { sync } from "../src/gpu/kernel.ts";
 import { createTensor, read, STORAGE_USAGE, Tensor, write } from "../src/gpu/tensor.ts";
+import { chunkTasks, setStagingRows, STAGING_ROWS } from "../src/gpu/texture.ts";
 import type { Activation } from "../src/ops/activation.ts";
 import {
   conv2d,
@@ -88,7 +89,7 @@ const CONFIGS: ConvShape[] = [
 const SMALL = CONFIGS[3]!;
 const UNTILED = CONFIGS.find((c) => c.stride === 5)!;
 
-const VARIANTS: readonly Conv2dVariant[] = ["tiled", "gemm", "direct", "naive"];
+const VARIANTS: readonly Conv2dVariant[] = ["tiled", "tiled_texture", "gemm", "direct", "naive"];
 
 const ACTIVATIONS: Activation[] = ["identity", "relu", "leaky_relu", "tanh", "sigmoid"];
 
@@ -268,7 +269,7 @@ Deno.test("conv2d on a seed_cnn first layer (T2 B4 C3 32x32 O16 k5 s2 p2)", asyn
     assertClose(out, conv2dRef(s, { ...data, activation: "leaky_relu" }), { label: variant });
   }
   const expected = conv2dBackwardRef(s, data);
-  for (const variant of ["tiled", "gemm", "direct"] as const) {
+  for (const variant of ["tiled", "tiled_texture", "gemm", "direct"] as const) {
     const out = await backward(gpu, s, data, { variant });
     assertClose(out.dx, expected.dx, { label: `dx ${variant}` });
     assertClose(out.dw, expected.dw, { label: `dw ${variant}`, atol: 1e-4 });
@@ -341,4 +342,37 @@ Deno.test("conv2d rejects mismatched shapes and bad options", async () => {
   conv2dBackwardInput(gpu, y, w, x);
   await sync(gpu);
   for (const tensor of made) tensor.destroy();
+});
+
+Deno.test("conv2d backward weight tiled_texture runs in chunks of tasks when they outgrow the staging texture", async () => {
+  const gpu = await getGpu();
+  // 2 rows of 1024 texels a layer hold dy (1024 texels a task here) of 2 of the 3 tasks: chunks
+  // of 2 and 1 tasks.
+  setStagingRows(gpu, 2);
+  try {
+    const s: ConvShape = {
+      tasks: 3,
+      batch: 4,
+      cin: 3,
+      h: 16,
+      w: 16,
+      cout: 16,
+      k: 5,
+      stride: 2,
+      padding: 2,
+    };
+    const { ho, wo } = outputSize(s);
+    const perTask = [s.batch * s.cin * s.h * s.w, s.batch * s.cout * ho * wo];
+    assert.equal(chunkTasks(gpu, s.tasks, perTask), 2);
+    const data = inputs(s, 600);
+    const expected = conv2dBackwardRef(s, data);
+    for (const accumulate of [false, true]) {
+      const start = accumulate ? 0.5 : 0;
+      const out = await backward(gpu, s, data, { variant: "tiled_texture", accumulate, start });
+      assertClose(out.dw, expected.dw.map((v) => v + start), { label: `dw ${accumulate}` });
+      assertClose(out.dx, expected.dx.map((v) => v + start), { label: `dx ${accumulate}` });
+    }
+  } finally {
+    setStagingRows(gpu, STAGING_ROWS);
+  }
 });

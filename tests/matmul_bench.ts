@@ -11,6 +11,7 @@
  */
 import { type Dispatch, grid, pipeline, prepare, run, sync, Uniform } from "../src/gpu/kernel.ts";
 import { createTensor, type Tensor } from "../src/gpu/tensor.ts";
+import { unusedView } from "../src/gpu/texture.ts";
 import { matmul } from "../src/ops/matmul.ts";
 import { getGpu, type Gpu, uniform, upload } from "./util.ts";
 
@@ -35,12 +36,17 @@ function forced(
     ["u32", tilesM * tilesN],
     ["f32", 1],
     ["f32", 0.01],
+    ["u32", 0],
   ]);
   const pipe = pipeline(gpu, "matmul", {
     entry: kernel.entry,
     constants: { RB: kernel.rb, CB: kernel.cb },
   });
-  return prepare(gpu, pipe, [t.a, t.b, t.a, t.out], grid(tilesM * tilesN), uniformBlock);
+  // The tiled entry point binds a texture per operand, unread without TEX.
+  const textures = kernel.entry === "tiled"
+    ? { views: { 5: unusedView(gpu), 6: unusedView(gpu) }, copies: [] }
+    : undefined;
+  return prepare(gpu, pipe, [t.a, t.b, t.a, t.out], grid(tilesM * tilesN), uniformBlock, textures);
 }
 
 /**

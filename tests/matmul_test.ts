@@ -1,6 +1,7 @@
-import { throws } from "node:assert/strict";
+import assert, { throws } from "node:assert/strict";
 import { Arena, createTensor, read, type Tensor, write } from "../src/gpu/tensor.ts";
 import type { Activation } from "../src/ops/activation.ts";
+import { chunkTasks, setStagingRows, STAGING_ROWS } from "../src/gpu/texture.ts";
 import { matmul, type MatmulOptions, type MatmulVariant } from "../src/ops/matmul.ts";
 import { matmul as matmulRef, transpose } from "./reference/matmul.ts";
 import {
@@ -13,7 +14,14 @@ import {
   upload,
 } from "./util.ts";
 
-const VARIANTS = ["tiled", "workgroup", "workgroup_large", "workgroup_128", "naive"] as const;
+const VARIANTS = [
+  "tiled",
+  "tiled_texture",
+  "workgroup",
+  "workgroup_large",
+  "workgroup_128",
+  "naive",
+] as const;
 const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
 
 /** A problem: sizes, logical operands op(a) [T, M, K] and op(b) [T, K, N], options. */
@@ -324,4 +332,31 @@ Deno.test("matmul rejects mismatched shapes, options and aliasing", async () => 
   // The output may not live in an input's buffer (WebGPU forbids it within one dispatch).
   throws(() => matmul(gpu, a, tensor([2, 4, 4]), a.reshape([2, 3, 4])), RangeError);
   for (const t of made) t.destroy();
+});
+
+Deno.test("matmul tiled_texture runs in chunks of batch entries when they outgrow the staging texture", async () => {
+  const gpu = await getGpu();
+  // 2 rows of 1024 texels a layer: 2 of the 3 batch entries of 64 x 64 operands fit, so the
+  // product runs as chunks of 2 and 1 entries.
+  setStagingRows(gpu, 2);
+  try {
+    const [T, M, K, N] = [3, 64, 64, 64];
+    assert.equal(chunkTasks(gpu, T, [M * K, K * N]), 2);
+    const a = createTensor(gpu, [T, M, K]);
+    const b = createTensor(gpu, [T, K, N]);
+    const out = createTensor(gpu, [T, M, N]);
+    const [d] = matmul(gpu, a, b, out, { variant: "tiled_texture" });
+    assert.equal(d!.then?.length, 1);
+    assert.equal(d!.copies?.length, 2);
+    for (const t of [a, b, out]) t.destroy();
+    let seed = 500;
+    for (const [transA, transB] of TRANSPOSES) {
+      const c = { T, M, K, N, transA, transB, variant: "tiled_texture" } as const;
+      await check(gpu, c, seed++);
+      await check(gpu, { ...c, bias: true, activation: "leaky_relu", slope: 0.2 }, seed++);
+      await check(gpu, { ...c, accumulate: true }, seed++);
+    }
+  } finally {
+    setStagingRows(gpu, STAGING_ROWS);
+  }
 });

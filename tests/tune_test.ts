@@ -10,6 +10,7 @@ import {
   tunePending,
   tuneSaveProblem,
   tuneSettings,
+  writeTuneCache,
 } from "../src/gpu/tune.ts";
 import { conv2d } from "../src/ops/conv2d.ts";
 import { matmul } from "../src/ops/matmul.ts";
@@ -47,6 +48,7 @@ Deno.test("tuner times the candidates once, caches the winner and rebuilds the d
     assert.equal(results.length, 1);
     const r = results[0]!;
     assert.equal(r.kernel, "matmul");
+    // 13 is not a multiple of 4, so "tiled_texture" (vec4 loads only) is no candidate.
     assert.deepEqual(Object.keys(r.ms).sort(), ["tiled", "workgroup", "workgroup_large"]);
     assert.ok(Object.values(r.ms).every((ms) => ms > 0 && Number.isFinite(ms)));
     // The default unless the other is more than MARGIN faster.
@@ -190,6 +192,31 @@ Deno.test("a cache file that cannot be written keeps the winners in the process"
     matmul(gpu, a, b, out);
     assert.equal(pendingTuneCount(gpu), 0);
     for (const t of [a, b, out]) t.destroy();
+  });
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("tuner times a cached shape class again when a candidate is new to it", async () => {
+  const gpu = await getGpu();
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "tune.json");
+  const key = "matmul: nn T2 M16 N16 K16";
+  // A winner recorded before "workgroup_large" was a candidate.
+  const old = { winner: "workgroup", ms: { tiled: 2, workgroup: 1 }, timer: "wall clock" };
+  await writeTuneCache(path, {
+    version: 1,
+    adapters: { [gpu.adapterKey]: { [key]: { ...old, measured: "2026-01-01T00:00:00Z" } } },
+  });
+  await withTuning(path, async () => {
+    const [T, M, K, N] = [2, 9, 13, 11];
+    const tensors = [createTensor(gpu, [T, M, K]), createTensor(gpu, [T, K, N])];
+    const out = createTensor(gpu, [T, M, N]);
+    matmul(gpu, tensors[0]!, tensors[1]!, out);
+    assert.equal(pendingTuneCount(gpu), 1);
+    const [r] = await tunePending(gpu);
+    assert.ok("workgroup_large" in r!.ms, JSON.stringify(r!.ms));
+    assert.ok("workgroup_large" in readTuneCache(path).adapters[gpu.adapterKey]![key]!.ms);
+    for (const t of [...tensors, out]) t.destroy();
   });
   await Deno.remove(dir, { recursive: true });
 });

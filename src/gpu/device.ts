@@ -33,13 +33,17 @@ export interface Gpu {
    * architecture, device, description and the runtime's WebGPU implementation version.
    */
   readonly adapterKey: string;
-  /** Bytes of the buffers this device holds, now and at most since the last `resetPeak`. */
+  /**
+   * Bytes of the buffers (and of the textures kernels read buffers through) this device holds,
+   * now and at most since the last `resetPeak`.
+   */
   readonly memory: MemoryMeter;
 }
 
 /**
- * Counts the bytes of GPU buffers created and not yet destroyed (WebGPU has no query of its own
- * for memory in use): `live` now, `peak` the most at once since `resetPeak`.
+ * Counts the bytes of GPU buffers created and not yet destroyed, and of the staging textures of
+ * src/gpu/texture.ts (WebGPU has no query of its own for memory in use): `live` now, `peak` the
+ * most at once since `resetPeak`.
  */
 export class MemoryMeter {
   #live = 0;
@@ -60,14 +64,13 @@ export class MemoryMeter {
     this.#peak = this.#live;
   }
 
-  /** Counts `buffer` until its first `destroy`. */
-  track(buffer: GPUBuffer): void {
-    const size = buffer.size;
+  /** Counts `resource` (a buffer, or a texture of `size` bytes) until its first `destroy`. */
+  track(resource: GPUBuffer | GPUTexture, size = (resource as GPUBuffer).size): void {
     this.#live += size;
     this.#peak = Math.max(this.#peak, this.#live);
-    const destroy = buffer.destroy.bind(buffer);
+    const destroy = resource.destroy.bind(resource);
     let alive = true;
-    buffer.destroy = () => {
+    resource.destroy = () => {
       if (alive) this.#live -= size;
       alive = false;
       destroy();

@@ -101,6 +101,21 @@ export class Uniform {
   }
 }
 
+/**
+ * A buffer range copied into a texture just before a dispatch that reads it there (outside any
+ * compute pass; WebGPU orders the copy after the dispatches before it). See src/gpu/texture.ts.
+ */
+export interface TextureCopy {
+  /** Buffer and byte offset of the first float; the range is `texels` vec4s long. */
+  readonly buffer: GPUBuffer;
+  readonly offset: number;
+  readonly texels: number;
+  /** rgba32float texture, `TEXELS_PER_ROW` texels wide, with at least enough rows. */
+  readonly texture: GPUTexture;
+  /** Its array layer that receives the range. */
+  readonly layer: number;
+}
+
 /** A prepared dispatch: everything needed to encode it again and again without allocation. */
 export interface Dispatch {
   /** Pipeline to run. */
@@ -111,6 +126,27 @@ export interface Dispatch {
   readonly groups: readonly [number, number, number];
   /** The uniform block of this dispatch, if any, so callers can update per-step values. */
   readonly uniform?: Uniform;
+  /** Copies into textures to make before the dispatch (kernels that read through textures). */
+  readonly copies?: readonly TextureCopy[];
+  /**
+   * Dispatches that run right after this one as part of the same op (a kernel run over chunks of
+   * its tasks, each copying its slice into the staging texture first).
+   */
+  readonly then?: readonly Dispatch[];
+}
+
+/** The uniform blocks of `d` and of the dispatches it runs after it. */
+export function uniformsOf(d: Dispatch): Uniform[] {
+  return [...(d.uniform ? [d.uniform] : []), ...(d.then ?? []).flatMap(uniformsOf)];
+}
+
+/**
+ * One op's dispatches over chunks of its tasks as a single dispatch: the first, with the others
+ * in its `then`.
+ */
+export function chained(parts: readonly Dispatch[]): Dispatch {
+  const [first, ...rest] = parts;
+  return rest.length ? { ...first!, then: rest } : first!;
 }
 
 /**
@@ -123,12 +159,16 @@ export function prepare(
   bindings: readonly (Tensor | GPUBufferBinding)[],
   groups: readonly [number, number, number],
   uniform?: Uniform,
+  textures?: { views: Record<number, GPUTextureView>; copies: readonly TextureCopy[] },
 ): Dispatch {
   const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
     binding: i,
     resource: "binding" in b ? b.binding : b,
   }));
   if (uniform) entries.push({ binding: entries.length, resource: { buffer: uniform.buffer } });
+  for (const [binding, view] of Object.entries(textures?.views ?? {})) {
+    entries.push({ binding: Number(binding), resource: view });
+  }
   for (const g of groups) {
     if (g > MAX_GROUPS_PER_DIM) {
       throw new RangeError(`Dispatch of ${g} workgroups in one dimension exceeds 65535`);
@@ -138,7 +178,8 @@ export function prepare(
     layout: pipe.getBindGroupLayout(0),
     entries,
   });
-  return { pipeline: pipe, bindGroup, groups, uniform };
+  const copies = textures?.copies.length ? textures.copies : undefined;
+  return { pipeline: pipe, bindGroup, groups, uniform, copies };
 }
 
 /**
@@ -151,16 +192,65 @@ export function grid(n: number): [number, number, number] {
   return [Math.ceil(n / y), y, 1];
 }
 
-/** Encodes dispatches in order into one compute pass (WebGPU orders their memory effects). */
-export function encode(encoder: GPUCommandEncoder, dispatches: readonly Dispatch[]): void {
-  if (dispatches.length === 0) return;
-  const pass = encoder.beginComputePass();
-  for (const d of dispatches) {
+/**
+ * Encodes dispatches in order into one compute pass (WebGPU orders their memory effects), ended
+ * and begun again around the texture copies a dispatch asks for. With `timestamps`, empty passes
+ * before and after write timestamps 0 and 1 of the query set around all of it.
+ */
+export function encode(
+  encoder: GPUCommandEncoder,
+  dispatches: readonly Dispatch[],
+  timestamps?: GPUQuerySet,
+): void {
+  if (timestamps) {
+    encoder.beginComputePass({
+      timestampWrites: { querySet: timestamps, beginningOfPassWriteIndex: 0 },
+    }).end();
+  }
+  let pass: GPUComputePassEncoder | undefined;
+  const one = (d: Dispatch) => {
+    if (d.copies) {
+      pass?.end();
+      pass = undefined;
+      for (const c of d.copies) copyToTexture(encoder, c);
+    }
+    pass ??= encoder.beginComputePass();
     pass.setPipeline(d.pipeline);
     pass.setBindGroup(0, d.bindGroup);
     pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
+    d.then?.forEach(one);
+  };
+  dispatches.forEach(one);
+  (pass as GPUComputePassEncoder | undefined)?.end();
+  if (timestamps) {
+    encoder.beginComputePass({
+      timestampWrites: { querySet: timestamps, endOfPassWriteIndex: 1 },
+    }).end();
   }
-  pass.end();
+}
+
+/** Texels per row of the textures that kernels read buffers through (16 KB rows). */
+export const TEXELS_PER_ROW = 1024;
+
+/** Encodes `copy`: whole rows of TEXELS_PER_ROW texels, then the rest of the last row. */
+function copyToTexture(encoder: GPUCommandEncoder, copy: TextureCopy): void {
+  const rows = Math.floor(copy.texels / TEXELS_PER_ROW);
+  const rest = copy.texels - rows * TEXELS_PER_ROW;
+  const bytesPerRow = TEXELS_PER_ROW * 16;
+  if (rows > 0) {
+    encoder.copyBufferToTexture(
+      { buffer: copy.buffer, offset: copy.offset, bytesPerRow, rowsPerImage: rows },
+      { texture: copy.texture, origin: [0, 0, copy.layer] },
+      [TEXELS_PER_ROW, rows, 1],
+    );
+  }
+  if (rest > 0) {
+    encoder.copyBufferToTexture(
+      { buffer: copy.buffer, offset: copy.offset + rows * bytesPerRow, bytesPerRow },
+      { texture: copy.texture, origin: [0, rows, copy.layer] },
+      [rest, 1, 1],
+    );
+  }
 }
 
 /** Submits dispatches as one command buffer; does not wait for them. */

@@ -12,10 +12,11 @@
  * @module
  */
 import type { Gpu } from "./device.ts";
-import { type Dispatch, run, sync } from "./kernel.ts";
+import { type Dispatch, encode, run, sync } from "./kernel.ts";
 
 /**
- * Milliseconds the GPU spent on `list` as one compute pass, from timestamp queries where the
+ * Milliseconds the GPU spent on `list` as `encode` records it (one compute pass, split around any
+ * texture copies, which count), from timestamp queries where the
  * adapter has them (and writes them: some drivers grant the feature but write zeros), else the
  * wall clock around submit and completion.
  */
@@ -37,15 +38,7 @@ export async function gpuMilliseconds(gpu: Gpu, list: readonly Dispatch[]): Prom
   });
   try {
     const encoder = gpu.device.createCommandEncoder();
-    const pass = encoder.beginComputePass({
-      timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-    });
-    for (const d of list) {
-      pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, d.bindGroup);
-      pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
-    }
-    pass.end();
+    encode(encoder, list, querySet);
     encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
     encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16);
     gpu.device.queue.submit([encoder.finish()]);

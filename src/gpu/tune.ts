@@ -12,7 +12,7 @@
  * @module
  */
 import type { Gpu } from "./device.ts";
-import { type Dispatch, sync } from "./kernel.ts";
+import { type Dispatch, sync, uniformsOf } from "./kernel.ts";
 import { gpuMilliseconds, passCopies } from "./timing.ts";
 
 /** One op's request for a tuned dispatch. */
@@ -185,8 +185,10 @@ export function tunedDispatch(gpu: Gpu, request: TuneRequest): Dispatch {
   const fallback = request.variants[0]!;
   if (s.mode === "off" || request.variants.length === 1) return request.build(fallback);
   const key = `${request.kernel}: ${request.shapeClass}`;
-  const known = cache(s).adapters[gpu.adapterKey]?.[key]?.winner;
-  if (known !== undefined && request.variants.includes(known)) return request.build(known);
+  const entry = cache(s).adapters[gpu.adapterKey]?.[key];
+  // A class timed before a candidate existed (a newer version of SuperNet) is timed again.
+  const complete = entry !== undefined && request.variants.every((v) => v in entry.ms);
+  if (complete && request.variants.includes(entry.winner)) return request.build(entry.winner);
   const dispatch = { ...request.build(fallback) };
   builders.set(dispatch, request.build);
   const pending = s.pending.get(key);
@@ -239,11 +241,11 @@ export async function tunePending(
       gpu.device.pushErrorScope("validation");
       const fresh = (builders.get(d) ?? request.build)(winner);
       if (await gpu.device.popErrorScope()) {
-        fresh.uniform?.destroy();
+        uniformsOf(fresh).forEach((u) => u.destroy());
         continue;
       }
-      d.uniform?.destroy();
-      Object.assign(d, fresh);
+      uniformsOf(d).forEach((u) => u.destroy());
+      Object.assign(d, { copies: undefined, then: undefined }, fresh);
     }
     const result = { kernel: request.kernel, shapeClass: request.shapeClass, ...entry };
     results.push(result);

@@ -5,8 +5,9 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
+import { chained, type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { chunkTasks, fitsStaging, stagingCopy, stagingView, unusedView } from "../gpu/texture.ts";
 import { sizeClass, tunedDispatch, type TuneRequest } from "../gpu/tune.ts";
 import { type Activation, activationCode } from "./activation.ts";
 
@@ -22,28 +23,34 @@ export interface Conv2dOptions {
   slope?: number;
   /**
    * "tiled" keeps several output channels per invocation in registers (best on software
-   * rasterisers); "gemm" is an implicit GEMM through workgroup-memory tiles; "direct" (for GPUs)
-   * computes one output per invocation, and its backward weight shares each weight plane's
-   * reduction over a workgroup; "naive" computes one output per invocation in every pass and
-   * exists as the benchmark's baseline. Unset: the tuner's choice among
-   * {@linkcode conv2dCandidates}.
+   * rasterisers; "tiled_texture" is the same here, see the backward options); "gemm" is an
+   * implicit GEMM through
+   * workgroup-memory tiles; "direct" (for GPUs) computes one output per invocation, and its
+   * backward weight shares each weight plane's reduction over a workgroup; "naive" computes one
+   * output per invocation in every pass and exists as the benchmark's baseline. Unset: the
+   * tuner's choice among {@linkcode conv2dCandidates}.
    */
   variant?: Conv2dVariant;
 }
 
 /** The kernels of each pass in shaders/conv2d.wgsl. */
-export type Conv2dVariant = "tiled" | "gemm" | "direct" | "naive";
+export type Conv2dVariant = "tiled" | "tiled_texture" | "gemm" | "direct" | "naive";
 
 /** The variants the tuner times for each convolution pass, the built-in default first. */
-export const CONV2D_TUNED: readonly Conv2dVariant[] = ["tiled", "gemm", "direct"];
+export const CONV2D_TUNED: readonly Conv2dVariant[] = ["tiled", "tiled_texture", "gemm", "direct"];
 
 /**
- * The candidates on `gpu`: on a software adapter "direct" is left out, since one output per
- * invocation there measured about 10 times slower than the tiled kernels (docs/benchmarks.md,
- * the naive rows) and timing it would only lengthen the tuning.
+ * The candidates for `pass` ("forward", "backward_input" or "backward_weight") on `gpu`: on a
+ * software adapter "direct" is left out, since one output per invocation there measured about
+ * 10 times slower than the tiled kernels (docs/benchmarks.md, the naive rows) and timing it would
+ * only lengthen the tuning; "tiled_texture" only for backward_weight, the one pass that measured
+ * faster reading through textures (1.3-1.9x on llvmpipe; forward and backward_input, bound by
+ * their arithmetic, not at all).
  */
-export function conv2dCandidates(gpu: Gpu): readonly Conv2dVariant[] {
-  return gpu.isFallback ? CONV2D_TUNED.filter((v) => v !== "direct") : CONV2D_TUNED;
+export function conv2dCandidates(gpu: Gpu, pass = "backward_weight"): readonly Conv2dVariant[] {
+  return CONV2D_TUNED.filter((v) =>
+    !(gpu.isFallback && v === "direct") && (v !== "tiled_texture" || pass === "backward_weight")
+  );
 }
 
 /** Options of the backward convolutions. */
@@ -55,7 +62,9 @@ export interface Conv2dBackwardOptions {
   /** False (default): out = grad; true: out += grad. */
   accumulate?: boolean;
   /**
-   * "tiled" (the naive kernel is used where a tile does not fit), "gemm" (implicit GEMM through
+   * "tiled" (the naive kernel is used where a tile does not fit), "tiled_texture" (for dw: the
+   * same reading x and dy through the staging texture, in chunks of tasks that fit it, see
+   * src/gpu/texture.ts; for dx the same as "tiled"), "gemm" (implicit GEMM through
    * workgroup-memory tiles), "direct" (for GPUs: one dx value per invocation; dw by a workgroup
    * per weight plane, k <= 7, else the naive kernel) or "naive" (one output per invocation, the
    * benchmark's baseline). Unset: the tuner's choice among {@linkcode conv2dCandidates}.
@@ -149,7 +158,7 @@ function geometry(
 function uniform(
   gpu: Gpu,
   g: Geometry,
-  blocks: { a: number; b: number; slope?: number },
+  blocks: { a: number; b: number; slope?: number; task0?: number },
 ): Uniform {
   return new Uniform(gpu, [
     ["u32", g.tasks],
@@ -166,6 +175,7 @@ function uniform(
     ["u32", blocks.a],
     ["u32", blocks.b],
     ["f32", blocks.slope ?? 0],
+    ["u32", blocks.task0 ?? 0],
   ]);
 }
 
@@ -183,6 +193,16 @@ const MAX_DIRECT_K = 7;
  * read whole vec4s and mask what lies past the end, and write only inside `t`); undefined where
  * the buffer ends too soon.
  */
+/**
+ * The texture bindings of a tiled kernel that never reads them (TEX = 0): binding 5, and 6 for
+ * backward_weight.
+ */
+function unusedTextures(gpu: Gpu, count = 1) {
+  const views: Record<number, GPUTextureView> = { 5: unusedView(gpu) };
+  if (count > 1) views[6] = unusedView(gpu);
+  return { views, copies: [] };
+}
+
 function vec4Binding(t: Tensor): GPUBufferBinding | undefined {
   const size = Math.ceil(t.byteLength / 16) * 16;
   if (t.byteOffset % 16 !== 0 || t.byteOffset + size > t.buffer.size) return undefined;
@@ -231,7 +251,7 @@ function tuned(
     kernel,
     shapeClass: `T${sizeClass(g.tasks)} B${sizeClass(g.batch)} C${g.cin} ${g.h}x${g.w} ` +
       `O${g.cout} k${g.k} s${g.stride} p${g.padding}${aligned ? "" : " unaligned"}`,
-    variants: conv2dCandidates(gpu),
+    variants: conv2dCandidates(gpu, kernel.replace("conv2d.", "")),
     build: (v) => build(v, tensors),
     measure: (v) => {
       const fresh = tensors.map((t) => createTensor(gpu, t.shape));
@@ -263,8 +283,9 @@ function forwardDispatch(
   const x4 = vec4Binding(x);
   const y4 = vec4Binding(y);
   // A window covers the 4 columns' taps, at least one: 3 stride + 1 floats.
-  const tiled = variant === "tiled" && x4 !== undefined && y4 !== undefined &&
-    g.k <= MAX_TILED_K && 3 * g.stride + 1 <= WINDOW_SPAN;
+  // "tiled_texture" reads x from storage here: the forward measured no faster through a texture.
+  const tiled = (variant === "tiled" || variant === "tiled_texture") && x4 !== undefined &&
+    y4 !== undefined && g.k <= MAX_TILED_K && 3 * g.stride + 1 <= WINDOW_SPAN;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0, slope });
     const pipe = pipeline(gpu, "conv2d", { entry: "forward_naive", constants: { ACT: act } });
@@ -286,7 +307,7 @@ function forwardDispatch(
     },
   });
   const groups = grid(g.tasks * channelBlocks * pixelBlocks);
-  return prepare(gpu, pipe, [x4!, w, bias, y4!], groups, u);
+  return prepare(gpu, pipe, [x4!, w, bias, y4!], groups, u, unusedTextures(gpu));
 }
 
 /**
@@ -325,7 +346,9 @@ function backwardInputDispatch(
     return prepare(gpu, pipe, [dy, w, dx], grid(blocks.groups * s * s), u);
   }
   const dy4 = vec4Binding(dy);
-  const tiled = variant === "tiled" && dy4 !== undefined && g.k <= MAX_TILED_K;
+  // "tiled_texture" reads dy from storage here: this pass measured no faster through a texture.
+  const tiled = (variant === "tiled" || variant === "tiled_texture") && dy4 !== undefined &&
+    g.k <= MAX_TILED_K;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0 });
     const pipe = pipeline(gpu, "conv2d", { entry: "backward_input_naive", constants });
@@ -345,7 +368,7 @@ function backwardInputDispatch(
     constants: { ...constants, WIDE_COLUMNS: wide ? 1 : 0 },
   });
   const groups = grid(g.tasks * s * s * channelBlocks * pixelBlocks);
-  return prepare(gpu, pipe, [dy4!, w, dx], groups, u);
+  return prepare(gpu, pipe, [dy4!, w, dx], groups, u, unusedTextures(gpu));
 }
 
 /**
@@ -392,8 +415,8 @@ function backwardWeightDispatch(
   const x4 = vec4Binding(x);
   const dy4 = vec4Binding(dy);
   // A window covers 4 taps of the 4 columns: 3 stride + 4 values.
-  const tiled = variant === "tiled" && x4 !== undefined && dy4 !== undefined &&
-    3 * g.stride + 4 <= WINDOW_SPAN;
+  const tiled = (variant === "tiled" || variant === "tiled_texture") && x4 !== undefined &&
+    dy4 !== undefined && 3 * g.stride + 4 <= WINDOW_SPAN;
   if (!tiled) {
     const u = uniform(gpu, g, { a: 0, b: 0 });
     const pipe = pipeline(gpu, "conv2d", { entry: "backward_weight_naive", constants });
@@ -403,14 +426,45 @@ function backwardWeightDispatch(
   const elements = g.cin * g.k * Math.ceil(g.k / (wide ? 8 : 4));
   const elementBlocks = Math.ceil(elements / ELEMENTS_PER_GROUP);
   const channelBlocks = Math.ceil(g.cout / 16);
-  const u = uniform(gpu, g, { a: elementBlocks, b: channelBlocks });
   const aligned = g.wo % 4 === 0 ? 1 : 0;
+  // Tasks per dispatch through the staging texture (0: not through it).
+  const perTask = [g.batch * g.cin * g.h * g.w, g.batch * g.cout * g.ho * g.wo];
+  const chunk = variant === "tiled_texture" && fitsStaging(x) && fitsStaging(dy)
+    ? chunkTasks(gpu, g.tasks, perTask)
+    : 0;
   const pipe = pipeline(gpu, "conv2d", {
     entry: "backward_weight",
-    constants: { ...constants, DY_ALIGNED: aligned, STRIDE: g.stride, WIDE_TAPS: wide ? 1 : 0 },
+    constants: {
+      ...constants,
+      DY_ALIGNED: aligned,
+      STRIDE: g.stride,
+      WIDE_TAPS: wide ? 1 : 0,
+      TEX: chunk > 0 ? 1 : 0,
+    },
   });
-  const groups = grid(g.tasks * channelBlocks * elementBlocks);
-  return prepare(gpu, pipe, [x4!, dy4!, dw], groups, u);
+  const part = (first: number, count: number) => {
+    const u = uniform(gpu, { ...g, tasks: count }, {
+      a: elementBlocks,
+      b: channelBlocks,
+      task0: first,
+    });
+    const groups = grid(count * channelBlocks * elementBlocks);
+    if (chunk === 0) {
+      return prepare(gpu, pipe, [x4!, dy4!, dw], groups, u, unusedTextures(gpu, 2));
+    }
+    const copies = [
+      stagingCopy(gpu, x, { first, count, perTask: perTask[0]! }, 0),
+      stagingCopy(gpu, dy, { first, count, perTask: perTask[1]! }, 1),
+    ];
+    const views = { 5: stagingView(gpu, 0), 6: stagingView(gpu, 1) };
+    return prepare(gpu, pipe, [x4!, dy4!, dw], groups, u, { views, copies });
+  };
+  if (chunk === 0) return part(0, g.tasks);
+  const parts = [];
+  for (let first = 0; first < g.tasks; first += chunk) {
+    parts.push(part(first, Math.min(chunk, g.tasks - first)));
+  }
+  return chained(parts);
 }
 
 /** Prepares dbias[t, o] = sum over b, i, j of dy[t, b, o, i, j]; dy [T, B, O, Ho, Wo]. */

@@ -6,8 +6,9 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
+import { chained, type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
+import { chunkTasks, fitsStaging, stagingCopy, stagingView, unusedView } from "../gpu/texture.ts";
 import { sizeClass, tunedDispatch } from "../gpu/tune.ts";
 import { type Activation, activationCode } from "./activation.ts";
 
@@ -28,20 +29,30 @@ export interface MatmulOptions {
   /** Add the result to `out` instead of overwriting it; needs no bias and "identity". */
   accumulate?: boolean;
   /**
-   * Kernel: "tiled" (register-blocked, best on software rasterisers), "workgroup" (32 x 32 tiles
-   * staged in workgroup memory, for GPUs), "workgroup_large" (64 x 64 tiles, 256 invocations),
-   * "workgroup_128" (128 x 128 tiles, 8 x 8 outputs per invocation, for large products) or "naive" (one output per invocation, the benchmark's baseline). Unset: the tuner's choice
-   * among {@linkcode MATMUL_TUNED} (src/gpu/tune.ts).
+   * Kernel: "tiled" (register-blocked, best on software rasterisers), "tiled_texture" (the same,
+   * reading a and b through textures copied in first, see src/gpu/texture.ts; "tiled" where they
+   * do not fit), "workgroup" (32 x 32 tiles staged in workgroup memory, for GPUs),
+   * "workgroup_large" (64 x 64 tiles, 256 invocations), "workgroup_128" (128 x 128 tiles, 8 x 8
+   * outputs per invocation, for large products) or "naive" (one output per invocation, the
+   * benchmark's baseline). Unset: the tuner's choice among {@linkcode MATMUL_TUNED}
+   * (src/gpu/tune.ts).
    */
   variant?: MatmulVariant;
 }
 
 /** The kernels of shaders/matmul.wgsl. */
-export type MatmulVariant = "tiled" | "workgroup" | "workgroup_large" | "workgroup_128" | "naive";
+export type MatmulVariant =
+  | "tiled"
+  | "tiled_texture"
+  | "workgroup"
+  | "workgroup_large"
+  | "workgroup_128"
+  | "naive";
 
 /** The variants the tuner times for a matmul, the built-in default first. */
 export const MATMUL_TUNED: readonly MatmulVariant[] = [
   "tiled",
+  "tiled_texture",
   "workgroup",
   "workgroup_large",
   "workgroup_128",
@@ -50,13 +61,19 @@ export const MATMUL_TUNED: readonly MatmulVariant[] = [
 /**
  * The candidates for a product of out[T, M, N] on `gpu`: 128 x 128 tiles only where both M and N
  * reach 128 (rounded up to powers of 2, as the shape classes are), since smaller outputs would
- * leave most of such a tile idle; on a GPU also "naive" (one output per invocation), which on an
+ * leave most of such a tile idle; "tiled_texture" only where the tiled kernel reads vec4s (else
+ * it is "tiled"); on a GPU also "naive" (one output per invocation), which on an
  * H200 was the fastest for some of the step's small products; on a software adapter it never is.
  */
-function tunedVariants(gpu: Gpu, M: number, N: number): readonly MatmulVariant[] {
-  const big = sizeClass(M) >= 128 && sizeClass(N) >= 128;
+function tunedVariants(
+  gpu: Gpu,
+  s: { M: number; N: number; vec4: boolean },
+): readonly MatmulVariant[] {
+  const big = sizeClass(s.M) >= 128 && sizeClass(s.N) >= 128;
   return [
-    ...MATMUL_TUNED.filter((v) => big || v !== "workgroup_128"),
+    ...MATMUL_TUNED.filter((v) =>
+      (big || v !== "workgroup_128") && (s.vec4 || v !== "tiled_texture")
+    ),
     ...(gpu.isFallback ? [] : ["naive" as const]),
   ];
 }
@@ -140,7 +157,7 @@ export function matmul(
     kernel: "matmul",
     shapeClass: `${transA ? "t" : "n"}${transB ? "t" : "n"} T${sizeClass(T)} M${sizeClass(M)} ` +
       `N${sizeClass(N)} K${sizeClass(K)}`,
-    variants: tunedVariants(gpu, M, N),
+    variants: tunedVariants(gpu, { M, N, vec4: vec4Loads(sizes) }),
     build: (variant) => prepareMatmul(gpu, [a, b, out], sizes, variant),
     measure,
   })];
@@ -160,7 +177,10 @@ interface MatmulSizes {
   accumulate: boolean;
 }
 
-/** The one dispatch of a checked matmul with the given kernel. */
+/**
+ * The dispatch of a checked matmul with the given kernel (through the staging texture, one per
+ * chunk of batch entries, chained).
+ */
 function prepareMatmul(
   gpu: Gpu,
   [a, b, out]: [Tensor, Tensor, Tensor],
@@ -168,9 +188,12 @@ function prepareMatmul(
   variant: string,
 ): Dispatch {
   const { T, M, N, K, transA, transB, bias, act, scale, slope, accumulate } = s;
-  // vec4 loads need the contiguous dimension of each operand (and of out) to be a multiple of 4.
-  const vec4 = variant === "tiled" && K > 0 && N % 4 === 0 &&
-    (transA ? M % 4 === 0 : K % 4 === 0) && (!transB || K % 4 === 0);
+  const tiled = variant === "tiled" || variant === "tiled_texture";
+  const vec4 = tiled && vec4Loads(s);
+  // Batch entries per dispatch through the staging texture (0: not through it).
+  const chunk = vec4 && variant === "tiled_texture" && fitsStaging(a) && fitsStaging(b)
+    ? chunkTasks(gpu, T, [M * K, K * N])
+    : 0;
   const { rb, cb } = blocking(M, N);
   // Rows and columns of out per workgroup: 8 x 8 invocations for naive, 8 invocations side by side
   // for the tiled kernels, 32 x 32, 64 x 64 or 128 x 128 for the workgroup-memory kernels.
@@ -185,7 +208,6 @@ function prepareMatmul(
   const tileN = variant === "naive" ? 8 : staged ?? 32 * cb;
   const tilesM = Math.ceil(M / tileM);
   const tilesN = Math.ceil(N / tileN);
-  const groups = T * tilesM * tilesN;
   const constants: Record<string, number> = {
     TRANS_A: transA ? 1 : 0,
     TRANS_B: transB ? 1 : 0,
@@ -193,8 +215,9 @@ function prepareMatmul(
     HAS_BIAS: bias ? 1 : 0,
     ACCUMULATE: accumulate ? 1 : 0,
   };
-  if (variant === "tiled") Object.assign(constants, { RB: rb, CB: cb });
-  const entry = variant === "tiled"
+  if (tiled) Object.assign(constants, { RB: rb, CB: cb });
+  if (vec4) constants.TEX = chunk > 0 ? 1 : 0;
+  const entry = tiled
     ? (vec4 ? "tiled" : "tiled_scalar")
     : variant === "workgroup"
     ? "workgroup_tiled"
@@ -202,19 +225,50 @@ function prepareMatmul(
     ? variant
     : "naive";
   const pipe = pipeline(gpu, "matmul", { entry, constants });
-  const uniform = new Uniform(gpu, [
-    ["u32", M],
-    ["u32", N],
-    ["u32", K],
-    ["u32", tilesM],
-    ["u32", tilesN],
-    ["u32", groups],
-    ["f32", scale],
-    ["f32", slope],
-  ]);
-  // Without a bias the kernel never reads its binding, but the layout still has one; `a` is
-  // read-only too, so binding it twice is allowed.
-  return prepare(gpu, pipe, [a, b, bias ?? a, out], grid(groups), uniform);
+  const bindings = [a, b, bias ?? a, out];
+  const part = (first: number, count: number) => {
+    const groups = count * tilesM * tilesN;
+    const uniform = new Uniform(gpu, [
+      ["u32", M],
+      ["u32", N],
+      ["u32", K],
+      ["u32", tilesM],
+      ["u32", tilesN],
+      ["u32", groups],
+      ["f32", scale],
+      ["f32", slope],
+      ["u32", first],
+    ]);
+    // Without a bias the kernel never reads its binding, but the layout still has one; `a` is
+    // read-only too, so binding it twice is allowed.
+    if (!vec4) return prepare(gpu, pipe, bindings, grid(groups), uniform);
+    // The tiled entry point binds a texture per operand: 1 x 1 and unread without TEX.
+    if (chunk === 0) {
+      const views = { 5: unusedView(gpu), 6: unusedView(gpu) };
+      return prepare(gpu, pipe, bindings, grid(groups), uniform, { views, copies: [] });
+    }
+    const copies = [
+      stagingCopy(gpu, a, { first, count, perTask: M * K }, 0),
+      stagingCopy(gpu, b, { first, count, perTask: K * N }, 1),
+    ];
+    const views = { 5: stagingView(gpu, 0), 6: stagingView(gpu, 1) };
+    return prepare(gpu, pipe, bindings, grid(groups), uniform, { views, copies });
+  };
+  if (chunk === 0) return part(0, T);
+  const parts = [];
+  for (let first = 0; first < T; first += chunk) {
+    parts.push(part(first, Math.min(chunk, T - first)));
+  }
+  return chained(parts);
+}
+
+/**
+ * Whether the tiled kernel reads vec4s: the contiguous dimension of each operand (and of out) is
+ * a multiple of 4.
+ */
+function vec4Loads(s: MatmulSizes): boolean {
+  return s.K > 0 && s.N % 4 === 0 && (s.transA ? s.M % 4 === 0 : s.K % 4 === 0) &&
+    (!s.transB || s.K % 4 === 0);
 }
 
 /** The shape of a 2-D or 3-D tensor as [T, rows, cols]. */
