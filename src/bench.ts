@@ -117,6 +117,7 @@ async function matmulRows(
     const flop = 2 * M * N * K;
     const variants: MatmulVariant[] = [
       "tiled",
+      "tiled_texture",
       "workgroup",
       "workgroup_large",
       "workgroup_128",
@@ -178,6 +179,11 @@ async function convRows(
       cases.push([`backward input ${variant}`, () => conv2dBackwardInput(gpu, y, w, dx, o)]);
       cases.push([`backward weight ${variant}`, () => conv2dBackwardWeight(gpu, x, y, dw, o)]);
     }
+    // The one pass that reads through the staging texture (see conv2dCandidates).
+    cases.push([
+      "backward weight tiled_texture",
+      () => conv2dBackwardWeight(gpu, x, y, dw, { ...opts, variant: "tiled_texture" }),
+    ]);
     for (const [name, prepareCase] of cases) {
       progress(`conv2d T=${T} B=${B} ${C}->${O} ${H}x${H}: ${name}`);
       const d = prepareCase();
