@@ -108,9 +108,14 @@ var<workgroup> wsm: array<vec4f, WSM>;
 @group(0) @binding(6) var dy_tex: texture_2d<f32>;
 override TEX: bool = false;
 
+// vec4 i of a layer of the staging texture.
+fn texel(tex: texture_2d<f32>, i: u32) -> vec4f {
+  return textureLoad(tex, vec2u(i % 1024u, i / 1024u), 0);
+}
+
 fn src_vec4(i: u32) -> vec4f {
   if (TEX) {
-    return textureLoad(src_tex, vec2u(i % 1024u, i / 1024u), 0);
+    return texel(src_tex, i);
   }
   return src4[i];
 }
@@ -631,7 +636,7 @@ var<workgroup> partial: array<mat4x4f, WG * 8u>;
 
 fn dy_vec4(i: u32) -> vec4f {
   if (TEX) {
-    return textureLoad(dy_tex, vec2u(i % 1024u, i / 1024u), 0);
+    return texel(dy_tex, i);
   }
   return bw_dy4[i];
 }

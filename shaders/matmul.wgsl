@@ -76,16 +76,21 @@ const WG: u32 = 8u;
 @group(0) @binding(6) var b_tex: texture_2d<f32>;
 override TEX: bool = false;
 
+// vec4 i of a layer of the staging texture.
+fn texel(tex: texture_2d<f32>, i: u32) -> vec4f {
+  return textureLoad(tex, vec2u(i % 1024u, i / 1024u), 0);
+}
+
 fn a_vec4(i: u32) -> vec4f {
   if (TEX) {
-    return textureLoad(a_tex, vec2u(i % 1024u, i / 1024u), 0);
+    return texel(a_tex, i);
   }
   return a4[i];
 }
 
 fn b_vec4(i: u32) -> vec4f {
   if (TEX) {
-    return textureLoad(b_tex, vec2u(i % 1024u, i / 1024u), 0);
+    return texel(b_tex, i);
   }
   return b4[i];
 }

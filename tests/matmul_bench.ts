@@ -11,7 +11,7 @@
  */
 import { type Dispatch, grid, pipeline, prepare, run, sync, Uniform } from "../src/gpu/kernel.ts";
 import { createTensor, type Tensor } from "../src/gpu/tensor.ts";
-import { unusedView } from "../src/gpu/texture.ts";
+import { unusedTextures } from "../src/gpu/texture.ts";
 import { matmul } from "../src/ops/matmul.ts";
 import { getGpu, type Gpu, uniform, upload } from "./util.ts";
 
@@ -43,9 +43,7 @@ function forced(
     constants: { RB: kernel.rb, CB: kernel.cb },
   });
   // The tiled entry point binds a texture per operand, unread without TEX.
-  const textures = kernel.entry === "tiled"
-    ? { views: { 5: unusedView(gpu), 6: unusedView(gpu) }, copies: [] }
-    : undefined;
+  const textures = kernel.entry === "tiled" ? unusedTextures(gpu, 2) : undefined;
   return prepare(gpu, pipe, [t.a, t.b, t.a, t.out], grid(tilesM * tilesN), uniformBlock, textures);
 }
 

@@ -14,7 +14,7 @@
  * @module
  */
 import type { Gpu } from "./device.ts";
-import { TEXELS_PER_ROW, type TextureCopy } from "./kernel.ts";
+import { chained, type Dispatch, TEXELS_PER_ROW, type TextureCopy } from "./kernel.ts";
 import type { Tensor } from "./tensor.ts";
 
 /** Rows of each layer of the staging texture unless {@linkcode setStagingRows} says otherwise. */
@@ -149,4 +149,48 @@ export function releaseStaging(gpu: Gpu): void {
 export function stagingLive(gpu: Gpu): number {
   const e = textures.get(gpu.device);
   return e?.staging ? stagingBytes(e.rows) : 0;
+}
+
+/** The texture bindings of a kernel that reads operands through the staging texture. */
+export interface StagedTextures {
+  /** Binding 5 + layer: the view of each operand's layer (or the 1 x 1 placeholder). */
+  views: Record<number, GPUTextureView>;
+  /** The copies to make before the dispatch (none for placeholders). */
+  copies: TextureCopy[];
+}
+
+/**
+ * Bindings 5 .. 5 + count - 1 of a kernel that reads `count` operands through textures but not
+ * this time (TEX = 0): the 1 x 1 placeholder, never read.
+ */
+export function unusedTextures(gpu: Gpu, count: number): StagedTextures {
+  const views: Record<number, GPUTextureView> = {};
+  for (let layer = 0; layer < count; layer++) views[5 + layer] = unusedView(gpu);
+  return { views, copies: [] };
+}
+
+/**
+ * An op over `tasks` tasks run through the staging texture in chunks of `chunk` tasks (from
+ * {@linkcode chunkTasks}): operand i (`perTask` floats a task) goes to layer i and binding 5 + i;
+ * `dispatch` prepares the kernel for tasks [first, first + count) with those bindings. The chunks
+ * come back chained as one dispatch.
+ */
+export function throughStaging(
+  gpu: Gpu,
+  operands: readonly { tensor: Tensor; perTask: number }[],
+  tasks: number,
+  chunk: number,
+  dispatch: (first: number, count: number, textures: StagedTextures) => Dispatch,
+): Dispatch {
+  const parts: Dispatch[] = [];
+  for (let first = 0; first < tasks; first += chunk) {
+    const count = Math.min(chunk, tasks - first);
+    const textures: StagedTextures = { views: {}, copies: [] };
+    operands.forEach(({ tensor, perTask }, layer) => {
+      textures.copies.push(stagingCopy(gpu, tensor, { first, count, perTask }, layer));
+      textures.views[5 + layer] = stagingView(gpu, layer);
+    });
+    parts.push(dispatch(first, count, textures));
+  }
+  return chained(parts);
 }

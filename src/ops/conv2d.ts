@@ -5,9 +5,15 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { chained, type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
+import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
-import { chunkTasks, fitsStaging, stagingCopy, stagingView, unusedView } from "../gpu/texture.ts";
+import {
+  chunkTasks,
+  fitsStaging,
+  type StagedTextures,
+  throughStaging,
+  unusedTextures,
+} from "../gpu/texture.ts";
 import { sizeClass, tunedDispatch, type TuneRequest } from "../gpu/tune.ts";
 import { type Activation, activationCode } from "./activation.ts";
 
@@ -24,8 +30,8 @@ export interface Conv2dOptions {
   /**
    * "tiled" keeps several output channels per invocation in registers (best on software
    * rasterisers; "tiled_texture" is the same here, see the backward options); "gemm" is an
-   * implicit GEMM through
-   * workgroup-memory tiles; "direct" (for GPUs) computes one output per invocation, and its
+   * implicit GEMM through workgroup-memory tiles; "direct" (for GPUs) computes one output per
+   * invocation, and its
    * backward weight shares each weight plane's reduction over a workgroup; "naive" computes one
    * output per invocation in every pass and exists as the benchmark's baseline. Unset: the
    * tuner's choice among {@linkcode conv2dCandidates}.
@@ -193,16 +199,6 @@ const MAX_DIRECT_K = 7;
  * read whole vec4s and mask what lies past the end, and write only inside `t`); undefined where
  * the buffer ends too soon.
  */
-/**
- * The texture bindings of a tiled kernel that never reads them (TEX = 0): binding 5, and 6 for
- * backward_weight.
- */
-function unusedTextures(gpu: Gpu, count = 1) {
-  const views: Record<number, GPUTextureView> = { 5: unusedView(gpu) };
-  if (count > 1) views[6] = unusedView(gpu);
-  return { views, copies: [] };
-}
-
 function vec4Binding(t: Tensor): GPUBufferBinding | undefined {
   const size = Math.ceil(t.byteLength / 16) * 16;
   if (t.byteOffset % 16 !== 0 || t.byteOffset + size > t.buffer.size) return undefined;
@@ -307,7 +303,7 @@ function forwardDispatch(
     },
   });
   const groups = grid(g.tasks * channelBlocks * pixelBlocks);
-  return prepare(gpu, pipe, [x4!, w, bias, y4!], groups, u, unusedTextures(gpu));
+  return prepare(gpu, pipe, [x4!, w, bias, y4!], groups, u, unusedTextures(gpu, 1));
 }
 
 /**
@@ -368,7 +364,7 @@ function backwardInputDispatch(
     constants: { ...constants, WIDE_COLUMNS: wide ? 1 : 0 },
   });
   const groups = grid(g.tasks * s * s * channelBlocks * pixelBlocks);
-  return prepare(gpu, pipe, [dy4!, w, dx], groups, u, unusedTextures(gpu));
+  return prepare(gpu, pipe, [dy4!, w, dx], groups, u, unusedTextures(gpu, 1));
 }
 
 /**
@@ -442,29 +438,16 @@ function backwardWeightDispatch(
       TEX: chunk > 0 ? 1 : 0,
     },
   });
-  const part = (first: number, count: number) => {
-    const u = uniform(gpu, { ...g, tasks: count }, {
-      a: elementBlocks,
-      b: channelBlocks,
-      task0: first,
-    });
+  const bindings = [x4!, dy4!, dw];
+  const part = (first: number, count: number, textures: StagedTextures) => {
+    const blocks = { a: elementBlocks, b: channelBlocks, task0: first };
+    const u = uniform(gpu, { ...g, tasks: count }, blocks);
     const groups = grid(count * channelBlocks * elementBlocks);
-    if (chunk === 0) {
-      return prepare(gpu, pipe, [x4!, dy4!, dw], groups, u, unusedTextures(gpu, 2));
-    }
-    const copies = [
-      stagingCopy(gpu, x, { first, count, perTask: perTask[0]! }, 0),
-      stagingCopy(gpu, dy, { first, count, perTask: perTask[1]! }, 1),
-    ];
-    const views = { 5: stagingView(gpu, 0), 6: stagingView(gpu, 1) };
-    return prepare(gpu, pipe, [x4!, dy4!, dw], groups, u, { views, copies });
+    return prepare(gpu, pipe, bindings, groups, u, textures);
   };
-  if (chunk === 0) return part(0, g.tasks);
-  const parts = [];
-  for (let first = 0; first < g.tasks; first += chunk) {
-    parts.push(part(first, Math.min(chunk, g.tasks - first)));
-  }
-  return chained(parts);
+  if (chunk === 0) return part(0, g.tasks, unusedTextures(gpu, 2));
+  const operands = [{ tensor: x, perTask: perTask[0]! }, { tensor: dy, perTask: perTask[1]! }];
+  return throughStaging(gpu, operands, g.tasks, chunk, part);
 }
 
 /** Prepares dbias[t, o] = sum over b, i, j of dy[t, b, o, i, j]; dy [T, B, O, Ho, Wo]. */

@@ -6,9 +6,15 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { chained, type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
+import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
-import { chunkTasks, fitsStaging, stagingCopy, stagingView, unusedView } from "../gpu/texture.ts";
+import {
+  chunkTasks,
+  fitsStaging,
+  type StagedTextures,
+  throughStaging,
+  unusedTextures,
+} from "../gpu/texture.ts";
 import { sizeClass, tunedDispatch } from "../gpu/tune.ts";
 import { type Activation, activationCode } from "./activation.ts";
 
@@ -225,8 +231,11 @@ function prepareMatmul(
     ? variant
     : "naive";
   const pipe = pipeline(gpu, "matmul", { entry, constants });
+  // Without a bias the kernel never reads its binding, but the layout still has one; `a` is
+  // read-only too, so binding it twice is allowed.
   const bindings = [a, b, bias ?? a, out];
-  const part = (first: number, count: number) => {
+  // The tiled entry point also binds a texture per operand (1 x 1 and unread without TEX).
+  const part = (first: number, count: number, textures?: StagedTextures) => {
     const groups = count * tilesM * tilesN;
     const uniform = new Uniform(gpu, [
       ["u32", M],
@@ -239,27 +248,12 @@ function prepareMatmul(
       ["f32", slope],
       ["u32", first],
     ]);
-    // Without a bias the kernel never reads its binding, but the layout still has one; `a` is
-    // read-only too, so binding it twice is allowed.
-    if (!vec4) return prepare(gpu, pipe, bindings, grid(groups), uniform);
-    // The tiled entry point binds a texture per operand: 1 x 1 and unread without TEX.
-    if (chunk === 0) {
-      const views = { 5: unusedView(gpu), 6: unusedView(gpu) };
-      return prepare(gpu, pipe, bindings, grid(groups), uniform, { views, copies: [] });
-    }
-    const copies = [
-      stagingCopy(gpu, a, { first, count, perTask: M * K }, 0),
-      stagingCopy(gpu, b, { first, count, perTask: K * N }, 1),
-    ];
-    const views = { 5: stagingView(gpu, 0), 6: stagingView(gpu, 1) };
-    return prepare(gpu, pipe, bindings, grid(groups), uniform, { views, copies });
+    return prepare(gpu, pipe, bindings, grid(groups), uniform, textures);
   };
-  if (chunk === 0) return part(0, T);
-  const parts = [];
-  for (let first = 0; first < T; first += chunk) {
-    parts.push(part(first, Math.min(chunk, T - first)));
-  }
-  return chained(parts);
+  if (!vec4) return part(0, T);
+  if (chunk === 0) return part(0, T, unusedTextures(gpu, 2));
+  const operands = [{ tensor: a, perTask: M * K }, { tensor: b, perTask: K * N }];
+  return throughStaging(gpu, operands, T, chunk, part);
 }
 
 /**
