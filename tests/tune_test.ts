@@ -1,18 +1,23 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { run, sync } from "../src/gpu/kernel.ts";
 import { createTensor, read } from "../src/gpu/tensor.ts";
+import { gpuMilliseconds, timestampsBelievable } from "../src/gpu/timing.ts";
 import {
   configureTuning,
   MARGIN,
   pendingTuneCount,
   readTuneCache,
+  roundCopies,
+  SLOW,
+  TIMING_REVISION,
   tunedDispatch,
   tunePending,
   tuneSaveProblem,
   tuneSettings,
   writeTuneCache,
 } from "../src/gpu/tune.ts";
-import { conv2d } from "../src/ops/conv2d.ts";
+import { conv2d, conv2dBackwardWeight } from "../src/ops/conv2d.ts";
 import { matmul } from "../src/ops/matmul.ts";
 import { conv2d as conv2dRef } from "./reference/conv2d.ts";
 import { matmul as matmulRef } from "./reference/matmul.ts";
@@ -196,27 +201,88 @@ Deno.test("a cache file that cannot be written keeps the winners in the process"
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("tuner times a cached shape class again when a candidate is new to it", async () => {
+Deno.test("tuner times a cached shape class again when a candidate is new to it or its timing is older", async () => {
   const gpu = await getGpu();
   const dir = await Deno.makeTempDir();
   const path = join(dir, "tune.json");
   const key = "matmul: nn T2 M16 N16 K16";
-  // A winner recorded before "workgroup_large" was a candidate.
-  const old = { winner: "workgroup", ms: { tiled: 2, workgroup: 1 }, timer: "wall clock" };
-  await writeTuneCache(path, {
-    version: 1,
-    adapters: { [gpu.adapterKey]: { [key]: { ...old, measured: "2026-01-01T00:00:00Z" } } },
-  });
-  await withTuning(path, async () => {
-    const [T, M, K, N] = [2, 9, 13, 11];
-    const tensors = [createTensor(gpu, [T, M, K]), createTensor(gpu, [T, K, N])];
-    const out = createTensor(gpu, [T, M, N]);
-    matmul(gpu, tensors[0]!, tensors[1]!, out);
-    assert.equal(pendingTuneCount(gpu), 1);
-    const [r] = await tunePending(gpu);
-    assert.ok("workgroup_large" in r!.ms, JSON.stringify(r!.ms));
-    assert.ok("workgroup_large" in readTuneCache(path).adapters[gpu.adapterKey]![key]!.ms);
-    for (const t of [...tensors, out]) t.destroy();
-  });
+  const measured = "2026-01-01T00:00:00Z";
+  const cases = {
+    // A winner recorded before "workgroup_large" was a candidate.
+    "a new candidate": {
+      winner: "workgroup",
+      ms: { tiled: 2, workgroup: 1 },
+      timer: "wall clock",
+      measured,
+      timing: TIMING_REVISION,
+    },
+    // All candidates, timed before timestamps were checked against the wall clock.
+    "an older timing": {
+      winner: "workgroup",
+      ms: { tiled: 2, workgroup: 1, workgroup_large: 3 },
+      timer: "timestamp-query",
+      measured,
+    },
+  };
+  for (const [label, old] of Object.entries(cases)) {
+    await writeTuneCache(path, { version: 1, adapters: { [gpu.adapterKey]: { [key]: old } } });
+    await withTuning(path, async () => {
+      const [T, M, K, N] = [2, 9, 13, 11];
+      const tensors = [createTensor(gpu, [T, M, K]), createTensor(gpu, [T, K, N])];
+      const out = createTensor(gpu, [T, M, N]);
+      matmul(gpu, tensors[0]!, tensors[1]!, out);
+      assert.equal(pendingTuneCount(gpu), 1, label);
+      const [r] = await tunePending(gpu);
+      assert.ok("workgroup_large" in r!.ms, JSON.stringify(r!.ms));
+      const entry = readTuneCache(path).adapters[gpu.adapterKey]![key]!;
+      assert.notEqual(entry.measured, measured, label);
+      assert.equal(entry.timing, TIMING_REVISION, label);
+      for (const t of [...tensors, out]) t.destroy();
+    });
+  }
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("candidates far slower than the fastest after the warm-up skip the timed rounds", () => {
+  // 2 ms passes: 1 copy of a 2.5 ms kernel, 20 of a 0.1 ms one, at most 64 copies.
+  assert.deepEqual(roundCopies([2.5, 0.1, 0.01]), [0, 0, 64]);
+  assert.deepEqual(roundCopies([1, SLOW * 0.99, SLOW * 1.01, 100]), [2, 1, 0, 0]);
+  assert.deepEqual(roundCopies([5, 5]), [1, 1]);
+});
+
+Deno.test("timestamps far below the wall clock around the same work are not believed", () => {
+  // llvmpipe once read 0.2 ms for 450 ms of work; a submit-and-wait costs about 11 ms.
+  assert.equal(timestampsBelievable(0.2, 450), false);
+  assert.equal(timestampsBelievable(40, 120), false);
+  assert.equal(timestampsBelievable(0.2, 12), true);
+  assert.equal(timestampsBelievable(0.2, 45), true);
+  assert.equal(timestampsBelievable(157, 192), true);
+  assert.equal(timestampsBelievable(100, 190), true);
+});
+
+Deno.test("kernel timings agree with the wall clock after the tiled kernels that bind textures", async () => {
+  const gpu = await getGpu();
+  const [T, B, C, H, O] = [2, 8, 16, 16, 16];
+  const x = upload(gpu, [T, B, C, H, H], uniform(T * B * C * H * H, 3));
+  const dy = upload(gpu, [T, B, O, H / 2, H / 2], uniform(T * B * O * H * H / 4, 4));
+  const dw = createTensor(gpu, [T, O, C, 5, 5]);
+  const options = { stride: 2, padding: 2 };
+  for (const variant of ["tiled", "tiled_texture"] as const) {
+    await gpuMilliseconds(gpu, conv2dBackwardWeight(gpu, x, dy, dw, { ...options, variant }));
+  }
+  // A kernel without textures, in copies that last well over 50 ms of wall clock.
+  let list = conv2dBackwardWeight(gpu, x, dy, dw, { ...options, variant: "naive" });
+  for (;;) {
+    const t0 = performance.now();
+    run(gpu, list);
+    await sync(gpu);
+    if (performance.now() - t0 > 150) break;
+    list = [...list, ...list];
+  }
+  const t0 = performance.now();
+  const ms = await gpuMilliseconds(gpu, list);
+  const around = performance.now() - t0;
+  assert.ok(ms <= around, `${ms} ms timed inside ${around} ms`);
+  assert.ok(ms > around / 2, `${ms} ms timed for work that took ${around} ms by the wall clock`);
+  for (const t of [x, dy, dw]) t.destroy();
 });

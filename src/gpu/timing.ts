@@ -15,14 +15,40 @@ import type { Gpu } from "./device.ts";
 import { type Dispatch, encode, run, sync } from "./kernel.ts";
 
 /**
+ * Devices whose timestamps were caught reading far less than the wall clock around the same work.
+ * Seen on llvmpipe (Mesa 22.3): after some sequences that ran conv2d's tiled backward weight
+ * (which binds 1 x 1 placeholder textures), timestamps went on missing every kernel without
+ * texture bindings (0.2 ms read for 450 ms of work, which ran), and the tuner picked a kernel 10
+ * times slower than the one it rejected.
+ */
+const wrongTimestamps = new WeakSet<GPUDevice>();
+
+/**
+ * The clock `gpuMilliseconds` uses on `gpu` now: "timestamp-query" where the adapter has the
+ * feature and its timestamps have not been caught wrong, else "wall clock".
+ */
+export function timerName(gpu: Gpu): "timestamp-query" | "wall clock" {
+  return gpu.features.has("timestamp-query") && !wrongTimestamps.has(gpu.device)
+    ? "timestamp-query"
+    : "wall clock";
+}
+
+/** Work that took this much longer by the wall clock than by the timestamps (ms), and ... */
+const WALL_EXCESS = 50;
+/** ... at least this many times as long, shows the timestamps wrong. */
+const WALL_FACTOR = 2;
+
+/**
  * Milliseconds the GPU spent on `list` as `encode` records it (one compute pass, split around any
- * texture copies, which count), from timestamp queries where the
- * adapter has them (and writes them: some drivers grant the feature but write zeros), else the
- * wall clock around submit and completion.
+ * texture copies, which count), from timestamp queries where {@linkcode timerName} says so (and
+ * the adapter writes them: some drivers grant the feature but write zeros), else the wall clock
+ * around submit and completion. Timestamps that read far less than the wall clock around them
+ * (by more than 50 ms and a factor of 2; a submit-and-wait costs about 11) are not believed:
+ * that time is the wall clock's, and from then on the device is timed by the wall clock.
  */
 export async function gpuMilliseconds(gpu: Gpu, list: readonly Dispatch[]): Promise<number> {
   const t0 = performance.now();
-  if (!gpu.features.has("timestamp-query")) {
+  if (timerName(gpu) === "wall clock") {
     run(gpu, list);
     await sync(gpu);
     return performance.now() - t0;
@@ -45,7 +71,14 @@ export async function gpuMilliseconds(gpu: Gpu, list: readonly Dispatch[]): Prom
     await readback.mapAsync(GPUMapMode.READ);
     const [begin, end] = new BigUint64Array(readback.getMappedRange().slice(0));
     readback.unmap();
-    return end! > begin! ? Number(end! - begin!) / 1e6 : performance.now() - t0;
+    const wall = performance.now() - t0;
+    if (end! <= begin!) return wall;
+    const ms = Number(end! - begin!) / 1e6;
+    if (!timestampsBelievable(ms, wall)) {
+      wrongTimestamps.add(gpu.device);
+      return wall;
+    }
+    return ms;
   } finally {
     querySet.destroy();
     resolved.destroy();
@@ -54,26 +87,68 @@ export async function gpuMilliseconds(gpu: Gpu, list: readonly Dispatch[]): Prom
 }
 
 /**
- * After a warm-up, how many copies of `dispatches` one pass needs to last >= 2 ms (at most
- * `max`), so that the pass's own start is a small part of its time.
+ * Whether `ms` read from timestamps can be the time of work that took `wall` ms from submit to
+ * completion: not when the wall clock is more than 50 ms and twice as long.
  */
+export function timestampsBelievable(ms: number, wall: number): boolean {
+  return !(wall - ms > WALL_EXCESS && wall > WALL_FACTOR * ms);
+}
+
+/**
+ * `measure()`, and once more if the clock of `gpuMilliseconds` changed while it ran (timestamps
+ * caught wrong), so that all the timings it compares come from one clock.
+ */
+export async function withOneClock<T>(gpu: Gpu, measure: () => Promise<T>): Promise<T> {
+  const clock = timerName(gpu);
+  const result = await measure();
+  return timerName(gpu) === clock ? result : await measure();
+}
+
+/**
+ * Milliseconds of one run of `dispatches` (as {@linkcode gpuMilliseconds}), after a warm-up run
+ * outside the timer (it may compile pipelines, which would make timestamps look wrong).
+ */
+export async function warmMilliseconds(gpu: Gpu, dispatches: readonly Dispatch[]): Promise<number> {
+  run(gpu, dispatches);
+  await sync(gpu);
+  return await gpuMilliseconds(gpu, dispatches);
+}
+
+/**
+ * The least milliseconds one timed pass should last on `gpu`'s clock now: 2 with timestamps
+ * (the pass's own start is then a small part of it), 100 by the wall clock (beside about 11 ms
+ * of submit and wait).
+ */
+export function passTarget(gpu: Gpu): number {
+  return timerName(gpu) === "wall clock" ? 100 : 2;
+}
+
+/**
+ * How many copies of work that took `once` ms one pass needs to last >= `target` ms (at most
+ * `max`).
+ */
+export function copiesFor(once: number, max: number, target = 2): number {
+  return Math.max(1, Math.min(max, Math.ceil(target / Math.max(once, 1e-3))));
+}
+
+/** After a warm-up, {@linkcode copiesFor} the time of one run of `dispatches` on `gpu`'s clock. */
 export async function passCopies(
   gpu: Gpu,
   dispatches: readonly Dispatch[],
   max: number,
 ): Promise<number> {
-  await gpuMilliseconds(gpu, dispatches);
-  const once = await gpuMilliseconds(gpu, dispatches);
-  return Math.max(1, Math.min(max, Math.ceil(2 / Math.max(once, 1e-3))));
+  return copiesFor(await warmMilliseconds(gpu, dispatches), max, passTarget(gpu));
 }
 
 /** Median GPU seconds of one run of `dispatches` over 5 timed passes of {@linkcode passCopies}. */
-export async function kernelSeconds(gpu: Gpu, dispatches: readonly Dispatch[]): Promise<number> {
-  const copies = await passCopies(gpu, dispatches, 256);
-  const list = Array.from({ length: copies }, () => dispatches).flat();
-  const times: number[] = [];
-  for (let i = 0; i < 5; i++) times.push((await gpuMilliseconds(gpu, list)) / copies / 1000);
-  return median(times);
+export function kernelSeconds(gpu: Gpu, dispatches: readonly Dispatch[]): Promise<number> {
+  return withOneClock(gpu, async () => {
+    const copies = await passCopies(gpu, dispatches, 256);
+    const list = Array.from({ length: copies }, () => dispatches).flat();
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) times.push((await gpuMilliseconds(gpu, list)) / copies / 1000);
+    return median(times);
+  });
 }
 
 /** Options of {@linkcode wallSeconds}. */

@@ -13,7 +13,14 @@
  */
 import type { Gpu } from "./device.ts";
 import { type Dispatch, sync, uniformsOf } from "./kernel.ts";
-import { gpuMilliseconds, passCopies } from "./timing.ts";
+import {
+  copiesFor,
+  gpuMilliseconds,
+  passTarget,
+  timerName,
+  warmMilliseconds,
+  withOneClock,
+} from "./timing.ts";
 
 /** One op's request for a tuned dispatch. */
 export interface TuneRequest {
@@ -42,7 +49,19 @@ export interface TuneEntry {
   timer: string;
   /** When they were timed (ISO 8601). */
   measured: string;
+  /**
+   * The revision of the timing method ({@linkcode TIMING_REVISION}); entries of an older one
+   * (absent: timestamps believed without checking them against the wall clock) are timed again.
+   */
+  timing?: number;
 }
+
+/**
+ * Revision of how candidates are timed, kept in each cache entry. 2: timestamps checked against
+ * the wall clock (llvmpipe's were found wrong, and winners chosen on them could be 10 times
+ * slower), and warm-ups outside the timer.
+ */
+export const TIMING_REVISION = 2;
 
 /** The cache file: per adapter key, per "kernel: shape class", the winner. */
 export interface TuneCache {
@@ -186,8 +205,10 @@ export function tunedDispatch(gpu: Gpu, request: TuneRequest): Dispatch {
   if (s.mode === "off" || request.variants.length === 1) return request.build(fallback);
   const key = `${request.kernel}: ${request.shapeClass}`;
   const entry = cache(s).adapters[gpu.adapterKey]?.[key];
-  // A class timed before a candidate existed (a newer version of SuperNet) is timed again.
-  const complete = entry !== undefined && request.variants.every((v) => v in entry.ms);
+  // A class timed before a candidate existed (a newer version of SuperNet), or by an older
+  // timing method, is timed again.
+  const complete = entry !== undefined && entry.timing === TIMING_REVISION &&
+    request.variants.every((v) => v in entry.ms);
   if (complete && request.variants.includes(entry.winner)) return request.build(entry.winner);
   const dispatch = { ...request.build(fallback) };
   builders.set(dispatch, request.build);
@@ -222,15 +243,16 @@ export async function tunePending(
   const s = state(gpu);
   const results: TuneResult[] = [];
   if (s.mode === "off" || s.pending.size === 0) return results;
-  const timer = gpu.features.has("timestamp-query") ? "timestamp-query" : "wall clock";
   for (const [key, { request, dispatches }] of s.pending) {
     const fallback = request.variants[0]!;
-    const ms = await timeCandidates(gpu, request);
+    const ms = await withOneClock(gpu, () => timeCandidates(gpu, request));
+    const timer = timerName(gpu);
     // The default stays unless another candidate is clearly faster (timings of sub-millisecond
     // kernels on a busy machine jitter by several percent).
     const fastest = request.variants.reduce((a, b) => (ms[b]! < ms[a]! ? b : a));
     const winner = ms[fastest]! < ms[fallback]! * (1 - MARGIN) ? fastest : fallback;
-    const entry: TuneEntry = { winner, ms, timer, measured: new Date().toISOString() };
+    const measured = new Date().toISOString();
+    const entry: TuneEntry = { winner, ms, timer, measured, timing: TIMING_REVISION };
     const c = cache(s);
     (c.adapters[gpu.adapterKey] ??= {})[key] = entry;
     for (const ref of dispatches) {
@@ -279,26 +301,49 @@ export async function writeTuneCache(path: string, c: TuneCache): Promise<void> 
 }
 
 /**
+ * A candidate whose warm-up run took this many times the fastest candidate's is not timed
+ * further: it cannot come within the margin, and on llvmpipe the slowest candidates (conv2d's
+ * implicit GEMM, up to a second per dispatch at T = 64) took most of the tuning time.
+ */
+export const SLOW = 3;
+
+/**
+ * Copies of each candidate per timed pass, given the milliseconds of one run of each after a
+ * warm-up: enough to last >= `target` ms (at most `max`), or 0 (not timed in rounds) for one
+ * {@linkcode SLOW} times slower than the fastest.
+ */
+export function roundCopies(once: readonly number[], target = 2, max = 64): number[] {
+  const best = Math.min(...once);
+  return once.map((ms) => (ms > SLOW * best ? 0 : copiesFor(ms, max, target)));
+}
+
+/**
  * Median milliseconds per dispatch of every candidate: after a warm-up, 5 rounds that time each
  * candidate in turn (interleaved, so a change in the machine's load falls on all of them alike),
- * each timing enough copies in one pass to last >= 2 ms. With timestamp queries the pass is timed
- * on the GPU, else by the wall clock around submit and completion.
+ * each timing enough copies in one pass to last {@linkcode passTarget} (2 ms with timestamp
+ * queries, which time the pass on the GPU; else 100 ms by the wall clock around submit and
+ * completion). A candidate {@linkcode SLOW}
+ * times slower than the fastest after the warm-up keeps that one timing and skips the rounds.
  */
 async function timeCandidates(gpu: Gpu, request: TuneRequest): Promise<Record<string, number>> {
   const built = request.variants.map((v) => ({ variant: v, ...request.measure(v) }));
   try {
-    const lists = [];
-    for (const { dispatch } of built) {
-      lists.push(Array<Dispatch>(await passCopies(gpu, [dispatch], 64)).fill(dispatch));
-    }
+    const once: number[] = [];
+    for (const { dispatch } of built) once.push(await warmMilliseconds(gpu, [dispatch]));
+    const target = passTarget(gpu);
+    const copies = roundCopies(once, target, target > 2 ? 1024 : 64);
+    const lists = built.map(({ dispatch }, i) => Array<Dispatch>(copies[i]!).fill(dispatch));
     const times: number[][] = built.map(() => []);
     for (let round = 0; round < 5; round++) {
       for (const [i, list] of lists.entries()) {
-        times[i]!.push((await gpuMilliseconds(gpu, list)) / list.length);
+        if (list.length) times[i]!.push((await gpuMilliseconds(gpu, list)) / list.length);
       }
     }
     return Object.fromEntries(
-      built.map(({ variant }, i) => [variant, times[i]!.sort((a, b) => a - b)[2]!]),
+      built.map(({ variant }, i) => [
+        variant,
+        times[i]!.length ? times[i]!.sort((a, b) => a - b)[2]! : once[i]!,
+      ]),
     );
   } finally {
     await sync(gpu);
