@@ -18,7 +18,7 @@ import { StepProgram } from "./engine.ts";
 import { adaptRows } from "./bench_adapt.ts";
 import { getGpu, type Gpu } from "./gpu/device.ts";
 import { type Dispatch, run, sync } from "./gpu/kernel.ts";
-import { kernelSeconds, wallSeconds } from "./gpu/timing.ts";
+import { blockTimer, kernelSeconds, median, wallSeconds } from "./gpu/timing.ts";
 import { createTensor, tensorFrom } from "./gpu/tensor.ts";
 import { releaseStaging, stagingLive } from "./gpu/texture.ts";
 import {
@@ -46,6 +46,7 @@ import {
   type PythonReport,
   pythonReport,
   strongestTorch,
+  type TorchStep,
   torchStep,
   yardstick,
   yardstickProblem,
@@ -203,7 +204,8 @@ async function convRows(
 /**
  * Where a step's time goes: the forward alone, then with loss and backward, then the whole step;
  * the differences are each phase's share (later phases read what earlier ones wrote, so they run
- * in order).
+ * in order). The three are timed in turn, 5 rounds, so that a change in the machine's speed falls
+ * on all of them alike.
  */
 async function breakdown(gpu: Gpu, program: StepProgram, label: string): Promise<BenchRow[]> {
   const { forward, loss, backward, update } = program.phases;
@@ -212,18 +214,31 @@ async function breakdown(gpu: Gpu, program: StepProgram, label: string): Promise
     ["+ loss + backward", [...forward, ...loss, ...backward]],
     ["+ optimiser (whole step)", [...forward, ...loss, ...backward, ...update]],
   ];
-  const rows: BenchRow[] = [];
-  let previous = 0;
-  for (const [name, list] of cumulative) {
-    const seconds = await wallSeconds(gpu, () => run(gpu, list));
-    rows.push({
-      group: "step breakdown",
-      name: `${label}: ${name}, +${((seconds - previous) * 1000).toFixed(1)} ms`,
-      seconds,
-    });
-    previous = seconds;
+  const timers = [];
+  for (const [, list] of cumulative) timers.push(await blockTimer(gpu, () => run(gpu, list)));
+  const seconds = (await interleaved(timers)).map(median);
+  return cumulative.map(([name], i) => ({
+    group: "step breakdown",
+    name: `${label}: ${name}, +${((seconds[i]! - (seconds[i - 1] ?? 0)) * 1000).toFixed(1)} ms`,
+    seconds: seconds[i]!,
+  }));
+}
+
+/**
+ * Seconds per call of each timer in each of `rounds` rounds that call every timer in turn; with
+ * `between`, also awaited once per round after the timers (e.g. a peer's run, paired with them).
+ */
+export async function interleaved(
+  timers: (() => Promise<number>)[],
+  rounds = 5,
+  between?: (round: number) => Promise<void>,
+): Promise<number[][]> {
+  const times: number[][] = timers.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, time] of timers.entries()) times[i]!.push(await time());
+    await between?.(r);
   }
-  return rows;
+  return times;
 }
 
 /**
@@ -277,10 +292,30 @@ function fixedSource(gpu: Gpu, T: number, B: number, offset: number): BatchSourc
   return { x, y, taskIndices, next: () => none };
 }
 
+/** A peer's step (PyTorch), run between rounds of ours so that the ratio pairs them in time. */
+interface PairedPeer {
+  /** Task counts to pair. */
+  tasks: number[];
+  /** One run of the peer's step at T tasks (undefined when it could not run). */
+  step: (T: number) => Promise<TorchStep | undefined>;
+  /** The row's name after "seed_cnn T=.. B=.. ", e.g. "PyTorch 2.13.0+cpu, 2 threads (CPU)". */
+  name: (p: TorchStep) => string;
+}
+
+/** Rounds of a paired peer's step: each a subprocess that times its own step after a warm-up. */
+const PEER_ROUNDS = 3;
+
+/**
+ * The batched step and the per-task loop at each T, timed in turn (5 rounds), and at the T of
+ * `pair` the peer's step after each of the first {@linkcode PEER_ROUNDS} rounds: the peer row's
+ * ratio is the median of ours / the peer's per round (a machine whose speed drifts over minutes,
+ * as this one's did by 1.4x, would otherwise bias a ratio of runs minutes apart).
+ */
 async function stepRows(
   gpu: Gpu,
   sizes: { tasks: number[]; B: number; focus: number },
   progress: Progress,
+  pair?: PairedPeer,
 ): Promise<BenchRow[]> {
   const { tasks, B, focus } = sizes;
   const rows: BenchRow[] = [];
@@ -304,36 +339,61 @@ async function stepRows(
     return program;
   };
   for (const T of tasks) {
-    progress(`training step seed_cnn T=${T} B=${B} batched`);
+    const paired = pair?.tasks.includes(T) ? pair : undefined;
+    progress(
+      `training step seed_cnn T=${T} B=${B}: batched and per-task loop in turn` +
+        (paired ? `, PyTorch between rounds` : ""),
+    );
     const batched = await build(T, 0);
-    const seconds = await wallSeconds(gpu, (i) => batched.run(i + 1));
-    rows.push({
-      group: "training step",
-      name: `seed_cnn T=${T} B=${B} batched`,
-      seconds,
-      imagesPerSecond: (T * B) / seconds,
+    // The per-task loop: one T = 1 step per task, each a full dispatch chain (forward, backward,
+    // update), as a framework without batched per-task weights runs it.
+    const loop: StepProgram[] = [];
+    for (let t = 0; t < T; t++) loop.push(await build(1, t));
+    const timers = [
+      await blockTimer(gpu, (i) => batched.run(i + 1)),
+      await blockTimer(gpu, (i) => {
+        for (const p of loop) p.run(i + 1);
+      }),
+    ];
+    const peerRuns: { round: number; step: TorchStep }[] = [];
+    const [ours, theirs] = await interleaved(timers, 5, async (round) => {
+      if (!paired || round >= PEER_ROUNDS) return;
+      const step = await paired.step(T);
+      if (step) peerRuns.push({ round, step });
     });
+    for (const p of loop) p.destroy();
+    const seconds = median(ours!);
+    const loopSeconds = median(theirs!);
+    rows.push(
+      {
+        group: "training step",
+        name: `seed_cnn T=${T} B=${B} batched`,
+        seconds,
+        imagesPerSecond: (T * B) / seconds,
+      },
+      {
+        group: "training step",
+        name: `seed_cnn T=${T} B=${B} per-task loop`,
+        seconds: loopSeconds,
+        imagesPerSecond: (T * B) / loopSeconds,
+      },
+    );
+    if (paired && peerRuns.length) {
+      const rate = median(peerRuns.map((r) => r.step.imagesPerSecond));
+      rows.push({
+        group: "peer",
+        name: `seed_cnn T=${T} B=${B} ${paired.name(peerRuns[0]!.step)}`,
+        seconds: (T * B) / rate,
+        imagesPerSecond: rate,
+        ratio: median(peerRuns.map((r) => (T * B) / ours![r.round]! / r.step.imagesPerSecond)),
+      });
+    }
     if (T === focus) {
       progress(`step breakdown and per-kernel times at T=${T}`);
       rows.push(...(await breakdown(gpu, batched, `seed_cnn T=${T} B=${B}`)));
       rows.push(...(await perKernel(gpu, batched, `seed_cnn T=${T} B=${B}`)));
     }
     batched.destroy();
-    // The per-task loop: one T = 1 step per task, each a full dispatch chain (forward, backward,
-    // update), as a framework without batched per-task weights runs it.
-    progress(`training step seed_cnn T=${T} B=${B} per-task loop`);
-    const loop: StepProgram[] = [];
-    for (let t = 0; t < T; t++) loop.push(await build(1, t));
-    const loopSeconds = await wallSeconds(gpu, (i) => {
-      for (const p of loop) p.run(i + 1);
-    });
-    rows.push({
-      group: "training step",
-      name: `seed_cnn T=${T} B=${B} per-task loop`,
-      seconds: loopSeconds,
-      imagesPerSecond: (T * B) / loopSeconds,
-    });
-    for (const p of loop) p.destroy();
   }
   params.destroy();
   z.destroy();
@@ -619,10 +679,22 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
   // On a GPU the peer runs the step on CUDA where its PyTorch sees a CUDA device: the peer a GPU
   // user would compare with. On a software adapter it runs on the CPU, as ours does.
   const peerDevice = hardware && peer?.torch?.cuda ? "cuda" : "cpu";
+  const pair: PairedPeer | undefined = peer && {
+    tasks: sizes.peers,
+    step: (T) => {
+      progress(`peer: PyTorch ${peer.torch!.version} ${peerDevice} step at T=${T} B=${sizes.B}`);
+      return torchStep(peer.python, { tasks: T, batch: sizes.B, device: peerDevice });
+    },
+    name: (p) =>
+      `PyTorch ${p.version}, ${
+        peerDevice === "cuda" ? `CUDA on ${p.device}` : `${p.threads} threads (CPU)`
+      }`,
+  };
+  const steps = { tasks: sizes.tasks, B: sizes.B, focus: sizes.focus };
   const rows = [
     ...(await matmulRows(gpu, sizes.matmul, sizes.heads, progress)),
     ...(await convRows(gpu, sizes.conv, progress)),
-    ...(await stepRows(gpu, { tasks: sizes.tasks, B: sizes.B, focus: sizes.focus }, progress)),
+    ...(await stepRows(gpu, steps, progress, pair)),
     ...(await memoryRows(gpu, { tasks: sizes.memory, B: sizes.B }, progress)),
   ];
   if (options.adapt !== false) {
@@ -630,20 +702,6 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
   }
   const peers: BenchRow[] = [];
   for (const T of sizes.peers) {
-    if (peer) {
-      progress(`peer: PyTorch ${peer.torch!.version} ${peerDevice} step at T=${T} B=${sizes.B}`);
-      const p = await torchStep(peer.python, { tasks: T, batch: sizes.B, device: peerDevice });
-      if (p) {
-        peers.push({
-          group: "peer",
-          name: `seed_cnn T=${T} B=${sizes.B} PyTorch ${p.version}, ${
-            peerDevice === "cuda" ? `CUDA on ${p.device}` : `${p.threads} threads (CPU)`
-          }`,
-          seconds: (T * sizes.B) / p.imagesPerSecond,
-          imagesPerSecond: p.imagesPerSecond,
-        });
-      }
-    }
     if (options.tfjs !== false) {
       progress(`peer: TensorFlow.js WebGPU step at T=${T} B=${sizes.B}`);
       const p = await tfjsStep(T, sizes.B);
@@ -667,10 +725,13 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     const l = find(`seed_cnn T=${t} B=${B} per-task loop`);
     return b && l ? b.imagesPerSecond! / l.imagesPerSecond! : undefined;
   };
+  // A peer paired with ours in time carries its own ratio (the median over rounds).
   const peerRatio = (t: number, name: string) => {
-    const p = peers.find((r) => r.name.startsWith(`seed_cnn T=${t} B=${B} ${name}`));
+    const p = rows.find((r) =>
+      r.group === "peer" && r.name.startsWith(`seed_cnn T=${t} B=${B} ${name}`)
+    );
     const ours = find(`seed_cnn T=${t} B=${B} batched`);
-    return p && ours ? ours.imagesPerSecond! / p.imagesPerSecond! : undefined;
+    return p?.ratio ?? (p && ours ? ours.imagesPerSecond! / p.imagesPerSecond! : undefined);
   };
   const square = rows.filter((r) => r.group === "matmul" && !r.name.includes("head"));
   const bestMatmul = Math.max(0, ...square.map((r) => r.gflops ?? 0));

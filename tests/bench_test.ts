@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { homeRelative, memoryRows, targetLine } from "../src/bench.ts";
+import { homeRelative, interleaved, memoryRows, targetLine } from "../src/bench.ts";
 import { getGpu } from "../src/gpu/device.ts";
 import {
   gpuYardstick,
@@ -226,4 +226,18 @@ Deno.test("reports name files under the home folder as ~/..., never by one machi
     if (before === undefined) Deno.env.delete("HOME");
     else Deno.env.set("HOME", before);
   }
+});
+
+Deno.test("timings to compare are taken in turn, round by round, with the paired peer between", async () => {
+  const log: string[] = [];
+  const timer = (name: string, seconds: number) => () => {
+    log.push(name);
+    return Promise.resolve(seconds + log.length / 1000);
+  };
+  const times = await interleaved([timer("a", 1), timer("b", 2)], 3, (round) => {
+    log.push(`peer ${round}`);
+    return Promise.resolve();
+  });
+  assert.deepEqual(log, ["a", "b", "peer 0", "a", "b", "peer 1", "a", "b", "peer 2"]);
+  assert.deepEqual(times, [[1.001, 1.004, 1.007], [2.002, 2.005, 2.008]]);
 });

@@ -160,14 +160,17 @@ export interface WallOptions {
 }
 
 /**
- * Median wall-clock seconds of one call of `work` (which submits GPU work and returns), after a
- * warm-up; see the module's note on blocks. `work` gets the 0-based index of the call.
+ * A timer of `work` (which submits GPU work and returns; it gets the 0-based index of the call):
+ * after a warm-up call, sized so that one block of calls between two waits lasts >= `minBlock`
+ * seconds; each call of the returned function times one such block and returns seconds per call.
+ * Timers of several kinds of work can then be called in turn (interleaved), so that a change in
+ * the machine's speed falls on all of them alike.
  */
-export async function wallSeconds(
+export async function blockTimer(
   gpu: Gpu,
   work: (i: number) => void,
-  options: WallOptions = {},
-): Promise<number> {
+  minBlock = 0.25,
+): Promise<() => Promise<number>> {
   let calls = 0;
   const block = async (n: number) => {
     const t0 = performance.now();
@@ -177,14 +180,27 @@ export async function wallSeconds(
   };
   await block(1);
   let inner = 1;
-  const minBlock = options.minBlock ?? 0.25;
   while (inner < 4096 && (await block(inner)) < minBlock) inner *= 2;
+  return async () => (await block(inner)) / inner;
+}
+
+/**
+ * Median wall-clock seconds of one call of `work` (which submits GPU work and returns), after a
+ * warm-up; see the module's note on blocks and {@linkcode blockTimer}.
+ */
+export async function wallSeconds(
+  gpu: Gpu,
+  work: (i: number) => void,
+  options: WallOptions = {},
+): Promise<number> {
+  const time = await blockTimer(gpu, work, options.minBlock ?? 0.25);
   const times: number[] = [];
-  for (let i = 0; i < (options.repeats ?? 5); i++) times.push((await block(inner)) / inner);
+  for (let i = 0; i < (options.repeats ?? 5); i++) times.push(await time());
   return median(times);
 }
 
-function median(values: number[]): number {
+/** The median of `values` (the upper one of an even count). */
+export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
 }
