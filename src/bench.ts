@@ -36,7 +36,7 @@ import {
   conv2dBackwardWeight,
   type Conv2dVariant,
 } from "./ops/conv2d.ts";
-import { matmul, type MatmulVariant } from "./ops/matmul.ts";
+import { matmul, MATMUL_VARIANTS } from "./ops/matmul.ts";
 import { optimizerConfig, ParamGroup } from "./optim.ts";
 import {
   gpuYardstick,
@@ -116,15 +116,7 @@ async function matmulRows(
     const b = tensorFrom(gpu, [K, N], random(K * N, 2));
     const out = createTensor(gpu, [M, N]);
     const flop = 2 * M * N * K;
-    const variants: MatmulVariant[] = [
-      "tiled",
-      "tiled_texture",
-      "workgroup",
-      "workgroup_large",
-      "workgroup_128",
-      "naive",
-    ];
-    for (const variant of variants) {
+    for (const variant of MATMUL_VARIANTS) {
       // The naive kernel beyond 1024^3, and on a software adapter the 128 x 128 tiles beyond it,
       // would take minutes and teach nothing new.
       const slow = variant === "naive" || (gpu.isFallback && variant === "workgroup_128");

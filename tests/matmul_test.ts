@@ -2,7 +2,12 @@ import assert, { throws } from "node:assert/strict";
 import { Arena, createTensor, read, type Tensor, write } from "../src/gpu/tensor.ts";
 import type { Activation } from "../src/ops/activation.ts";
 import { chunkTasks, setStagingRows, STAGING_ROWS } from "../src/gpu/texture.ts";
-import { matmul, type MatmulOptions, type MatmulVariant } from "../src/ops/matmul.ts";
+import {
+  matmul,
+  MATMUL_VARIANTS,
+  type MatmulOptions,
+  type MatmulVariant,
+} from "../src/ops/matmul.ts";
 import { matmul as matmulRef, transpose } from "./reference/matmul.ts";
 import {
   assertClose,
@@ -14,14 +19,7 @@ import {
   upload,
 } from "./util.ts";
 
-const VARIANTS = [
-  "tiled",
-  "tiled_texture",
-  "workgroup",
-  "workgroup_large",
-  "workgroup_128",
-  "naive",
-] as const;
+const VARIANTS = MATMUL_VARIANTS;
 const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
 
 /** A problem: sizes, logical operands op(a) [T, M, K] and op(b) [T, K, N], options. */

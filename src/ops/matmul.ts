@@ -64,6 +64,9 @@ export const MATMUL_TUNED: readonly MatmulVariant[] = [
   "workgroup_128",
 ];
 
+/** Every matmul variant: the tuner's candidates, then the naive baseline. */
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = [...MATMUL_TUNED, "naive"];
+
 /**
  * The candidates for a product of out[T, M, N] on `gpu`: 128 x 128 tiles only where both M and N
  * reach 128 (rounded up to powers of 2, as the shape classes are), since smaller outputs would
