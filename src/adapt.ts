@@ -371,11 +371,16 @@ interface Context {
   onEvent?: (e: AdaptEvent) => void;
 }
 
-/** Runs every method of `options.methods` on the tasks and writes the results. */
+/**
+ * Runs every method of `options.methods` on the tasks and writes the results. `adapt.json` is
+ * rewritten after each method (`finished` lists the methods done), so a call that fails in a
+ * late method keeps the earlier ones; `hooks.kept`, such a file's result for the same options,
+ * skips the methods it finished.
+ */
 export async function adapt(
   gpu: Gpu,
   options: AdaptOptions,
-  hooks: { onEvent?: (e: AdaptEvent) => void } = {},
+  hooks: { onEvent?: (e: AdaptEvent) => void; kept?: AdaptResult & { finished?: Method[] } } = {},
 ): Promise<AdaptResult> {
   const { info, tensors } = await loadCheckpoint<TrainOptions>(options.run, [MODEL_FILE]);
   const state = info.state as unknown as RunState;
@@ -423,12 +428,42 @@ export async function adapt(
   };
   const results: MethodResult[][] = data.map(() => []);
   let ranking: RankedZ[][] = data.map(() => []);
+  const finished: Method[] = [];
+  const { custom: _, ...recorded } = options;
+  const result = (): AdaptResult => ({
+    tasks: data.map((d, i) => ({
+      task: d.task,
+      taskName: family.tasks[d.task]!.name,
+      trainImages: d.learn.indices.length,
+      validationImages: d.validation?.indices.length ?? 0,
+      testImages: d.test.indices.length,
+      ranking: ranking[i]!,
+      results: options.methods.flatMap((m) => results[i]!.filter((r) => r.method === m)),
+    })),
+    out,
+  });
+  const save = () =>
+    writeAtomic(
+      join(out, "adapt.json"),
+      JSON.stringify(
+        { options: { ...recorded, source: custom?.dataset.source }, finished, ...result() },
+        null,
+        2,
+      ) + "\n",
+    );
+  const kept = keptMethods(hooks.kept, data.map((d) => d.task));
   try {
     if (options.init === "best" || options.init === "population") {
       ranking = await rankTrainedZs(ctx, data);
     }
     const starts = data.map((d, i) => startingZs(ctx, d.task, ranking[i]!));
     for (const method of options.methods) {
+      const earlier = kept.get(method);
+      if (earlier) {
+        earlier.forEach((r, i) => results[i]!.push(r));
+        finished.push(method);
+        continue;
+      }
       const perTask = await runMethod(ctx, method, { data, starts });
       perTask.forEach((r, i) => results[i]!.push(r.result));
       if (method === "z") {
@@ -446,33 +481,32 @@ export async function adapt(
           );
         }
       }
+      finished.push(method);
+      await save();
     }
   } finally {
     ctx.trainStore.destroy();
     ctx.testStore.destroy();
   }
-  const result: AdaptResult = {
-    tasks: data.map((d, i) => ({
-      task: d.task,
-      taskName: family.tasks[d.task]!.name,
-      trainImages: d.learn.indices.length,
-      validationImages: d.validation?.indices.length ?? 0,
-      testImages: d.test.indices.length,
-      ranking: ranking[i]!,
-      results: results[i]!,
-    })),
-    out,
-  };
-  const { custom: _, ...recorded } = options;
-  await writeAtomic(
-    join(out, "adapt.json"),
-    JSON.stringify(
-      { options: { ...recorded, source: custom?.dataset.source }, ...result },
-      null,
-      2,
-    ) + "\n",
-  );
-  return result;
+  await save();
+  return result();
+}
+
+/**
+ * Per method, the results an earlier call finished for exactly these tasks (in this order), from
+ * its `adapt.json`; empty when there is none or its tasks differ.
+ */
+function keptMethods(
+  kept: (AdaptResult & { finished?: Method[] }) | undefined,
+  tasks: number[],
+): Map<Method, MethodResult[]> {
+  const found = new Map<Method, MethodResult[]>();
+  if (!kept || kept.tasks.map((t) => t.task).join() !== tasks.join()) return found;
+  for (const method of kept.finished ?? []) {
+    const rows = kept.tasks.map((t) => t.results.find((r) => r.method === method));
+    if (rows.every((r) => r !== undefined)) found.set(method, rows as MethodResult[]);
+  }
+  return found;
 }
 
 /** A custom task borrows the first held-out row, or row 0 when the run holds none out. */

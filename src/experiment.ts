@@ -363,21 +363,47 @@ export async function runExperiment(
           `Run the same command with --resume to go on`,
       );
     }
+    let kept: (AdaptResult & { finished?: Method[] }) | undefined;
     if (options.resume) {
-      const saved = await readJson<AdaptResult & { options: Record<string, unknown> }>(file);
+      const saved = await readJson<
+        AdaptResult & { options: Record<string, unknown>; finished?: Method[] }
+      >(file);
       const fresh = saved &&
         (await Deno.stat(file)).mtime! >=
           (await Deno.stat(join(opts.run, "checkpoint.json"))).mtime!;
       const same = saved &&
         differingOptions(saved.options, opts as unknown as Record<string, unknown>, ["source"])
             .length === 0;
-      if (fresh && same) {
+      // A file without `finished` was written whole, by a version that wrote it once at the end.
+      const whole = saved && (saved.finished ?? opts.methods).length === opts.methods.length;
+      if (fresh && same && whole) {
         say(`${label}: kept from an earlier run`);
         return { tasks: saved.tasks, out: saved.out };
       }
+      if (fresh && same) {
+        kept = saved;
+        say(`${label}: keeping ${saved.finished!.join(", ")} from an earlier run`);
+      }
     }
     say(label);
-    return await adapt(gpu, opts, adaptHooks);
+    let method: Method | undefined;
+    try {
+      return await adapt(gpu, opts, {
+        kept,
+        onEvent: (e) => {
+          if (e.kind === "method") method = e.method;
+          adaptHooks?.onEvent?.(e);
+        },
+      });
+    } catch (e) {
+      if (!(e instanceof Error) || e instanceof ExperimentError) throw e;
+      const count = opts.task === "all-heldout" ? tasks.heldOut.length : 1;
+      throw new ExperimentError(
+        `'${label}' failed${method ? ` in method '${method}'` : ""} on ${tasks} task(s): ` +
+          `${e.message}. Training and the finished phases and methods are kept in ` +
+          `${options.out}; run the same command with --resume to go on`,
+      );
+    }
   };
 
   const base = await trainRun("train", {});

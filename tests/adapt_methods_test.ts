@@ -20,7 +20,7 @@ import { fewShot, Sampler } from "../src/data/sampler.ts";
 import { isReserved, makeFamily, taskExamples } from "../src/data/tasks.ts";
 import { Evaluator, StepProgram } from "../src/engine.ts";
 import { restoreArenas } from "../src/checkpoint.ts";
-import { read } from "../src/gpu/tensor.ts";
+import { read, tensorFrom } from "../src/gpu/tensor.ts";
 import { PlainNet, SuperNet } from "../src/model/supernet.ts";
 import { optimizerConfig, ParamGroup } from "../src/optim.ts";
 import { loadSafetensors } from "../src/safetensors.ts";
@@ -258,6 +258,7 @@ Deno.test("the head baseline trains the last layer only", async () => {
     frozen: new Set(["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]),
   });
   assert.deepEqual(net.params.entries.map((e) => e.name), ["fc3.weight", "fc3.bias"]);
+  const taskIndices = tensorFrom(gpu, [1], new Uint32Array([0]));
   const fixedBefore = await read(gpu, net.fixed.flat);
   const before = await read(gpu, net.params.flat);
   const group = new ParamGroup(gpu, net.params, {
@@ -274,7 +275,8 @@ Deno.test("the head baseline trains the last layer only", async () => {
   });
   const program = new StepProgram(gpu, {
     source: sampler,
-    forward: (tape, inputs) => net.forward(tape, { ...inputs, grads: group.grads }),
+    // The sampler names the family's task; the network holds that task's one weight set.
+    forward: (tape, inputs) => net.forward(tape, { x: inputs.x, taskIndices, grads: group.grads }),
     groups: [group],
   });
   for (let s = 1; s <= 5; s++) program.run(s);
@@ -286,6 +288,7 @@ Deno.test("the head baseline trains the last layer only", async () => {
   sampler.destroy();
   group.destroy();
   net.destroy();
+  taskIndices.destroy();
 });
 
 Deno.test("meta-training lowers the query loss and leaves the trained z table alone", async () => {

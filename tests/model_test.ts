@@ -400,7 +400,7 @@ Deno.test("initial generated seed_cnn has the activation scale of PyTorch's defa
     tasks: T,
   });
   const layers = plain.spec.layers.filter((l) => l.kind !== "flatten").length;
-  const want = await layerStds((tape) => plain.forward(tape, { x }), layers);
+  const want = await layerStds((tape) => plain.forward(tape, { x, taskIndices }), layers);
   const variants = [
     ...(["one_hot", "gaussian"] as const).flatMap((zInit) =>
       [[], [64]].map((hidden) => ({ zInit, hidden, headScale: "none" as const }))

@@ -59,7 +59,7 @@ function toyProblem(
 /** A model to train: its parameter arena and the forward it records for x [T, B, ...]. */
 interface Model {
   params: Arena;
-  forward(tape: Tape, inputs: { x: Tensor; grads: Arena }): Var;
+  forward(tape: Tape, inputs: { x: Tensor; taskIndices: Tensor; grads: Arena }): Var;
   destroy(): void;
 }
 
@@ -152,7 +152,8 @@ async function train(
     schedule: { lr: options.optimizer.lr, kind: "constant", warmup: 0, steps },
   });
   const tape = new Tape(gpu);
-  const logits = net.forward(tape, { x, grads: group.grads });
+  const taskIndices = tensorFrom(gpu, [tasks], Uint32Array.from({ length: tasks }, (_, t) => t));
+  const logits = net.forward(tape, { x, taskIndices, grads: group.grads });
   const dLogits = tape.scratch(logits.shape);
   const loss = createTensor(gpu, [1]);
   const perTask = createTensor(gpu, [tasks]);
@@ -179,6 +180,7 @@ async function train(
   tape.destroy();
   group.destroy();
   net.destroy();
+  taskIndices.destroy();
   for (const t of [x, y, loss, perTask]) t.destroy();
   return { initial, final: final![0]!, params: params! };
 }

@@ -248,12 +248,22 @@ export class PlainNet {
     for (const [name, data] of values) write(this.gpu, this.#tensor(name), data);
   }
 
-  /** Records the forward: x [T, B, C, H, W] -> logits [T, B, outputs]. */
-  forward(tape: Tape, inputs: { x: Tensor; grads?: Arena }): Var {
-    const weights = new Map([
+  /**
+   * Records the forward: the weight sets of `taskIndices` (u32 [n]) classify x [n, B, C, H, W];
+   * returns logits [n, B, outputs]. The sets are gathered like SuperNet's z rows, so a chunk of
+   * n < T slots (evaluation in chunks) sees its own weights, and gradients flow back to them.
+   */
+  forward(tape: Tape, inputs: { x: Tensor; taskIndices: Tensor; grads?: Arena }): Var {
+    const all = [
       ...arenaVars(tape, this.fixed, undefined),
       ...arenaVars(tape, this.params, inputs.grads),
-    ]);
+    ];
+    const n = inputs.taskIndices.size;
+    const weights = new Map(all.map(([name, w]) => {
+      const [tasks, ...shape] = w.shape;
+      const rows = w.reshape([tasks!, w.tensor.size / tasks!]);
+      return [name, tape.gatherRows(rows, inputs.taskIndices).reshape([n, ...shape])];
+    }));
     return targetForward(tape, this.spec, { weights, x: tape.input(inputs.x) });
   }
 
