@@ -399,7 +399,7 @@ export async function runExperiment(
       if (!(e instanceof Error) || e instanceof ExperimentError) throw e;
       const count = opts.task === "all-heldout" ? tasks.heldOut.length : 1;
       throw new ExperimentError(
-        `'${label}' failed${method ? ` in method '${method}'` : ""} on ${tasks} task(s): ` +
+        `'${label}' failed${method ? ` in method '${method}'` : ""} on ${count} task(s): ` +
           `${e.message}. Training and the finished phases and methods are kept in ` +
           `${options.out}; run the same command with --resume to go on`,
       );
