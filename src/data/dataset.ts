@@ -26,6 +26,16 @@ export interface CoarseLabels {
   test: Uint8Array;
 }
 
+/** A named set of classes, e.g. one Omniglot alphabet, so that classes can be split by group. */
+export interface ClassGroup {
+  /** The group's name, e.g. the alphabet "Tagalog". */
+  name: string;
+  /** Indices of its classes, ascending. */
+  classes: number[];
+  /** The file or folder the group was read from, e.g. the path of images_background.zip. */
+  source: string;
+}
+
 /** A labelled image dataset held in memory. */
 export interface Dataset {
   /** Registry name, e.g. "cifar10". */
@@ -46,6 +56,8 @@ export interface Dataset {
   source: string;
   /** CIFAR-100's super-classes. */
   coarse?: CoarseLabels;
+  /** Groups of classes (Omniglot's alphabets, with the zip or folder each came from). */
+  groups?: ClassGroup[];
 }
 
 /** Bad or missing data: one line naming the file, what was expected, and what to do. */
@@ -67,10 +79,15 @@ export interface LoadOptions {
   download?: boolean;
   /** The fetch used by `download`; tests inject one so that they never touch the network. */
   fetch?: typeof fetch;
+  /**
+   * Omniglot: add every character rotated by 90, 180 and 270 degrees as three extra classes
+   * (default false).
+   */
+  rotations?: boolean;
 }
 
 /** Names of the datasets `loadDataset` knows. */
-export const DATASETS = ["mnist", "cifar10", "cifar100"] as const;
+export const DATASETS = ["mnist", "cifar10", "cifar100", "omniglot"] as const;
 
 /** One of {@link DATASETS}. */
 export type DatasetName = typeof DATASETS[number];
@@ -101,6 +118,10 @@ export async function loadDataset(name: string, options: LoadOptions = {}): Prom
     case "cifar100": {
       const { loadCifar100 } = await import("./cifar.ts");
       return await loadCifar100(options);
+    }
+    case "omniglot": {
+      const { loadOmniglot } = await import("./omniglot.ts");
+      return await loadOmniglot(options);
     }
     default:
       throw new DataError(`Unknown dataset '${name}': expected one of ${DATASETS.join(", ")}`);
