@@ -24,6 +24,7 @@ import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
 import { writeAtomic } from "./safetensors.ts";
+import { sampleStd } from "./stats.ts";
 import {
   loadTasks,
   MODEL_FILE,
@@ -155,14 +156,20 @@ export interface HeldOutResult {
     /** With the z of the trained task of the same classes with labels reversed, if one exists. */
     reversedTwinZ?: number;
   };
-  /** Accuracy by images per class (0 = all) and method: mean and std over the subsets. */
+  /** Accuracy by images per class (0 = all) and method: mean and sample std over the subsets. */
   shots: {
     shots: number;
     method: Method;
     accuracy: number;
     loss: number;
+    /** Sample std over the subsets (0 for one; population std in files from before `values`). */
     std: number;
     subsets: number;
+    /**
+     * Accuracy of each subset, in subset order (subset k of every method saw the same images);
+     * absent in files written before it was added.
+     */
+    values?: number[];
   }[];
 }
 
@@ -471,8 +478,9 @@ export async function runExperiment(
           method,
           accuracy: average(acc),
           loss: average(found.map((m) => m.loss)),
-          std: stdDev(acc),
+          std: acc.length > 1 ? sampleStd(acc) : 0,
           subsets: found.length,
+          values: acc,
         });
       }
     }
@@ -596,11 +604,4 @@ async function controls_(
 /** Mean of numbers (0 for none). */
 export function average(xs: readonly number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
-}
-
-/** Population standard deviation (0 for fewer than two). */
-export function stdDev(xs: readonly number[]): number {
-  if (xs.length < 2) return 0;
-  const m = average(xs);
-  return Math.sqrt(average(xs.map((x) => (x - m) ** 2)));
 }

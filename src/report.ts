@@ -1,14 +1,26 @@
 /**
  * `report`: a Markdown report with SVG plots from an experiment's `results.json`: learning curves
  * per method, accuracy vs shots, a results table, and a plain-words verdict on the seed's claims.
- * The SVG writer is ours (no plotting dependency); the files open in any browser.
+ * Spreads are sample stds and differences paired Student-t intervals over the independent units
+ * (held-out tasks; seeds are averaged per task first), each table naming its unit; a verdict is
+ * met, not established or missed (src/stats.ts). The SVG writer is ours (no plotting dependency);
+ * the files open in any browser.
  *
  * @module
  */
 import { basename, join } from "node:path";
 import type { Method } from "./adapt.ts";
-import { average, type ExperimentResults, stdDev } from "./experiment.ts";
+import type { ExperimentResults, HeldOutResult } from "./experiment.ts";
 import { writeAtomic } from "./safetensors.ts";
+import {
+  hierarchicalPaired,
+  type Interval,
+  mean,
+  pairedInterval,
+  sampleStd,
+  type Verdict,
+  verdict as judge,
+} from "./stats.ts";
 
 /** A named series of (x, y) points. */
 export interface Series {
@@ -130,12 +142,19 @@ export function lineChart(
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+/** Mean ± sample std in percent (std in points; the mean alone for one value). */
 const pm = (xs: number[]) =>
-  xs.length > 1 ? `${pct(average(xs))} ± ${(100 * stdDev(xs)).toFixed(2)}` : pct(average(xs));
+  xs.length > 1 ? `${pct(mean(xs))} ± ${(100 * sampleStd(xs)).toFixed(2)}` : pct(mean(xs));
+const points = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(2)}`;
+const tasks = (n: number) => (n === 1 ? "1 held-out task" : `${n} held-out tasks`);
+
+/** A method's test accuracy on one held-out task (NaN when it did not run there). */
+const accuracyOf = (method: Method) => (h: HeldOutResult) =>
+  h.methods.find((m) => m.method === method)?.accuracy ?? NaN;
 
 /** Accuracies of a method over the held-out tasks. */
 function accuracies(r: ExperimentResults, method: Method): number[] {
-  return r.heldOut.map((h) => h.methods.find((m) => m.method === method)?.accuracy ?? NaN);
+  return r.heldOut.map(accuracyOf(method));
 }
 
 /** Whether any held-out task's result of `method` collapsed to one class. */
@@ -143,51 +162,143 @@ function collapsedIn(r: ExperimentResults, method: Method): number {
   return r.heldOut.filter((h) => h.methods.find((m) => m.method === method)?.collapsed).length;
 }
 
-const points = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(2)}`;
+/** The 95% t interval of a - b paired by held-out task, over the tasks where both are known. */
+function byTask(
+  r: ExperimentResults,
+  a: (h: HeldOutResult) => number,
+  b: (h: HeldOutResult) => number,
+): Interval {
+  const pairs = r.heldOut.map((h) => [a(h), b(h)]).filter((p) => p.every(Number.isFinite));
+  return pairedInterval(pairs.map((p) => p[0]!), pairs.map((p) => p[1]!));
+}
+
+/**
+ * A difference and its interval in words: "+1.23 points, 95% t interval [-0.50, +2.96] over 3
+ * held-out tasks", or why there is none. `unit` names n independent units, e.g. `tasks`.
+ */
+function describeInterval(
+  i: Interval,
+  unit: (n: number) => string,
+  format: (x: number) => string = (x) => `${points(x)} points`,
+): string {
+  if (!Number.isFinite(i.estimate)) return "not measured";
+  if (!Number.isFinite(i.lo)) return `${format(i.estimate)}; no interval from ${unit(i.n)}`;
+  return `${format(i.estimate)}, ${Math.round(100 * i.level)}% t interval [${
+    format(i.lo).replace(/ points$/, "")
+  }, ${format(i.hi).replace(/ points$/, "")}] over ${unit(i.n)}`;
+}
+
+/** A difference in points with its interval in brackets, "+1.23 [-0.50, +2.96]". */
+function bracketed(i: Interval): string {
+  if (!Number.isFinite(i.estimate)) return "-";
+  return Number.isFinite(i.lo)
+    ? `${points(i.estimate)} [${points(i.lo)}, ${points(i.hi)}]`
+    : `${points(i.estimate)} (no interval)`;
+}
+
+/** The joint verdict of several targets: met if all are, missed if any is. */
+function jointVerdict(verdicts: Verdict[]): Verdict {
+  if (verdicts.some((v) => v === "missed")) return "missed";
+  return verdicts.every((v) => v === "met") ? "met" : "not established";
+}
+
+/** z against full with some images per class: the interval and its units, or why there is none. */
+type FewShot =
+  | { interval: Interval; unit: (n: number) => string; short: string }
+  | { missing: string };
+
+/**
+ * z against full with `shots` images per class, paired by subset within each held-out task, the
+ * differences averaged per task and the t interval taken over the tasks (one task's subsets are
+ * not independent units). Files from before per-subset values give the same interval from each
+ * task's means: both methods saw the same subsets, so a task's mean difference is the difference
+ * of its means. With one task the interval is over its subsets, which needs each subset's value.
+ */
+function fewShotInterval(r: ExperimentResults, shots: number): FewShot {
+  const entries = r.heldOut.map((h) => {
+    const of = (m: Method) => h.shots.find((x) => x.shots === shots && x.method === m);
+    return { name: h.name, z: of("z"), full: of("full") };
+  }).filter((e) => e.z && e.full);
+  const subsets = entries[0]?.z?.subsets ?? 0;
+  const paired = entries.every((e) => e.z!.values?.length === e.full!.values?.length);
+  const values = paired && entries.every((e) => e.z!.values);
+  if (entries.length >= 2) {
+    const rows = entries.flatMap((e) =>
+      values
+        ? e.z!.values!.map((a, k) => ({ unit: e.name, a, b: e.full!.values![k]! }))
+        : [{ unit: e.name, a: e.z!.accuracy, b: e.full!.accuracy }]
+    );
+    return {
+      interval: hierarchicalPaired(rows),
+      unit: (n) =>
+        subsets > 1 ? `${tasks(n)}, each the mean of ${subsets} paired subsets` : tasks(n),
+      short: `${entries.length} tasks`,
+    };
+  }
+  const one = entries[0];
+  if (one && values) {
+    return {
+      interval: pairedInterval(one.z!.values!, one.full!.values!),
+      unit: (n) => `${n} paired subsets of the 1 held-out task (this task only)`,
+      short: `${subsets} subsets of 1 task`,
+    };
+  }
+  return {
+    missing: `${subsets} subsets of 1 held-out task; the interval over subsets cannot be ` +
+      `recomputed: this results.json keeps each method's mean over the subsets, not each subset's ` +
+      `accuracy`,
+  };
+}
 
 /** The plain-words verdict on the seed's and the user's claims, from the numbers. */
 export function verdict(r: ExperimentResults): string[] {
-  const z = average(accuracies(r, "z"));
-  const full = average(accuracies(r, "full"));
-  const zSeed = average(accuracies(r, "z-seed"));
-  const head = average(accuracies(r, "head"));
-  const zeroShot = average(accuracies(r, "zero-shot"));
-  const untrained = average(accuracies(r, "z-untrained"));
-  const fair = average(r.heldOut.map((h) => h.controls.bestTrainingZFair));
-  const oracle = average(r.heldOut.map((h) => h.controls.bestTrainingZ));
-  const loss = (m: Method) =>
-    average(r.heldOut.map((h) => h.methods.find((x) => x.method === m)?.loss ?? NaN));
+  const z = mean(accuracies(r, "z"));
+  const full = mean(accuracies(r, "full"));
+  const zSeed = mean(accuracies(r, "z-seed"));
+  const head = mean(accuracies(r, "head"));
+  const zeroShot = mean(accuracies(r, "zero-shot"));
+  const untrained = mean(accuracies(r, "z-untrained"));
+  const fairOf = (h: HeldOutResult) => h.controls.bestTrainingZFair ?? NaN;
+  const oracleOf = (h: HeldOutResult) => h.controls.bestTrainingZ;
+  const fair = mean(r.heldOut.map(fairOf));
+  const oracle = mean(r.heldOut.map(oracleOf));
+  const lossOf = (m: Method) => (h: HeldOutResult) =>
+    h.methods.find((x) => x.method === m)?.loss ?? NaN;
+  const loss = (m: Method) => mean(r.heldOut.map(lossOf(m)));
   const lines: string[] = [];
-  const gap = z - full;
+  const gap = byTask(r, accuracyOf("z"), accuracyOf("full"));
   lines.push(
     `**z alone against the whole network (target: z >= full - 1 point): ${
-      gap >= -0.01 ? "met" : "missed"
+      judge(gap, { atLeast: -0.01 })
     }.** z-only adaptation (100 numbers, new defaults) reached ${
       pct(z)
-    } on the held-out task(s), the whole network trained from scratch ${pct(full)} (${
-      points(gap)
-    } points), with the same images, validation slice and step cap.` +
+    } on the held-out task(s), the whole network trained from scratch ${pct(full)} (z - full ${
+      describeInterval(gap, tasks)
+    }), with the same images, validation slice and step cap.` +
       (Number.isFinite(zSeed) ? ` The seed's recipe for z reached ${pct(zSeed)}.` : ""),
   );
   if (Number.isFinite(fair)) {
+    const overFair = byTask(r, accuracyOf("z"), fairOf);
+    const overOracle = byTask(r, accuracyOf("z"), oracleOf);
     lines.push(
       `**z against re-using a trained z (target: z >= both controls): ${
-        z >= fair && z >= oracle ? "met" : "missed"
+        jointVerdict([judge(overFair, { atLeast: 0 }), judge(overOracle, { atLeast: 0 })])
       }.** The trained z with the lowest loss on the held-out task's training images scores ${
         pct(fair)
       } (a fair control); the best trained z chosen by its test accuracy ${
         pct(oracle)
-      } (an oracle no method can use). z-only adaptation: ${pct(z)} (${points(z - fair)} and ${
-        points(z - oracle)
-      } points).`,
+      } (an oracle no method can use). z-only adaptation: ${pct(z)} (z - fair ${
+        describeInterval(overFair, tasks)
+      }; z - oracle ${describeInterval(overOracle, tasks)}).`,
     );
   }
+  const lossGap = byTask(r, lossOf("full"), lossOf("z"));
   lines.push(
-    `**Test loss (target: z's <= the whole network's): ${
-      loss("z") <= loss("full") ? "met" : "missed"
-    }.** z ${loss("z").toFixed(4)}, full ${loss("full").toFixed(4)}, zero-shot ${
-      loss("zero-shot").toFixed(4)
-    }.`,
+    `**Test loss (target: z's <= the whole network's): ${judge(lossGap, { atLeast: 0 })}.** z ${
+      loss("z").toFixed(4)
+    }, full ${loss("full").toFixed(4)}, zero-shot ${loss("zero-shot").toFixed(4)} (full - z ${
+      describeInterval(lossGap, tasks, (x) => (x >= 0 ? "+" : "") + x.toFixed(4))
+    }).`,
   );
   if (Number.isFinite(head)) {
     lines.push(
@@ -208,7 +319,7 @@ export function verdict(r: ExperimentResults): string[] {
   if (twins.length > 0) {
     lines.push(
       `**Reversed labels:** the z of the trained task with the same classes and reversed labels scores ${
-        pct(average(twins))
+        pct(mean(twins))
       } on the held-out task, so a single network that ignored z would fail one of the two; z-only adaptation reaches ${
         pct(z)
       }.`,
@@ -234,34 +345,28 @@ export function verdict(r: ExperimentResults): string[] {
       } says nothing about what an untrained generator can express.`
       : `**What training the generator contributes:** z-only adaptation through an untrained generator reaches ${
         pct(untrained)
-      }, against ${pct(z)} through the trained one (${points(z - untrained)} points).`,
+      }, against ${pct(z)} through the trained one (z - z-untrained ${
+        describeInterval(byTask(r, accuracyOf("z"), accuracyOf("z-untrained")), tasks)
+      }).`,
   );
   const few = r.heldOut.flatMap((h) => h.shots).filter((s) => s.shots > 0);
   const shotValues = [...new Set(few.map((s) => s.shots))].sort((a, b) => a - b);
   for (const s of shotValues) {
-    const of = (m: Method) => few.filter((x) => x.shots === s && x.method === m);
-    const a = of("z");
-    const b = of("full");
-    if (a.length === 0 || b.length === 0) continue;
-    const diff = average(a.map((x) => x.accuracy)) - average(b.map((x) => x.accuracy));
-    const n = a.reduce((k, x) => k + x.subsets, 0);
-    const spread = Math.sqrt(
-      (average(a.map((x) => x.std ** 2)) + average(b.map((x) => x.std ** 2))) / Math.max(1, n),
-    );
-    const interval = 1.96 * spread;
-    // A mean difference inside the interval is a tie: the target is not established by it.
-    const status = diff < 0.05
-      ? "missed"
-      : diff - interval > 0
-      ? "met"
-      : "not established (the difference is inside its interval)";
+    const of = (m: Method) =>
+      mean(few.filter((x) => x.shots === s && x.method === m).map((x) => x.accuracy));
+    if (!Number.isFinite(of("z")) || !Number.isFinite(of("full"))) continue;
+    const found = fewShotInterval(r, s);
+    const status = "interval" in found
+      ? judge(found.interval, { atLeast: 0.05 })
+      : "not established";
     lines.push(
-      `**${s} image(s) per class (target: z beats full by >= 5 points): ${status}.** z ${
-        pct(average(a.map((x) => x.accuracy)))
-      }, full ${pct(average(b.map((x) => x.accuracy)))} (${points(diff)} points, 95% interval ±${
-        (100 * interval).toFixed(2)
-      } over ${n} subsets` +
-        `${Math.abs(diff) < interval ? ": a tie" : ""}).`,
+      `**${s} image(s) per class (target: z >= full + 5 points): ${status}.** z ${
+        pct(of("z"))
+      }, full ${pct(of("full"))} (z - full ${
+        "interval" in found
+          ? describeInterval(found.interval, found.unit)
+          : `${points(of("z") - of("full"))} points over ${found.missing}`
+      }).`,
     );
   }
   const net = r.heldOut[0]?.methods.find((m) => m.method === "full")?.trainable;
@@ -289,21 +394,32 @@ export function verdict(r: ExperimentResults): string[] {
 }
 
 /** Methods of the summary table, in order. */
-const SUMMARY: { label: string; of: (h: ExperimentResults["heldOut"][number]) => number }[] = [
+const SUMMARY: { label: string; of: (h: HeldOutResult) => number }[] = [
   ...(["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"] as const).map((
     m,
   ) => ({
     label: m === "z" ? "z (new defaults)" : m === "z-seed" ? "z (seed preset)" : m,
-    of: (h: ExperimentResults["heldOut"][number]) =>
-      h.methods.find((x) => x.method === m)?.accuracy ?? NaN,
+    of: accuracyOf(m),
   })),
   { label: "best trained z (fair)", of: (h) => h.controls.bestTrainingZFair ?? NaN },
   { label: "best trained z (oracle)", of: (h) => h.controls.bestTrainingZ },
 ];
 
+/** Per held-out task (by name, in first-seen order), the mean over the runs (seeds) that have it. */
+function taskMeans(runs: readonly ExperimentResults[], of: (h: HeldOutResult) => number): number[] {
+  const byName = new Map<string, number[]>();
+  for (const h of runs.flatMap((r) => r.heldOut)) {
+    const x = of(h);
+    if (Number.isFinite(x)) byName.set(h.name, [...(byName.get(h.name) ?? []), x]);
+  }
+  return [...byName.values()].map(mean);
+}
+
 /**
  * One row per experiment (folders that differ only by seed are pooled): held-out test accuracy
- * of each method, mean ± std over every (seed, held-out task) pair, with n.
+ * of each method as mean ± sample std over the held-out tasks, each task's accuracy first
+ * averaged over the seeds (the tasks are the independent units; one task's seeds are not); then
+ * z - full per experiment, paired by task and seed, with its 95% t interval over the tasks.
  */
 async function summaryTable(dirs: string[]): Promise<string[]> {
   const groups = new Map<string, { title: string; runs: ExperimentResults[] }>();
@@ -322,21 +438,42 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
     `| experiment | profile | seeds x tasks | ${SUMMARY.map((m) => m.label).join(" | ")} |`,
     `| --- | --- | ---: | ${SUMMARY.map(() => "---:").join(" | ")} |`,
   ];
+  const gaps = [
+    "| experiment | profile | seeds x tasks | z | full | z - full (points) | 95% t interval over tasks | target z >= full - 1 |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+  ];
   for (const { title, runs } of groups.values()) {
-    const n = runs.reduce((k, r) => k + r.heldOut.length, 0);
+    const n = new Set(runs.flatMap((r) => r.heldOut.map((h) => h.name))).size;
+    const shape = `${runs.length} x ${runs[0]!.heldOut.length}`;
     rows.push(
-      `| ${title} | ${runs.length} x ${runs[0]!.heldOut.length} | ${
+      `| ${title} | ${shape} | ${
         SUMMARY.map((m) => {
-          const xs = runs.flatMap((r) => r.heldOut.map(m.of)).filter((x) => Number.isFinite(x));
-          return xs.length === n ? pm(xs) : xs.length ? `${pm(xs)} (n=${xs.length})` : "-";
+          const xs = taskMeans(runs, m.of);
+          return xs.length === n ? pm(xs) : xs.length ? `${pm(xs)} (${tasks(xs.length)})` : "-";
         }).join(" | ")
       } |`,
     );
+    const gap = hierarchicalPaired(
+      runs.flatMap((r) =>
+        r.heldOut.map((h) => ({ unit: h.name, a: accuracyOf("z")(h), b: accuracyOf("full")(h) }))
+      ).filter((x) => Number.isFinite(x.a) && Number.isFinite(x.b)),
+    );
+    gaps.push(
+      `| ${title} | ${shape} | ${pct(mean(taskMeans(runs, accuracyOf("z"))))} | ${
+        pct(mean(taskMeans(runs, accuracyOf("full"))))
+      } | ${Number.isFinite(gap.estimate) ? points(gap.estimate) : "-"} | ${
+        Number.isFinite(gap.lo) ? `[${points(gap.lo)}, ${points(gap.hi)}] (${tasks(gap.n)})` : "-"
+      } | ${judge(gap, { atLeast: -0.01 })} |`,
+    );
   }
   return [
-    "Held-out test accuracy by method, mean ± std over seeds and held-out tasks (details and commands in each section):",
+    "Held-out test accuracy by method, mean ± sample std over the held-out tasks, each task's accuracy first averaged over its seeds: the tasks are the independent units, so n is the number of tasks, not seeds x tasks (details and commands in each section):",
     "",
     ...rows,
+    "",
+    "z-only adaptation against the whole network, paired: per held-out task the mean over its seeds of z - full, then the 95% Student-t interval over the tasks. The target is met when the interval clears -1 point, missed when it lies below, and otherwise not established:",
+    "",
+    ...gaps,
     "",
     "The validation slice that picks stopping steps, starts and learning rates is a *kept-out slice* in runs whose training kept 10% of every class out (`--reserve`), and a *seen-image slice* in runs from before: carved from images the generator was trained on, which scores the generator's methods too well.",
     "",
@@ -415,6 +552,7 @@ export async function writeReport(dir: string): Promise<string> {
       }; expected the folder of 'deno task experiment'`,
     );
   }
+  const over = tasks(r.heldOut.length);
   const md: string[] = [
     `# ${r.options.name} on ${r.options.dataset} (${r.family}, profile ${r.options.profile})`,
     "",
@@ -441,8 +579,8 @@ export async function writeReport(dir: string): Promise<string> {
         : "carved at random from images the generator was trained on, which favours the generator's methods"
     }), which picks its learning rate (baselines: a grid of three), its stopping step and (z) its starting point; the step cap is the same for all.`,
     "",
-    "| method | trainable numbers per task | test accuracy | test loss | learning rate | steps (chosen / run) | seconds | collapsed |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    `| method | trainable numbers per task | test accuracy (mean ± sample std over ${over}) | z - method, points [95% t interval over ${over}, paired by task] | test loss (mean) | learning rate | steps (chosen / run) | seconds | collapsed |`,
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   const methods = [...new Set(r.heldOut.flatMap((h) => h.methods.map((m) => m.method)))];
   for (const method of methods) {
@@ -450,10 +588,12 @@ export async function writeReport(dir: string): Promise<string> {
     md.push(
       `| ${method} | ${rows[0]!.trainable.toLocaleString("en")} | ${
         pm(rows.map((x) => x.accuracy))
-      } | ${average(rows.map((x) => x.loss)).toFixed(4)} | ${
+      } | ${method === "z" ? "-" : bracketed(byTask(r, accuracyOf("z"), accuracyOf(method)))} | ${
+        mean(rows.map((x) => x.loss)).toFixed(4)
+      } | ${
         rows[0]!.trainable > 0 ? rows.map((x) => (x.lr ?? 0).toPrecision(2)).join(", ") : "-"
       } | ${rows.map((x) => `${x.steps}/${x.stepsRun ?? x.steps}`).join(", ")} | ${
-        average(rows.map((x) => x.seconds)).toFixed(1)
+        mean(rows.map((x) => x.seconds)).toFixed(1)
       } | ${rows.filter((x) => x.collapsed).length}/${rows.length} |`,
     );
   }
@@ -461,7 +601,7 @@ export async function writeReport(dir: string): Promise<string> {
     "",
     "Controls (no training; held-out task scored with another z):",
     "",
-    "| z | test accuracy |",
+    `| z | test accuracy (mean ± sample std over ${over}) |`,
     "| --- | ---: |",
     `| mean of trained z | ${pm(r.heldOut.map((h) => h.controls.meanZ))} |`,
     `| trained z with the lowest loss on the task's training images (fair) | ${
@@ -489,14 +629,14 @@ export async function writeReport(dir: string): Promise<string> {
     md.push(
       "Forgetting: mean test accuracy of the training tasks (up to 8, their own z) before and after learning the held-out task:",
       "",
-      "| method | before | after | points lost |",
+      `| method | before (mean ± sample std over ${over}) | after | points lost (mean) |`,
       "| --- | ---: | ---: | ---: |",
       `| z (generator frozen: bit-identical, tested) | ${pm(forgot.map((f) => f.before))} | ${
         pm(forgot.map((f) => f.before))
       } | 0.00 |`,
       `| finetune (generator and z) | ${pm(forgot.map((f) => f.before))} | ${
         pm(forgot.map((f) => f.after))
-      } | ${(100 * average(forgot.map((f) => f.before - f.after))).toFixed(2)} |`,
+      } | ${(100 * mean(forgot.map((f) => f.before - f.after))).toFixed(2)} |`,
       "",
     );
   }
@@ -536,7 +676,7 @@ export async function writeReport(dir: string): Promise<string> {
       points: shotValues.map((s) =>
         [
           xOf(s),
-          average(sweep.filter((x) => x.shots === s && x.method === method).map((x) => x.accuracy)),
+          mean(sweep.filter((x) => x.shots === s && x.method === method).map((x) => x.accuracy)),
         ] as [number, number]
       ),
     }));
@@ -551,20 +691,35 @@ export async function writeReport(dir: string): Promise<string> {
         xLabels: new Map(shotValues.map((s) => [xOf(s), s === 0 ? "all" : String(s)])),
       }),
     );
+    const paired = sweepMethods.includes("z") && sweepMethods.includes("full");
     md.push(
       "## Accuracy vs images per class",
       "",
       "![accuracy vs shots](shots.svg)",
       "",
-      `| images per class | ${sweepMethods.join(" | ")} |`,
-      `| --- | ${sweepMethods.map(() => "---:").join(" | ")} |`,
-      ...shotValues.map((s) =>
-        `| ${s === 0 ? "all" : s} | ${
+      `Test accuracy as mean ± sample std over the ${over} of each task's mean over its subsets ("all": one run per task).` +
+        (paired
+          ? " z - full is paired by subset within a task, averaged per task, and its 95% t interval is over the tasks (over the subsets when there is one task; the unit is in each cell)."
+          : ""),
+      "",
+      `| images per class | ${sweepMethods.join(" | ")}${
+        paired ? " | z - full, points [95% t interval] |" : " |"
+      }`,
+      `| --- | ${sweepMethods.map(() => "---:").join(" | ")}${paired ? " | ---: |" : " |"}`,
+      ...shotValues.map((s) => {
+        const found = paired ? fewShotInterval(r, s) : undefined;
+        return `| ${s === 0 ? "all" : s} | ${
           sweepMethods.map((m) =>
             pm(sweep.filter((x) => x.shots === s && x.method === m).map((x) => x.accuracy))
           ).join(" | ")
-        } |`
-      ),
+        }${
+          found === undefined
+            ? ""
+            : " | " + ("interval" in found
+              ? `${bracketed(found.interval)} (${found.short})`
+              : "not recomputable (no per-subset values)")
+        } |`;
+      }),
       "",
     );
   }
@@ -574,7 +729,7 @@ export async function writeReport(dir: string): Promise<string> {
       "",
       "Each row changes one thing, same seed and held-out tasks; held-out accuracy after z-only adaptation (rows with a training time trained a generator of their own).",
       "",
-      "| change | training tasks accuracy | held-out z-only | per task | training seconds |",
+      `| change | training tasks accuracy | held-out z-only (mean over ${over}) | per task | training seconds |`,
       "| --- | ---: | ---: | --- | ---: |",
       ...r.ablations.map((a) =>
         `| ${a.name} | ${pct(a.trainedAccuracy)} | ${pct(a.zOnly)} | ${

@@ -1,6 +1,8 @@
 /**
- * Statistics over repeated runs (seeds): mean, sample standard deviation, Student-t confidence
- * intervals, the paired t-test and the exact Wilcoxon signed-rank test. Plain TypeScript, float64;
+ * Statistics over repeated runs (seeds, held-out tasks, few-shot subsets): mean, sample standard
+ * deviation, Student-t confidence intervals, paired and hierarchical paired intervals of a
+ * difference, the three-valued verdict on a target, the paired t-test and the exact Wilcoxon
+ * signed-rank test. Plain TypeScript, float64;
  * the special functions follow Numerical Recipes (regularised incomplete beta by Lentz's continued
  * fraction) and are checked against published tables in the tests.
  *
@@ -159,6 +161,77 @@ export function pairedTTest(a: readonly number[], b: readonly number[]): PairedT
   const t = s.mean / (s.std / Math.sqrt(d.length));
   const p = 2 * (1 - studentTCdf(Math.abs(t), d.length - 1));
   return { n: d.length, meanDiff: s.mean, lo: s.lo, hi: s.hi, t, p: Math.min(1, p) };
+}
+
+/** A Student-t confidence interval of the mean difference a - b over independent units. */
+export interface Interval {
+  /** Mean difference a - b (NaN for no units). */
+  estimate: number;
+  /** Lower end of the interval (NaN for fewer than two units). */
+  lo: number;
+  /** Upper end of the interval (NaN for fewer than two units). */
+  hi: number;
+  /** Independent units the interval is over: pairs, or the units of `hierarchicalPaired`. */
+  n: number;
+  /** Degrees of freedom of the t quantile: n - 1 (0 for fewer than two units). */
+  df: number;
+  /** Confidence level, e.g. 0.95. */
+  level: number;
+}
+
+/** The interval of the mean of differences, each from one independent unit. */
+function differenceInterval(d: readonly number[], level: number): Interval {
+  const s = summarize(d, level);
+  return { estimate: s.mean, lo: s.lo, hi: s.hi, n: s.n, df: Math.max(0, s.n - 1), level };
+}
+
+/**
+ * The `level` (default 95%) Student-t interval of the mean of a - b over pairs: element i of `a`
+ * and of `b` come from the same unit (task, seed or subset), and the pairs are independent. When
+ * every difference is the same the interval is that one value.
+ */
+export function pairedInterval(
+  a: readonly number[],
+  b: readonly number[],
+  options: { level?: number } = {},
+): Interval {
+  if (a.length !== b.length) {
+    throw new RangeError(`paired interval needs equal lengths; got ${a.length} and ${b.length}`);
+  }
+  return differenceInterval(a.map((x, i) => x - b[i]!), options.level ?? 0.95);
+}
+
+/**
+ * The interval of a - b when pairs (seeds, few-shot subsets) are nested in units (held-out tasks)
+ * and the units are the independent replicates: the differences are averaged per unit first, then
+ * the `level` (default 95%) Student-t interval is taken over the unit means, so n is the number of
+ * units and pairs of one unit are not counted as independent. `pairs` is the number of rows.
+ */
+export function hierarchicalPaired(
+  rows: readonly { unit: string; a: number; b: number }[],
+  options: { level?: number } = {},
+): Interval & { pairs: number } {
+  const byUnit = new Map<string, number[]>();
+  for (const r of rows) byUnit.set(r.unit, [...(byUnit.get(r.unit) ?? []), r.a - r.b]);
+  const means = [...byUnit.values()].map(mean);
+  return { ...differenceInterval(means, options.level ?? 0.95), pairs: rows.length };
+}
+
+/** What an interval says about a target: cleared, short of it, or neither. */
+export type Verdict = "met" | "not established" | "missed";
+
+/**
+ * The verdict of an interval on a target `estimate >= atLeast`: "met" when the whole interval
+ * clears it (lo >= atLeast), "missed" when the whole interval lies below it (hi < atLeast), and
+ * otherwise "not established", also when there is no interval (fewer than two units).
+ */
+export function verdict(
+  interval: Pick<Interval, "lo" | "hi">,
+  target: { atLeast: number },
+): Verdict {
+  if (interval.lo >= target.atLeast) return "met";
+  if (interval.hi < target.atLeast) return "missed";
+  return "not established";
 }
 
 /** The Wilcoxon signed-rank test of paired values. */

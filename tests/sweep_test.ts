@@ -3,14 +3,16 @@
  * the job script stay one argument and run nothing; a cell's records decide its state (a result
  * without its done record is not done); and the local backend end to end through the command
  * line: cells run, a failing cell leaves its log and error record and fails the sweep by name, a
- * rerun skips what is done, `--status` and the seed-grouped report.
+ * rerun skips what is done, `--status` and the seed-grouped report, whose method − z column has the
+ * sign its header says.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { cellStatus, RECORDS } from "../src/sweep/cell.ts";
 import { type Cell, expandCells, parsePlan, type Plan } from "../src/sweep/plan.ts";
 import { arraySpec, jobScript, sbatchArgs, shellQuote } from "../src/sweep/slurm.ts";
-import { barChart } from "../src/sweep/report.ts";
+import type { ExperimentResults } from "../src/experiment.ts";
+import { barChart, type Done, groupBySeed, versusZTable } from "../src/sweep/report.ts";
 import { type CliOutput, runMain } from "./util.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -207,6 +209,42 @@ Deno.test("bar charts draw one bar per value and an error bar per interval", () 
   assert.match(svg, /a&lt;b/);
   assert.equal([...svg.matchAll(/class="bar"/g)].length, 2);
   assert.equal([...svg.matchAll(/class="error"/g)].length, 1);
+});
+
+Deno.test("the method − z column is method minus z: a method below z is negative", () => {
+  // docs/sweeps/smoke.md once showed zero-shot at +12.47 while it scored 50.30% against z's
+  // 62.77%: the column said method − z and held z − method.
+  const z = [0.60, 0.70, 0.65];
+  const below = [0.50, 0.52, 0.49];
+  const above = [0.80, 0.95, 0.85];
+  const done: Done[] = z.map((zAcc, i) => ({
+    cell: { index: i, name: `exp1_seed-${i + 1}`, experiment: "exp1", values: { seed: i + 1 } },
+    results: {
+      options: { seed: i + 1 },
+      heldOut: [{
+        methods: [
+          { method: "zero-shot", accuracy: below[i] },
+          { method: "z", accuracy: zAcc },
+          { method: "full", accuracy: above[i] },
+        ],
+        shots: [],
+      }],
+    } as unknown as ExperimentResults,
+  }));
+  const [group] = groupBySeed(done);
+  const zeroShot = group!.versusZ.get("zero-shot")!;
+  const full = group!.versusZ.get("full")!;
+  assert.ok(Math.abs(zeroShot.meanDiff - (-0.1466666666666667)) < 1e-12, `${zeroShot.meanDiff}`);
+  assert.ok(zeroShot.lo < zeroShot.hi && zeroShot.hi < 0 && zeroShot.t < 0);
+  assert.ok(Math.abs(full.meanDiff - 0.2166666666666667) < 1e-12 && full.t > 0);
+  const md = versusZTable([group!]);
+  const header = md.find((l) => l.startsWith("| group"))!.split(" | ");
+  const column = header.indexOf("method − z");
+  assert.ok(column > 0, header.join(" | "));
+  const row = (m: string) => md.find((l) => l.startsWith(`| exp1 | ${m} |`))!.split(" | ");
+  assert.equal(row("zero-shot")[column], "-14.67");
+  assert.equal(row("full")[column], "21.67");
+  assert.deepEqual(versusZTable([]), []);
 });
 
 Deno.test("a local sweep runs, fails by name, resumes, reports status and statistics", async () => {

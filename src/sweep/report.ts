@@ -37,7 +37,7 @@ export interface SeedGroup {
   accuracy: Map<string, number[]>;
   /** Statistics of each method over the seeds. */
   summary: Map<string, Summary>;
-  /** Each method against z-only, paired by seed: t-test and Wilcoxon p. */
+  /** Each method against z-only, paired by seed: method - z, its t-test and Wilcoxon p. */
   versusZ: Map<string, PairedTest & { wilcoxonP: number }>;
 }
 
@@ -204,16 +204,48 @@ export function groupBySeed(done: readonly Done[], planned?: readonly Cell[]): S
     if (z) {
       for (const [m, xs] of accuracy) {
         if (m === "z") continue;
-        const pairs = xs.map((x, i) => [z[i]!, x] as const).filter((p) =>
+        const pairs = xs.map((x, i) => [x, z[i]!] as const).filter((p) =>
           Number.isFinite(p[0]) && Number.isFinite(p[1])
         );
-        const a = pairs.map((p) => p[0]);
-        const b = pairs.map((p) => p[1]);
-        versusZ.set(m, { ...pairedTTest(a, b), wilcoxonP: wilcoxonSignedRank(a, b).p });
+        // method - z: pairedTTest(a, b) is about a - b, so the method comes first.
+        const method = pairs.map((p) => p[0]);
+        const zOnly = pairs.map((p) => p[1]);
+        versusZ.set(m, {
+          ...pairedTTest(method, zOnly),
+          wilcoxonP: wilcoxonSignedRank(method, zOnly).p,
+        });
       }
     }
     return { label: label || first.experiment, cells, accuracy, summary, versusZ };
   });
+}
+
+/**
+ * The section comparing each method with z-only, paired by seed, as Markdown lines (none when no
+ * group ran z): the difference is method - z in points, so a method below z is negative.
+ */
+export function versusZTable(groups: readonly SeedGroup[]): string[] {
+  if (!groups.some((g) => g.versusZ.size > 0)) return [];
+  const md = [
+    "## Each method against z-only, paired by seed",
+    "",
+    "Difference = method − z, in points (negative: the method is below z); n is the number of seeds.",
+    "",
+    "| group | method | n (seeds) | method − z | 95% CI | t | p (t-test) | p (Wilcoxon) |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const g of groups) {
+    for (const [m, t] of g.versusZ) {
+      md.push(
+        `| ${g.label} | ${m} | ${t.n} | ${points(t.meanDiff)} | ${
+          Number.isFinite(t.lo) ? `[${points(t.lo)}, ${points(t.hi)}]` : "–"
+        } | ${Number.isNaN(t.t) ? "–" : t.t.toFixed(2)} | ${pValue(t.p)} | ${
+          pValue(t.wilcoxonP)
+        } |`,
+      );
+    }
+  }
+  return [...md, ""];
 }
 
 /** Aligned text columns. */
@@ -287,7 +319,7 @@ export async function writeSweepReport(
   md.push(
     "## Held-out test accuracy by method",
     "",
-    "| group | method | n | mean ± std | 95% CI | seeds |",
+    "| group | method | n (seeds) | mean ± std | 95% CI | seeds |",
     "| --- | --- | ---: | ---: | ---: | --- |",
   );
   const text: string[][] = [["group", "method", "n", "mean ± std", "95% CI"]];
@@ -324,28 +356,7 @@ export async function writeSweepReport(
     );
     md.push(`![held-out accuracy by method](${link("sweep_accuracy.svg")})`, "");
   }
-  if (groups.some((g) => g.versusZ.size > 0)) {
-    md.push(
-      "## Each method against z-only, paired by seed",
-      "",
-      "Difference = method − z, in points.",
-      "",
-      "| group | method | n | mean difference | 95% CI | t | p (t-test) | p (Wilcoxon) |",
-      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    );
-    for (const g of groups) {
-      for (const [m, t] of g.versusZ) {
-        md.push(
-          `| ${g.label} | ${m} | ${t.n} | ${points(t.meanDiff)} | ${
-            Number.isFinite(t.lo) ? `[${points(t.lo)}, ${points(t.hi)}]` : "–"
-          } | ${Number.isNaN(t.t) ? "–" : t.t.toFixed(2)} | ${pValue(t.p)} | ${
-            pValue(t.wilcoxonP)
-          } |`,
-        );
-      }
-    }
-    md.push("");
-  }
+  md.push(...versusZTable(groups));
   await shotsSection(groups, md, { assets, link });
   md.push(
     "## Cells",
@@ -415,7 +426,7 @@ async function shotsSection(
         `| ${v === 0 ? "all" : v} | ${
           methods.map((m) => {
             const s = stat(v, m);
-            return `${meanStd(s)} (n = ${s.n})`;
+            return `${meanStd(s)} (n = ${s.n} seeds)`;
           }).join(" | ")
         } |`
       ),

@@ -1,0 +1,175 @@
+/**
+ * The experiment report's statistics on made-up results (no GPU): z - method differences are
+ * paired by held-out task with Student-t intervals over the tasks, few-shot rows paired by subset
+ * and then over tasks, verdicts three-valued, old files without per-subset values still readable,
+ * and the combined report averaging seeds per task before taking spreads over tasks. Expected
+ * intervals were computed with SciPy 1.17 (`stats.ttest_1samp(d, 0).confidence_interval()` of
+ * the per-task differences).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { ExperimentResults, HeldOutResult } from "../src/experiment.ts";
+import { combineReports, verdict } from "../src/report.ts";
+
+type Shot = HeldOutResult["shots"][number];
+
+/** A held-out task with the given test accuracies and few-shot rows. */
+function task(name: string, accuracy: Record<string, number>, shots: Shot[] = []): HeldOutResult {
+  return {
+    task: 0,
+    name,
+    methods: Object.entries(accuracy).map(([method, acc]) => ({
+      method,
+      trainable: method === "full" ? 1000 : 100,
+      accuracy: acc,
+      loss: 1 - acc,
+      steps: 1,
+      stepsRun: 1,
+      seconds: 1,
+      lr: 0.01,
+      collapsed: false,
+      curve: [],
+    })),
+    controls: {
+      meanZ: 0.5,
+      randomZ: 0.5,
+      bestTrainingZ: 0.6,
+      bestTrainingZFair: 0.6,
+      meanOverTrainingZ: 0.55,
+      perTrainingZ: [],
+    },
+    shots,
+  } as unknown as HeldOutResult;
+}
+
+/** A few-shot row of z or full: the mean of `values`, with or without them (files from before). */
+function shot(shots: number, method: "z" | "full", values: number[], keep = true): Shot {
+  const accuracy = values.reduce((a, b) => a + b, 0) / values.length;
+  return {
+    shots,
+    method,
+    accuracy,
+    loss: 1 - accuracy,
+    std: 0,
+    subsets: values.length,
+    ...(keep ? { values } : {}),
+  };
+}
+
+function results(heldOut: HeldOutResult[], seed = 1): ExperimentResults {
+  return {
+    options: { name: "exp1", dataset: "mnist", profile: "smoke", seed },
+    command: "deno task experiment exp1",
+    adapter: "test",
+    dataset: "made up",
+    family: "one_vs_anchor",
+    taskCounts: { train: 4, heldOut: heldOut.length },
+    trainedAccuracy: 0.9,
+    trainSeconds: 1,
+    reserve: 0.1,
+    heldOut,
+    ablations: [],
+    seconds: 2,
+  } as unknown as ExperimentResults;
+}
+
+const line = (lines: string[], start: string) => lines.find((l) => l.startsWith(start)) ?? "";
+
+Deno.test("verdicts pair by task and by subset, with t intervals over the held-out tasks", () => {
+  const r = results([
+    task("a", { z: 0.90, full: 0.88 }, [
+      shot(1, "z", [0.70, 0.60]),
+      shot(1, "full", [0.50, 0.52]),
+      shot(5, "z", [0.80, 0.80]),
+      shot(5, "full", [0.60, 0.60]),
+    ]),
+    task("b", { z: 0.85, full: 0.84 }, [
+      shot(1, "z", [0.66, 0.64]),
+      shot(1, "full", [0.55, 0.53]),
+      shot(5, "z", [0.70, 0.70]),
+      shot(5, "full", [0.65, 0.65]),
+    ]),
+    task("c", { z: 0.80, full: 0.79 }, [
+      shot(1, "z", [0.72, 0.70]),
+      shot(1, "full", [0.58, 0.60]),
+      shot(5, "z", [0.76, 0.76]),
+      shot(5, "full", [0.60, 0.60]),
+    ]),
+  ]);
+  const lines = verdict(r);
+  // z - full per task 2, 1, 1 points: +1.33 [-0.10, +2.77] clears -1 point.
+  const whole = line(lines, "**z alone");
+  assert.match(whole, /\): met\.\*\*/);
+  assert.match(
+    whole,
+    /z - full \+1\.33 points, 95% t interval \[-0\.10, \+2\.77\] over 3 held-out/,
+  );
+  // One image: per-task means of the subset differences 14, 11, 12 points: [+8.54, +16.13].
+  const one = line(lines, "**1 image(s)");
+  assert.match(one, /target: z >= full \+ 5 points\): met\./);
+  assert.match(
+    one,
+    /\+12\.33 points, 95% t interval \[\+8\.54, \+16\.13\] over 3 held-out tasks, each the mean of 2 paired subsets/,
+  );
+  // Five images: +13.67 meets the target, but the interval [-5.63, +32.96] does not clear it.
+  const five = line(lines, "**5 image(s)");
+  assert.match(five, /\): not established\./);
+  assert.match(five, /\+13\.67 points, 95% t interval \[-5\.63, \+32\.96\]/);
+  // A file from before per-subset values gives the same intervals from each task's means.
+  const old = structuredClone(r);
+  for (const h of old.heldOut) for (const s of h.shots) delete s.values;
+  assert.deepEqual(verdict(old), lines);
+});
+
+Deno.test("one held-out task: intervals over its subsets, or none from an older file", () => {
+  const z = [0.70, 0.80, 0.60, 0.75, 0.65];
+  const full = [0.50, 0.50, 0.50, 0.50, 0.50];
+  const fresh = verdict(results([
+    task("a", { z: 0.9, full: 0.95 }, [shot(1, "z", z), shot(1, "full", full)]),
+  ]));
+  assert.match(line(fresh, "**z alone"), /\): not established\..*no interval from 1 held-out task/);
+  // Subset differences 20, 30, 10, 25, 15 points: +20.00 [+10.18, +29.82].
+  const one = line(fresh, "**1 image(s)");
+  assert.match(one, /\): met\./);
+  assert.match(
+    one,
+    /\+20\.00 points, 95% t interval \[\+10\.18, \+29\.82\] over 5 paired subsets of the 1 held-out task \(this task only\)/,
+  );
+  const old = verdict(results([
+    task("a", { z: 0.9, full: 0.95 }, [shot(1, "z", z, false), shot(1, "full", full, false)]),
+  ]));
+  const missing = line(old, "**1 image(s)");
+  assert.match(missing, /\): not established\./);
+  assert.match(
+    missing,
+    /\+20\.00 points over 5 subsets of 1 held-out task; the interval .* cannot be recomputed/,
+  );
+});
+
+Deno.test("the combined report averages seeds per task before the spread over tasks", async () => {
+  const dir = await Deno.makeTempDir();
+  const runs = [
+    results([task("a", { z: 0.9, full: 0.85 }), task("b", { z: 0.7, full: 0.72 })], 1),
+    results([task("a", { z: 0.8, full: 0.83 }), task("b", { z: 0.6, full: 0.64 })], 2),
+  ];
+  const dirs: string[] = [];
+  for (const [i, r] of runs.entries()) {
+    dirs.push(join(dir, `s${i + 1}`));
+    await Deno.mkdir(dirs[i]!);
+    await Deno.writeTextFile(join(dirs[i]!, "results.json"), JSON.stringify(r));
+  }
+  const md = (await Deno.readTextFile(await combineReports(dirs, join(dir, "all.md")))).split("\n");
+  // z per task over the seeds: 85% and 65%, so 75.00% ± 14.14 over the 2 tasks (pooling the four
+  // (seed, task) values would give ± 12.91 with n = 4).
+  assert.match(
+    line(md, "| exp1 mnist one_vs_anchor | smoke"),
+    /\| 2 x 2 \| [^|]+ \| 75\.00% ± 14\.14 \|/,
+  );
+  // z - full per task over the seeds: +1 and -3 points: -1.00 [-26.41, +24.41] over 2 tasks.
+  const gap = md.filter((l) => l.startsWith("| exp1 mnist one_vs_anchor | smoke"))[1]!;
+  assert.match(
+    gap,
+    /\| -1\.00 \| \[-26\.41, \+24\.41\] \(2 held-out tasks\) \| not established \|/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
