@@ -1076,7 +1076,7 @@ async function baselineModel(
   if (method === "head") {
     const generator = new SuperNet(gpu, { ...state.model, tasks: 1 });
     restoreArenas(gpu, ctx.tensors, { generator: generator.params }, ctx.path);
-    const last = generator.spec.layers.filter((l) => l.kind !== "flatten").at(-1)!;
+    const last = generator.spec.layers.filter((l) => l.kind === "linear").at(-1)!;
     frozen = new Set(generator.weights.map((w) => w.name));
     frozen.delete(`${last.name}.weight`);
     frozen.delete(`${last.name}.bias`);

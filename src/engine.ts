@@ -11,7 +11,7 @@ import type { TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
 import { type Dispatch, run, uniformsOf } from "./gpu/kernel.ts";
 import { createTensor, readMany, type Tensor } from "./gpu/tensor.ts";
-import { accuracy, sigmoidCrossEntropy } from "./ops/loss.ts";
+import { accuracy, sigmoidCrossEntropy, softmaxCrossEntropy } from "./ops/loss.ts";
 import type { ParamGroup } from "./optim.ts";
 import { Tape, type Var } from "./tape.ts";
 
@@ -26,7 +26,7 @@ export type ForwardBuilder = (
  * per-task values while writing the mean, and WebGPU forbids reading and writing one buffer in a
  * dispatch; `read` still fetches them all with one wait.
  */
-class Metrics {
+export class Metrics {
   readonly loss: Tensor;
   readonly perTaskLoss: Tensor;
   readonly perTaskAccuracy: Tensor;
@@ -45,16 +45,19 @@ class Metrics {
   }
 
   /**
-   * Prepares loss (with dLogits when given, times `gradScale`) and accuracy of logits [T, B, 1]
-   * against y [T, B].
+   * Prepares loss (with dLogits when given, times `gradScale`) and accuracy of logits against
+   * y [T, B]: binary (sigmoid) for logits [T, B, 1] with labels 0/1, N-way (softmax) for
+   * [T, B, N] with N >= 2 and labels 0..N-1.
    */
   prepare(gpu: Gpu, logits: Var, y: Tensor, dLogits?: Tensor, gradScale = 1): Dispatch[] {
-    const flat = logits.tensor.reshape(y.shape);
+    const ways = logits.shape[2] ?? 1;
+    const flat = ways === 1 ? logits.tensor.reshape(y.shape) : logits.tensor;
+    const loss = ways === 1 ? sigmoidCrossEntropy : softmaxCrossEntropy;
     const dispatches = [
-      ...sigmoidCrossEntropy(gpu, flat, y, {
+      ...loss(gpu, flat, y, {
         perTask: this.perTaskLoss,
         loss: this.loss,
-        dLogits: dLogits?.reshape(y.shape),
+        dLogits: dLogits?.reshape(flat.shape),
         gradScale,
         stats: this.#stats,
       }),

@@ -19,9 +19,11 @@ import {
   conv2dOutputSize,
 } from "./ops/conv2d.ts";
 import type { Activation } from "./ops/activation.ts";
-import { activation, activationBackward } from "./ops/elementwise.ts";
+import { activation, activationBackward, axpby } from "./ops/elementwise.ts";
 import { fill } from "./ops/fill.ts";
 import { gatherRows, scatterRowsAdd } from "./ops/gather.ts";
+import { batchNorm, batchNormBackward } from "./ops/norm.ts";
+import { maxPool2d, maxPool2dBackward, poolOutputSize } from "./ops/pool.ts";
 import { matmul } from "./ops/matmul.ts";
 import { reduceSum } from "./ops/reduce.ts";
 
@@ -295,6 +297,71 @@ export class Tape {
           slope,
           accumulate,
         }),
+      );
+    });
+    return y;
+  }
+
+  /**
+   * Batch norm with each task's own batch statistics: x [T, B, C, H, W], scale and shift [T, C];
+   * y = (scale + scaleOffset) * xhat + shift. `scaleOffset` 1 stores the scale as an offset from
+   * 1, so weights near 0 (generated or fresh) normalise near the identity.
+   */
+  batchNorm(x: Var, scale: Var, shift: Var, options: { scaleOffset?: number } = {}): Var {
+    const [T, , C] = x.shape as [number, number, number];
+    if (scale.shape.join() !== `${T},${C}` || shift.shape.join() !== `${T},${C}`) {
+      throw new RangeError(
+        `batchNorm expects scale and shift of shape [${T}, ${C}] for x [${x.shape}], got ` +
+          `[${scale.shape}] and [${shift.shape}]`,
+      );
+    }
+    const y = this.#result(x.shape, x, scale, shift);
+    const mean = this.scratch([T, C]);
+    const invstd = this.scratch([T, C]);
+    let gamma = scale.tensor;
+    if (options.scaleOffset) {
+      gamma = this.scratch([T, C]);
+      const offset = this.scratch([T, C]);
+      this.forward.push(
+        ...fill(this.gpu, offset, options.scaleOffset),
+        ...axpby(this.gpu, scale.tensor, gamma, { b: offset }),
+      );
+    }
+    this.forward.push(
+      ...batchNorm(this.gpu, x.tensor, y.tensor, { gamma, beta: shift.tensor, mean, invstd }),
+    );
+    this.#onBackward(y, (dOut) => {
+      const wants = (v: Var) =>
+        v.requiresGrad ? { grad: v.gradTensor(this), acc: v.claimGrad() } : undefined;
+      const [dx, dGamma, dBeta] = [wants(x), wants(scale), wants(shift)];
+      this.backward.push(
+        ...batchNormBackward(this.gpu, dOut, {
+          x: x.tensor,
+          gamma,
+          mean,
+          invstd,
+          dx: dx?.grad,
+          dGamma: dGamma?.grad,
+          dBeta: dBeta?.grad,
+          accumulate: { dx: dx?.acc, dGamma: dGamma?.acc, dBeta: dBeta?.acc },
+        }),
+      );
+    });
+    return y;
+  }
+
+  /** 2x2 max-pool, stride 2: x [T, B, C, H, W] -> [T, B, C, floor(H/2), floor(W/2)]. */
+  maxPool2d(x: Var): Var {
+    const shape = poolOutputSize(x.shape);
+    const y = this.#result(shape, x);
+    const indices = createTensor(this.gpu, shape, "u32");
+    this.#owned.push(indices);
+    this.forward.push(...maxPool2d(this.gpu, x.tensor, y.tensor, indices));
+    this.#onBackward(y, (dOut) => {
+      if (!x.requiresGrad) return;
+      const accumulate = x.claimGrad();
+      this.backward.push(
+        ...maxPool2dBackward(this.gpu, dOut, indices, x.gradTensor(this), { accumulate }),
       );
     });
     return y;

@@ -5,10 +5,11 @@
 import assert from "node:assert/strict";
 import { read, tensorFrom } from "../src/gpu/tensor.ts";
 import { run } from "../src/gpu/kernel.ts";
-import { SuperNet, superNetConfig } from "../src/model/supernet.ts";
+import { PlainNet, SuperNet, superNetConfig } from "../src/model/supernet.ts";
 import { makeTarget, TARGETS, weightCount, weightShapes } from "../src/model/target.ts";
 import { Tape } from "../src/tape.ts";
-import { getGpu, uniform } from "./util.ts";
+import { targetBackwardReference, targetReference } from "./reference/model.ts";
+import { assertClose, finiteDifference, getGpu, uniform } from "./util.ts";
 
 Deno.test("seed_cnn has the seed's 37,165 weights on 32x32 RGB and named PyTorch shapes", () => {
   const spec = makeTarget("seed_cnn", { inputShape: [3, 32, 32] });
@@ -56,4 +57,79 @@ Deno.test("every target runs forward and backward through the generator", async 
     grads.z.destroy();
     net.destroy();
   }
+});
+
+Deno.test("conv4 (conv, batch norm, ReLU, max-pool; N-way head) matches the CPU reference", async () => {
+  const gpu = await getGpu();
+  const T = 2;
+  const B = 3;
+  const inputShape: [number, number, number] = [1, 16, 16];
+  const net = new PlainNet(gpu, {
+    target: "conv4",
+    width: 3,
+    inputShape,
+    outputs: 4,
+    slope: 0.01,
+    seed: 9,
+    tasks: T,
+  });
+  assert.deepEqual(
+    weightShapes(net.spec).map((w) => w.name).slice(0, 4),
+    ["conv1.weight", "conv1.bias", "norm1.weight", "norm1.bias"],
+  );
+  const xValues = uniform(T * B * 256, 11);
+  const x = tensorFrom(gpu, [T, B, ...inputShape], xValues);
+  // Slot 0 reads set 1 and slot 1 reads set 0: the sets are gathered by task index.
+  const order = [1, 0];
+  const taskIndices = tensorFrom(gpu, [T], Uint32Array.from(order));
+  const grads = net.params.twin();
+  const tape = new Tape(gpu);
+  const logits = net.forward(tape, { x, taskIndices, grads });
+  assert.deepEqual(logits.shape, [T, B, 4]);
+  const r = uniform(T * B * 4, 12);
+  const dLogits = tensorFrom(gpu, [T, B, 4], r);
+  tape.buildBackward(logits, dLogits);
+  run(gpu, [...tape.forward, ...tape.backward]);
+  const stored = new Map<string, Float32Array>();
+  for (const e of net.params.entries) stored.set(e.name, await read(gpu, e.tensor));
+  // The reference sees the sets in slot order.
+  const weights = new Map([...stored].map(([name, all]) => {
+    const per = all.length / T;
+    const swapped = new Float64Array(all.length);
+    order.forEach((from, t) => swapped.set(all.subarray(from * per, (from + 1) * per), t * per));
+    return [name, swapped];
+  }));
+  const trace = targetReference(net.spec, { weights, x: xValues, tasks: T });
+  assertClose(await read(gpu, logits.tensor), trace.logits, { rtol: 1e-3, atol: 1e-4 });
+  const want = targetBackwardReference(net.spec, { weights, trace, dLogits: r });
+  for (const e of net.params.entries) {
+    const got = await read(gpu, grads.get(e.name));
+    const per = got.length / T;
+    // Slot t's gradient lands in the set it read.
+    const ref = want.weights.get(e.name)!;
+    const back = new Float64Array(got.length);
+    order.forEach((from, t) => back.set(ref.subarray(t * per, (t + 1) * per), from * per));
+    assertClose(got, back, { rtol: 2e-3, atol: 2e-4, label: e.name });
+  }
+  // The reference backward itself against finite differences of the reference forward.
+  const loss = (name: string) => (v: Float64Array) => {
+    const t = targetReference(net.spec, {
+      weights: new Map([...weights, [name, v]]),
+      x: xValues,
+      tasks: T,
+    });
+    return t.logits.reduce((a, y, i) => a + y * r[i]!, 0);
+  };
+  for (const name of ["conv1.weight", "norm2.weight", "norm3.bias", "fc1.weight"]) {
+    const at = [0, 5, weights.get(name)!.length - 1];
+    const fd = finiteDifference(loss(name), weights.get(name)!, { at, eps: 1e-4 });
+    const g = want.weights.get(name)!;
+    for (const i of at) {
+      assert.ok(Math.abs(fd[i]! - g[i]!) <= 1e-4 + 1e-3 * Math.abs(g[i]!), `${name}[${i}]`);
+    }
+  }
+  tape.destroy();
+  for (const t of [x, taskIndices, dLogits]) t.destroy();
+  grads.destroy();
+  net.destroy();
 });

@@ -44,7 +44,9 @@ export interface ExportSource {
  * (conv tensors `${name}.weight` [O, C, k, k] and `${name}.bias` [O]; linear `${name}.weight`
  * [out, in] and `${name}.bias` [out]) plus the negative slope for leaky_relu.
  */
-export type ExportedLayer = Layer & { slope?: number };
+export type ExportedLayer = Exclude<Layer, { kind: "norm" } | { kind: "pool" }> & {
+  slope?: number;
+};
 
 /** The JSON description written beside the weights. */
 export interface ExportedArchitecture {
@@ -134,6 +136,12 @@ export function describeArchitecture(
 ): ExportedArchitecture {
   const slopeOf = (activation: string) => activation === "leaky_relu" ? { slope: spec.slope } : {};
   const layers: ExportedLayer[] = spec.layers.map((layer) => {
+    if (layer.kind === "norm" || layer.kind === "pool") {
+      throw new RangeError(
+        `Export covers networks of convolutions and linear layers; target '${spec.name}' has ` +
+          `batch norm with per-batch statistics and pooling, which the export does not describe yet`,
+      );
+    }
     if (layer.kind === "conv") {
       const { name, inChannels, outChannels, kernel, stride, padding, activation } = layer;
       return {

@@ -37,6 +37,8 @@ export interface SuperNetConfig {
   outputs: number;
   /** Negative slope of leaky ReLU in the target network. */
   slope: number;
+  /** Channels of every block of `conv4` (absent: its default, 64). */
+  width?: number;
   /** Generator hyperparameters. */
   generator: GeneratorConfig;
   /** Number of task vectors in the table. */
@@ -113,6 +115,7 @@ export class SuperNet {
       inputShape: config.inputShape,
       outputs: config.outputs,
       slope: config.slope,
+      width: config.width,
     });
     this.weights = weightShapes(this.spec);
     this.params = new Arena(gpu);
@@ -199,11 +202,13 @@ export class PlainNet {
   /** Allocates and initialises `tasks` independent weight sets. */
   constructor(
     readonly gpu: Gpu,
-    config: Pick<SuperNetConfig, "target" | "inputShape" | "outputs" | "slope" | "seed"> & {
-      tasks: number;
-      frozen?: ReadonlySet<string>;
-      seeds?: readonly number[];
-    },
+    config:
+      & Pick<SuperNetConfig, "target" | "inputShape" | "outputs" | "slope" | "seed" | "width">
+      & {
+        tasks: number;
+        frozen?: ReadonlySet<string>;
+        seeds?: readonly number[];
+      },
   ) {
     this.spec = makeTarget(config.target, config);
     this.params = new Arena(gpu);

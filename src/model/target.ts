@@ -23,6 +23,18 @@ export type Layer =
   }
   | { kind: "flatten" }
   | {
+    /**
+     * Batch normalisation with the statistics of each task's own batch (no running statistics,
+     * as MAML's conv4), then the activation. Its scale is stored as an offset from 1
+     * (`.weight` 0 means scale 1), so a generated or fresh network starts near the identity.
+     */
+    kind: "norm";
+    name: string;
+    channels: number;
+    activation: Activation;
+  }
+  | { kind: "pool" }
+  | {
     kind: "linear";
     name: string;
     inFeatures: number;
@@ -62,6 +74,8 @@ export interface TargetOptions {
   outputs?: number;
   /** Hidden sizes, for `mlp` (default [100, 100]). */
   hidden?: number[];
+  /** Channels of every block, for `conv4` (default 64). */
+  width?: number;
   /** Negative slope of leaky ReLU (default 0.01). */
   slope?: number;
 }
@@ -128,6 +142,37 @@ const builders: Record<string, (options: TargetOptions) => Layer[]> = {
       { out: 64, kernel: 3, stride: 2, padding: 1 },
       { out: 64, kernel: 3, stride: 2, padding: 1 },
     ], [128]),
+  // The few-shot literature's backbone (Vinyals et al. 2016; MAML, ProtoNet): 4 blocks of 3x3
+  // convolution (padding 1), batch norm, ReLU and 2x2 max-pool, then a linear N-way head.
+  // 28x28 -> 14, 7, 3, 1; 32x32 -> 16, 8, 4, 2; 84x84 -> 42, 21, 10, 5.
+  conv4: (o) => {
+    const width = o.width ?? 64;
+    const layers: Layer[] = [];
+    let [c, h, w] = o.inputShape;
+    for (let i = 1; i <= 4; i++) {
+      layers.push(
+        {
+          kind: "conv",
+          name: `conv${i}`,
+          inChannels: c,
+          outChannels: width,
+          kernel: 3,
+          stride: 1,
+          padding: 1,
+          activation: "identity",
+        },
+        { kind: "norm", name: `norm${i}`, channels: width, activation: "relu" },
+        { kind: "pool" },
+      );
+      [c, h, w] = [width, Math.floor(h / 2), Math.floor(w / 2)];
+      if (h < 1 || w < 1) {
+        throw new RangeError(
+          `Input [${o.inputShape}] is too small for conv4's 4 poolings; use at least 16x16`,
+        );
+      }
+    }
+    return [...layers, { kind: "flatten" }, ...linearStack(c * h * w, [], o.outputs ?? 1)];
+  },
 };
 
 function numelOf(shape: readonly number[]): number {
@@ -171,6 +216,11 @@ export function weightShapes(spec: TargetSpec): WeightShape[] {
         fanIn: layer.inFeatures,
       });
       out.push({ name: `${layer.name}.bias`, shape: [layer.outFeatures], fanIn: layer.inFeatures });
+    } else if (layer.kind === "norm") {
+      // Scale offset and shift start within 1/sqrt(channels) of the identity (PyTorch: exactly).
+      for (const part of ["weight", "bias"]) {
+        out.push({ name: `${layer.name}.${part}`, shape: [layer.channels], fanIn: layer.channels });
+      }
     }
   }
   return out;
@@ -214,6 +264,13 @@ export function targetForward(
         activation: layer.activation,
         slope: spec.slope,
       });
+    } else if (layer.kind === "norm") {
+      h = tape.batchNorm(h, get(`${layer.name}.weight`), get(`${layer.name}.bias`), {
+        scaleOffset: 1,
+      });
+      h = tape.activation(h, layer.activation, spec.slope);
+    } else if (layer.kind === "pool") {
+      h = tape.maxPool2d(h);
     } else if (layer.kind === "flatten") {
       h = h.reshape([T, B, numelOf(h.shape.slice(2))]);
     } else {

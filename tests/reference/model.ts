@@ -10,7 +10,9 @@
 import type { GeneratorConfig } from "../../src/model/generator.ts";
 import type { TargetSpec, WeightShape } from "../../src/model/target.ts";
 import { conv2d, conv2dBackward, type ConvShape } from "./conv2d.ts";
-import { activationBackward } from "./elementwise.ts";
+import { activation, activationBackward } from "./elementwise.ts";
+import { batchNorm, batchNormBackward } from "./norm.ts";
+import { maxPool2d, maxPool2dBackward } from "./pool.ts";
 import { gatherRows, scatterRowsAdd } from "./gather.ts";
 import { sigmoidCrossEntropy } from "./loss.ts";
 import { matmul, type MatmulReferenceOptions } from "./matmul.ts";
@@ -238,12 +240,26 @@ export function targetReference(
   const batch = options.x.length / (tasks * size(spec.inputShape));
   let h = h0;
   let w = w0;
+  let c = spec.inputShape[0];
   const inputs: Float64Array[] = [];
   const outputs: Float64Array[] = [];
   let current: Float64Array = Float64Array.from(options.x);
   for (const layer of spec.layers) {
     inputs.push(current);
-    if (layer.kind === "conv") {
+    if (layer.kind === "norm") {
+      // The stored scale is an offset from 1 (see the target's norm layer).
+      const gamma = Float64Array.from(need(weights, `${layer.name}.weight`), (v) => v + 1);
+      const normed = batchNorm(current, [tasks, batch, c, h, w], {
+        gamma,
+        beta: need(weights, `${layer.name}.bias`),
+      }).y;
+      current = activation(normed, { activation: layer.activation, slope: spec.slope });
+    } else if (layer.kind === "pool") {
+      current = maxPool2d(current, [tasks, batch, c, h, w]).y;
+      h = Math.floor(h / 2);
+      w = Math.floor(w / 2);
+    } else if (layer.kind === "conv") {
+      c = layer.outChannels;
       const s = convShape(layer, { tasks, batch, h, w });
       current = conv2d(s, {
         x: current,
@@ -283,21 +299,38 @@ export function targetBackwardReference(
   const { tasks, batch } = trace;
   const grads = new Map<string, Float64Array>();
   // Spatial sides of each layer's input, walking forward once.
-  const sides: [number, number][] = [];
-  let [, h, w] = spec.inputShape;
+  const sides: [number, number, number][] = [];
+  let [c, h, w] = spec.inputShape;
   for (const layer of spec.layers) {
-    sides.push([h, w]);
+    sides.push([c, h, w]);
     if (layer.kind === "conv") {
       const s = convShape(layer, { tasks, batch, h, w });
       h = convSide(h, s);
       w = convSide(w, s);
+      c = layer.outChannels;
+    } else if (layer.kind === "pool") {
+      h = Math.floor(h / 2);
+      w = Math.floor(w / 2);
     }
   }
   let d: Float64Array = Float64Array.from(options.dLogits);
   for (let i = spec.layers.length - 1; i >= 0; i--) {
     const layer = spec.layers[i]!;
-    if (layer.kind === "conv") {
-      const [hi, wi] = sides[i]!;
+    const [ci, hi, wi] = sides[i]!;
+    const shape = [tasks, batch, ci, hi, wi] as const;
+    if (layer.kind === "norm") {
+      const dNormed = activationBackward(trace.outputs[i]!, d, {
+        activation: layer.activation,
+        slope: spec.slope,
+      });
+      const gamma = Float64Array.from(need(weights, `${layer.name}.weight`), (v) => v + 1);
+      const g = batchNormBackward(dNormed, shape, { x: trace.inputs[i]!, gamma });
+      grads.set(`${layer.name}.weight`, g.dGamma);
+      grads.set(`${layer.name}.bias`, g.dBeta);
+      d = g.dx;
+    } else if (layer.kind === "pool") {
+      d = maxPool2dBackward(d, maxPool2d(trace.inputs[i]!, shape).indices, shape);
+    } else if (layer.kind === "conv") {
       const s = convShape(layer, { tasks, batch, h: hi, w: wi });
       const dPre = activationBackward(trace.outputs[i]!, d, {
         activation: layer.activation,
