@@ -31,6 +31,16 @@ import {
   PROFILES,
   runExperiment,
 } from "./src/experiment.ts";
+import {
+  FEWSHOT_DEFAULTS,
+  FEWSHOT_METHODS,
+  FEWSHOT_PROFILES,
+  type FewShotOptions,
+  runFewShot,
+  TRAININGS,
+} from "./src/fewshot/experiment.ts";
+import { writeFewShotReport } from "./src/fewshot/report.ts";
+import { SPLITS } from "./src/fewshot/split.ts";
 import { combineReports, verdict, writeReport } from "./src/report.ts";
 import { slurmLog, type SweepTarget } from "./src/sweep/backend.ts";
 import { type CellStatus, runCell } from "./src/sweep/cell.ts";
@@ -336,6 +346,61 @@ const EXPERIMENT_FLAGS: Flag[] = [
   ...EXPERIMENT_ADAPT_FLAGS,
 ];
 
+const FEWSHOT_FLAGS: Flag[] = [
+  { flag: "dataset", key: "dataset", kind: "string", values: DATASETS, help: "dataset" },
+  ...DATA_FLAGS,
+  {
+    flag: "split",
+    key: "split",
+    kind: "string",
+    values: SPLITS,
+    help: "class split (cifar-fs: Bertinetto et al.'s, for cifar100)",
+  },
+  { flag: "rotations", key: "rotations", kind: "bool", help: "Omniglot: rotations as new classes" },
+  { flag: "ways", key: "ways", kind: "int", help: "N: classes per episode" },
+  { flag: "shots", key: "shots", kind: "ints", help: "K: support images per class (comma list)" },
+  { flag: "queries", key: "queries", kind: "int", help: "Q: query images per class" },
+  { flag: "episodes", key: "episodes", kind: "int", help: "test episodes per method and K" },
+  {
+    flag: "profile",
+    key: "profile",
+    kind: "string",
+    values: FEWSHOT_PROFILES,
+    help: "size (smoke: minutes on a CPU)",
+  },
+  { flag: "width", key: "width", kind: "int", help: "conv4 channels (default: the profile's)" },
+  {
+    flag: "steps",
+    key: "steps",
+    kind: "int",
+    help: "generator training steps (default: profile's)",
+  },
+  {
+    flag: "trainings",
+    key: "trainings",
+    kind: "strings",
+    values: TRAININGS,
+    help: "how generators train (comma list)",
+  },
+  {
+    flag: "methods",
+    key: "methods",
+    kind: "strings",
+    values: FEWSHOT_METHODS,
+    help: "methods scored (comma list)",
+  },
+  { flag: "seed", key: "seed", kind: "int", help: "random seed" },
+  { flag: "out", key: "out", kind: "string", help: "output folder" },
+];
+
+/** `experiment fewshot`: its own flags (N-way episodes), dispatched from `experiment`. */
+const FEWSHOT_COMMAND: Command = {
+  summary: "N-way K-shot episodes of classes never seen in training, every method alike",
+  flags: FEWSHOT_FLAGS,
+  defaults: FEWSHOT_DEFAULTS,
+  run: runFewShotCommand,
+};
+
 const SWEEP_FLAGS: Flag[] = [
   { flag: "out", key: "out", kind: "string", help: "sweep folder (default runs/<plan name>)" },
   {
@@ -458,7 +523,7 @@ const COMMANDS: Record<string, Command> = {
     summary: "run the seed's exp1 or exp2 end to end with controls and ablations",
     flags: EXPERIMENT_FLAGS,
     defaults: EXPERIMENT_DEFAULTS,
-    positional: "exp1|exp2",
+    positional: "exp1|exp2 (fewshot: see 'deno task experiment fewshot --help')",
     run: runExperimentCommand,
   },
   sweep: {
@@ -1075,6 +1140,37 @@ async function runExperimentCommand(
   console.log(`\nFinished in ${minutes(result.seconds)}; report ${report}`);
 }
 
+async function runFewShotCommand(
+  getGpuFn: () => Promise<Gpu>,
+  given: Record<string, unknown>,
+  quiet: boolean,
+): Promise<void> {
+  const options = { ...FEWSHOT_DEFAULTS, ...given } as FewShotOptions;
+  for (const k of ["trainings", "methods"] as const) {
+    const list = options[k] as unknown as string[];
+    if (list.length === 0) throw new UsageError(`--${k} needs at least one value`);
+  }
+  const gpu = await getGpuFn();
+  if (!quiet) console.error(`Adapter: ${gpu.description}${gpu.isFallback ? " (software)" : ""}`);
+  const started = performance.now();
+  const command = `deno task experiment fewshot ${Deno.args.slice(2).join(" ")}`.trim();
+  const result = await runFewShot(gpu, options, {
+    command,
+    onEvent: (e) => {
+      if (!quiet) console.error(`[${minutes((performance.now() - started) / 1000)}] ${e.text}`);
+    },
+  });
+  const report = await writeFewShotReport(options.out);
+  for (const r of result.rows) {
+    console.log(
+      `${r.method.padEnd(10)} ${r.ways}-way ${r.shots}-shot  ${(100 * r.accuracy).toFixed(2)}% ` +
+        `± ${(100 * r.ci95).toFixed(2)}  (${r.episodes} episodes; lr ${r.chosen.lr}, ` +
+        `${r.chosen.steps} steps)`,
+    );
+  }
+  console.log(`\nFinished in ${minutes(result.seconds)}; report ${report}`);
+}
+
 /**
  * `experiment`'s options from flag values: training and adaptation flags go into `train` and
  * `adapt`, applied on top of the profile; the rest as given, over the defaults.
@@ -1364,8 +1460,9 @@ async function printSweepStatus(dir: string): Promise<void> {
 
 /** Runs the command line; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
-  const [name, ...rest] = args;
-  const cmd = name ? COMMANDS[name] : undefined;
+  const fewshot = args[0] === "experiment" && args[1] === "fewshot";
+  const [name, ...rest] = fewshot ? ["experiment fewshot", ...args.slice(2)] : args;
+  const cmd = fewshot ? FEWSHOT_COMMAND : name ? COMMANDS[name] : undefined;
   if (!cmd) {
     const list = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
     const text = `Usage: deno task <command> [flags]\n\nCommands:\n${list.join("\n")}`;

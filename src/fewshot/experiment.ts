@@ -1,0 +1,753 @@
+/**
+ * `experiment fewshot`: N-way K-shot episodes of classes never seen in training, in one harness
+ * for every method, scored on the same test episodes (mean accuracy over episodes with the 95%
+ * interval 1.96 x std / sqrt(episodes), as the few-shot papers report).
+ *
+ * Generators (target `conv4`, N outputs, softmax cross-entropy), trained on the training classes:
+ * - `table`, the original SuperNet's way: M training tasks, each an N-way episode whose classes
+ *   are drawn once, one z per task, trained jointly with the generator;
+ * - `meta`, episodic meta-training in CAVIA's manner: each step draws fresh episodes, adapts their
+ *   z from a learned start on the support images (Adam, first-order), and updates the generator
+ *   and the start on the query images.
+ *
+ * Methods on a test episode:
+ * - `z`: only z is learned on the support images, from the start (the mean trained z for `table`,
+ *   the learned start for `meta`), generator frozen;
+ * - `full`: the whole conv4 network trained from scratch on the support images.
+ *
+ * Each method's learning rate and number of steps are chosen on episodes of the validation
+ * classes; test classes only score. Batch norm uses the statistics of the batch it normalises,
+ * the query batch included (transductive, as MAML's reference code).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { loadDataset } from "../data/dataset.ts";
+import { ImageStore } from "../data/sampler.ts";
+import { Metrics, StepProgram } from "../engine.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { run } from "../gpu/kernel.ts";
+import { Arena, read, type Tensor, tensorFrom, write } from "../gpu/tensor.ts";
+import { DEFAULT_GENERATOR, generatorParams } from "../model/generator.ts";
+import { PlainNet, SuperNet, type SuperNetConfig, superNetConfig } from "../model/supernet.ts";
+import { makeTarget, weightCount, weightShapes } from "../model/target.ts";
+import { fill } from "../ops/fill.ts";
+import { gatherRows, scatterRowsAdd } from "../ops/gather.ts";
+import { optimizerConfig, ParamGroup } from "../optim.ts";
+import { mixSeed, Random } from "../random.ts";
+import { writeAtomic } from "../safetensors.ts";
+import { mean, sampleStd } from "../stats.ts";
+import { Tape } from "../tape.ts";
+import {
+  type ClassPool,
+  classPool,
+  drawEpisode,
+  type Episode,
+  EpisodeBatch,
+  type EpisodeShape,
+  sampleEpisode,
+} from "./episodes.ts";
+import { type ClassSplit, classSplit, SPLITS } from "./split.ts";
+
+/** Ways to train the generator for new classes. */
+export const TRAININGS = ["table", "meta"] as const;
+/** One of {@link TRAININGS}. */
+export type Training = typeof TRAININGS[number];
+/** Ways to learn a test episode. */
+export const FEWSHOT_METHODS = ["z", "full"] as const;
+/** One of {@link FEWSHOT_METHODS}. */
+export type FewShotMethod = typeof FEWSHOT_METHODS[number];
+/** Sizes of a run. */
+export const FEWSHOT_PROFILES = ["smoke", "quick", "long"] as const;
+
+/** What a profile sets. */
+interface ProfileSettings {
+  /** conv4 channels. */
+  width: number;
+  /** Generator training steps. */
+  steps: number;
+  /** Episodes per training step. */
+  tasksPerStep: number;
+  /** M: the table's training tasks. */
+  tableTasks: number;
+  /** Images per class of a table task in a step. */
+  perClass: number;
+  /** Inner Adam steps of meta-training. */
+  innerSteps: number;
+  /** Step counts a test-time adaptation may stop at (the validation classes choose). */
+  adaptSteps: number[];
+  /** Learning rates of z adaptation to choose from. */
+  zLrs: number[];
+  /** Learning rates of the whole network to choose from. */
+  fullLrs: number[];
+  /** Validation episodes per choice. */
+  validationEpisodes: number;
+  /** Episodes adapted side by side. */
+  chunk: number;
+}
+
+const PROFILES: Record<typeof FEWSHOT_PROFILES[number], ProfileSettings> = {
+  smoke: {
+    width: 8,
+    steps: 30,
+    tasksPerStep: 4,
+    tableTasks: 16,
+    perClass: 4,
+    innerSteps: 2,
+    adaptSteps: [0, 5, 10],
+    zLrs: [0.01, 0.03],
+    fullLrs: [0.003, 0.01],
+    validationEpisodes: 6,
+    chunk: 10,
+  },
+  quick: {
+    width: 32,
+    steps: 1000,
+    tasksPerStep: 8,
+    tableTasks: 256,
+    perClass: 8,
+    innerSteps: 3,
+    adaptSteps: [0, 10, 25, 50],
+    zLrs: [0.003, 0.01, 0.03],
+    fullLrs: [0.001, 0.003, 0.01],
+    validationEpisodes: 60,
+    chunk: 20,
+  },
+  long: {
+    width: 64,
+    steps: 5000,
+    tasksPerStep: 16,
+    tableTasks: 1024,
+    perClass: 10,
+    innerSteps: 5,
+    adaptSteps: [0, 10, 25, 50, 100],
+    zLrs: [0.003, 0.01, 0.03, 0.1],
+    fullLrs: [0.0003, 0.001, 0.003, 0.01],
+    validationEpisodes: 100,
+    chunk: 20,
+  },
+};
+
+/** Options of `experiment fewshot` (the CLI maps its flags 1:1 onto these). */
+export interface FewShotOptions {
+  /** Dataset name (`--dataset`). */
+  dataset: string;
+  /** Folder of the dataset's files. */
+  dataDir?: string;
+  /** Check files against published sums. */
+  verify?: boolean;
+  /** Class split (`auto`, or `cifar-fs` for CIFAR-100). */
+  split: typeof SPLITS[number];
+  /** Omniglot: rotations by 90, 180, 270 degrees as extra classes. */
+  rotations: boolean;
+  /** N: classes per episode. */
+  ways: number;
+  /** K values: support images per class. */
+  shots: number[];
+  /** Q: query images per class. */
+  queries: number;
+  /** Test episodes per (method, shots). */
+  episodes: number;
+  /** Run size. */
+  profile: typeof FEWSHOT_PROFILES[number];
+  /** conv4 channels (default: the profile's). */
+  width?: number;
+  /** Generator training steps (default: the profile's). */
+  steps?: number;
+  /** How the generators are trained. */
+  trainings: Training[];
+  /** Methods scored. */
+  methods: FewShotMethod[];
+  /** Seed of everything random. */
+  seed: number;
+  /** Output folder. */
+  out: string;
+}
+
+/** Defaults: Omniglot 5-way 1-shot, 15 queries, 600 test episodes, the quick profile. */
+export const FEWSHOT_DEFAULTS: FewShotOptions = {
+  dataset: "omniglot",
+  split: "auto",
+  rotations: false,
+  ways: 5,
+  shots: [1],
+  queries: 15,
+  episodes: 600,
+  profile: "quick",
+  trainings: ["table", "meta"],
+  methods: ["z", "full"],
+  seed: 1,
+  out: "runs/fewshot",
+};
+
+/** One method's score at one shot count, in the papers' form. */
+export interface FewShotRow {
+  /** `z (table)`, `z (meta)` or `full`. */
+  method: string;
+  /** N. */
+  ways: number;
+  /** K. */
+  shots: number;
+  /** Mean query accuracy over episodes (fraction). */
+  accuracy: number;
+  /** 1.96 x sample std / sqrt(episodes) (fraction). */
+  ci95: number;
+  /** Test episodes. */
+  episodes: number;
+  /** What the validation classes chose. */
+  chosen: { lr: number; steps: number; validationAccuracy: number };
+  /** Numbers learned per episode. */
+  trainable: number;
+  /** Query accuracy of each test episode, in episode order (the same episodes for every row). */
+  values: number[];
+  /** Wall time of the test episodes, seconds. */
+  seconds: number;
+}
+
+/** results.json of `experiment fewshot`. */
+export interface FewShotResults {
+  /** The options, resolved. */
+  options: FewShotOptions;
+  /** The profile's settings used. */
+  settings: ProfileSettings;
+  /** The command that reproduces this. */
+  command: string;
+  /** `git describe --always --dirty` of the code, or "unknown". */
+  commit: string;
+  /** Adapter description. */
+  adapter: string;
+  /** Dataset identity. */
+  dataset: string;
+  /** The class split. */
+  split: ClassSplit;
+  /** Generator parameters and conv4 weights per network. */
+  sizes: { generator: number; network: number };
+  /** Wall time of each phase, seconds. */
+  phases: Record<string, number>;
+  /** Training loss (query loss for `meta`) at the first and the last step of each training. */
+  trainingLoss: Partial<Record<Training, { first: number; last: number }>>;
+  /** One row per method and shot count. */
+  rows: FewShotRow[];
+  /** Total wall time, seconds. */
+  seconds: number;
+}
+
+/** Progress, as plain sentences. */
+export type FewShotEvent = { kind: "phase"; text: string };
+
+/** What training, validation and testing share. */
+interface Harness {
+  gpu: Gpu;
+  options: FewShotOptions;
+  settings: ProfileSettings;
+  dataset: Awaited<ReturnType<typeof loadDataset>>;
+  pool: ClassPool;
+  store: ImageStore;
+  split: ClassSplit;
+  config: SuperNetConfig;
+  say: (text: string) => void;
+}
+
+/** Runs the experiment and writes results.json (and returns it). */
+export async function runFewShot(
+  gpu: Gpu,
+  options: FewShotOptions,
+  hooks: { onEvent?: (e: FewShotEvent) => void; command?: string } = {},
+): Promise<FewShotResults> {
+  const started = performance.now();
+  const base = PROFILES[options.profile];
+  const settings: ProfileSettings = {
+    ...base,
+    width: options.width ?? base.width,
+    steps: options.steps ?? base.steps,
+  };
+  const say = (text: string) => hooks.onEvent?.({ kind: "phase", text });
+  if (!(options.ways >= 2)) throw new RangeError(`--ways must be at least 2, got ${options.ways}`);
+  if (options.shots.length === 0 || options.shots.some((k) => !(k >= 1))) {
+    throw new RangeError(`--shots must list counts of at least 1, got ${options.shots.join(",")}`);
+  }
+  const dataset = await loadDataset(options.dataset, {
+    dataDir: options.dataDir,
+    verify: options.verify,
+    rotations: options.rotations,
+  });
+  const split = classSplit(dataset, options.split);
+  for (const [part, classes] of Object.entries(split)) {
+    if (Array.isArray(classes) && classes.length < options.ways) {
+      throw new RangeError(
+        `${options.ways}-way episodes need ${options.ways} ${part} classes; the split (${split.rule}) ` +
+          `gives ${classes.length}; use --ways ${classes.length} or a dataset with more classes`,
+      );
+    }
+  }
+  const pool = classPool(dataset);
+  const store = new ImageStore(gpu, pool.split, { shape: dataset.shape });
+  const config = superNetConfig({
+    target: "conv4",
+    width: settings.width,
+    inputShape: dataset.shape,
+    outputs: options.ways,
+    tasks: 1,
+    zInit: "gaussian",
+    seed: options.seed,
+    generator: { ...DEFAULT_GENERATOR },
+  });
+  const spec = makeTarget(config.target, { ...config, outputs: options.ways });
+  const h: Harness = { gpu, options, settings, dataset, pool, store, split, config, say };
+  const phases: Record<string, number> = {};
+  const timed = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    say(name);
+    try {
+      return await f();
+    } finally {
+      phases[name] = (performance.now() - t0) / 1000;
+    }
+  };
+  await Deno.mkdir(options.out, { recursive: true });
+  const rows: FewShotRow[] = [];
+  const trainingLoss: FewShotResults["trainingLoss"] = {};
+  try {
+    // The same test episodes for every method (per shot count), from a stream of their own.
+    const testEpisodes = (shots: number) =>
+      episodes(h, split.test, { ...shape(options, shots), count: options.episodes, salt: 7 });
+    const validationEpisodes = (shots: number) =>
+      episodes(h, split.validation, {
+        ...shape(options, shots),
+        count: settings.validationEpisodes,
+        salt: 5,
+      });
+    const starts: { method: string; start: Start }[] = [];
+    for (const training of options.methods.includes("z") ? options.trainings : []) {
+      const trained = await timed(
+        `training the generator (${training}, ${settings.steps} steps)`,
+        () => training === "table" ? trainTable(h) : trainMeta(h),
+      );
+      trainingLoss[training] = trained.loss;
+      starts.push({ method: `z (${training})`, start: trained });
+    }
+    for (const shots of options.shots) {
+      const test = testEpisodes(shots);
+      const validation = validationEpisodes(shots);
+      const candidates: { method: string; learner: Learner }[] = [
+        ...starts.map((s) => ({ method: s.method, learner: { kind: "z" as const, ...s.start } })),
+        ...(options.methods.includes("full") ? [{ method: "full", learner: FULL }] : []),
+      ];
+      for (const { method, learner } of candidates) {
+        const chosen = await timed(
+          `${method}, ${shots} shot(s): choosing lr and steps on validation classes`,
+          () => choose(h, learner, validation),
+        );
+        const t0 = performance.now();
+        const values = await timed(
+          `${method}, ${shots} shot(s): ${test.length} test episodes`,
+          async () =>
+            (await adaptEpisodes(h, learner, test, { lr: chosen.lr, checkpoints: [chosen.steps] }))[
+              0
+            ]!,
+        );
+        rows.push({
+          method,
+          ways: options.ways,
+          shots,
+          accuracy: mean(values),
+          ci95: values.length > 1 ? 1.96 * sampleStd(values) / Math.sqrt(values.length) : NaN,
+          episodes: values.length,
+          chosen,
+          trainable: learner.kind === "z" ? config.generator.zDim : weightCount(spec),
+          values,
+          seconds: (performance.now() - t0) / 1000,
+        });
+        say(
+          `${method}, ${shots} shot(s): ${(100 * rows.at(-1)!.accuracy).toFixed(2)}% ± ` +
+            `${(100 * rows.at(-1)!.ci95).toFixed(2)} over ${values.length} episodes`,
+        );
+      }
+    }
+  } finally {
+    store.destroy();
+  }
+  const results: FewShotResults = {
+    options,
+    settings,
+    command: hooks.command ?? "",
+    commit: await describeCommit(),
+    adapter: `${gpu.description}${gpu.isFallback ? " (software)" : ""}`,
+    dataset: dataset.source,
+    split,
+    sizes: {
+      generator: generatorParams(config.generator, weightShapes(spec))
+        .reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0),
+      network: weightCount(spec),
+    },
+    phases,
+    trainingLoss,
+    rows,
+    seconds: (performance.now() - started) / 1000,
+  };
+  await writeAtomic(join(options.out, "results.json"), JSON.stringify(results, null, 2) + "\n");
+  return results;
+}
+
+function shape(options: FewShotOptions, shots: number): EpisodeShape {
+  return { ways: options.ways, shots, queries: options.queries };
+}
+
+/** `count` episodes of `classes`, the same for the same (seed, salt, sizes). */
+function episodes(
+  h: Harness,
+  classes: readonly number[],
+  options: EpisodeShape & { count: number; salt: number },
+): Episode[] {
+  const random = new Random(mixSeed(h.options.seed, options.salt * 1000 + options.shots));
+  return Array.from(
+    { length: options.count },
+    () => sampleEpisode(h.pool, { ...options, classes, random }),
+  );
+}
+
+/** A trained generator and the z a new episode starts from. */
+interface Start {
+  params: Float32Array;
+  z: Float32Array;
+  loss: { first: number; last: number };
+}
+
+/** How a test episode is learned. */
+type Learner = ({ kind: "z" } & Start) | { kind: "full" };
+const FULL: Learner = { kind: "full" };
+
+/** Steps between progress lines (and loss readbacks): about a tenth of the run. */
+function every(settings: ProfileSettings): number {
+  return Math.max(1, Math.floor(settings.steps / 10));
+}
+
+/** The original SuperNet's training: M fixed N-way tasks, one z each, trained with the generator. */
+async function trainTable(h: Harness): Promise<Start> {
+  const { gpu, settings, options } = h;
+  const M = settings.tableTasks;
+  const T = Math.min(settings.tasksPerStep, M);
+  const random = new Random(mixSeed(options.seed, 0x7ab1e));
+  const tasks = Array.from({ length: M }, () => {
+    const classes = [...h.split.train];
+    random.shuffle(classes);
+    return classes.slice(0, options.ways);
+  });
+  const net = SuperNet.create(gpu, { ...h.config, tasks: M });
+  const lr = 0.001;
+  const schedule = { lr, kind: "constant" as const, warmup: 0, steps: settings.steps };
+  const params = new ParamGroup(gpu, net.params, {
+    optimizer: optimizerConfig("adam", lr),
+    schedule,
+  });
+  const z = new ParamGroup(gpu, net.z, { optimizer: optimizerConfig("adam", lr), schedule });
+  const source = new EpisodeBatch(gpu, h.dataset, {
+    store: h.store,
+    tasks: T,
+    ways: options.ways,
+    per: settings.perClass,
+  });
+  const program = new StepProgram(gpu, {
+    source,
+    forward: (tape, inputs) =>
+      net.forward(tape, { ...inputs, grads: { params: params.grads, z: z.grads } }),
+    groups: [params, z],
+  });
+  try {
+    const loss = { first: NaN, last: NaN };
+    const order = [...tasks.keys()];
+    for (let step = 1; step <= settings.steps; step++) {
+      random.shuffle(order);
+      const rows = order.slice(0, T);
+      const chosen = rows.map((m) =>
+        drawEpisode(h.pool, { classes: tasks[m]!, shots: settings.perClass, queries: 0, random })
+      );
+      source.set(chosen, "support", rows);
+      program.run(step);
+      if (step === 1 || step % every(settings) === 0 || step === settings.steps) {
+        loss.last = (await program.readMetrics()).loss;
+        if (step === 1) loss.first = loss.last;
+        h.say(`training (table): step ${step}/${settings.steps}, loss ${loss.last.toFixed(4)}`);
+      }
+    }
+    // A new episode starts from the mean of the trained z.
+    const table = await read(gpu, net.z.get("z"));
+    const d = h.config.generator.zDim;
+    const start = new Float32Array(d);
+    for (let m = 0; m < M; m++) for (let k = 0; k < d; k++) start[k]! += table[m * d + k]! / M;
+    return { params: await read(gpu, net.params.flat), z: start, loss };
+  } finally {
+    program.destroy();
+    source.destroy();
+    params.destroy();
+    z.destroy();
+    net.destroy();
+  }
+}
+
+/**
+ * CAVIA-style meta-training, first-order: each step T fresh episodes of the training classes
+ * start their z at the learned start, take `innerSteps` Adam steps on the support images, and the
+ * generator and the start take one step on the query images through the adapted z.
+ */
+async function trainMeta(h: Harness): Promise<Start> {
+  const { gpu, settings, options } = h;
+  const T = settings.tasksPerStep;
+  const K = Math.min(...options.shots);
+  const Q = options.queries;
+  const d = h.config.generator.zDim;
+  const random = new Random(mixSeed(options.seed, 0x3e7a));
+  const net = SuperNet.create(gpu, { ...h.config, tasks: T });
+  const startArena = new Arena(gpu);
+  startArena.add("z", [1, d]);
+  startArena.allocate();
+  const lr = 0.001;
+  const schedule = { lr, kind: "constant" as const, warmup: 0, steps: settings.steps };
+  const params = new ParamGroup(gpu, net.params, {
+    optimizer: optimizerConfig("adam", lr),
+    schedule,
+  });
+  const startGroup = new ParamGroup(gpu, startArena, {
+    optimizer: optimizerConfig("adam", lr),
+    schedule,
+  });
+  const innerLr = 0.03;
+  const inner = new ParamGroup(gpu, net.z, {
+    optimizer: optimizerConfig("adam", innerLr),
+    schedule: { lr: innerLr, kind: "constant", warmup: 0, steps: settings.innerSteps },
+  });
+  const outerZ = net.z.twin();
+  const zeros = tensorFrom(gpu, [T], new Uint32Array(T));
+  const reset = [
+    ...gatherRows(gpu, startArena.get("z"), zeros, net.z.get("z")),
+    ...inner.optimizer.state.flatMap((s) => fill(gpu, s.tensor, 0)),
+  ];
+  const support = new EpisodeBatch(gpu, h.dataset, {
+    store: h.store,
+    tasks: T,
+    ways: options.ways,
+    per: K,
+  });
+  const query = new EpisodeBatch(gpu, h.dataset, {
+    store: h.store,
+    tasks: T,
+    ways: options.ways,
+    per: Q,
+  });
+  const innerProgram = new StepProgram(gpu, {
+    source: support,
+    forward: (tape, inputs) => net.forward(tape, { ...inputs, grads: { z: inner.grads } }),
+    groups: [inner],
+    gradScale: T,
+  });
+  const outer = new StepProgram(gpu, {
+    source: query,
+    forward: (tape, inputs) =>
+      net.forward(tape, { ...inputs, grads: { params: params.grads, z: outerZ } }),
+    groups: [params, startGroup],
+    // The start's gradient: the sum over slots of the query loss's gradient at the adapted z.
+    regularize: scatterRowsAdd(gpu, outerZ.get("z"), zeros, startGroup.grads.get("z")),
+  });
+  try {
+    const loss = { first: NaN, last: NaN };
+    for (let step = 1; step <= settings.steps; step++) {
+      const chosen = Array.from(
+        { length: T },
+        () =>
+          sampleEpisode(h.pool, {
+            classes: h.split.train,
+            ways: options.ways,
+            shots: K,
+            queries: Q,
+            random,
+          }),
+      );
+      support.set(chosen, "support");
+      query.set(chosen, "query");
+      run(gpu, reset);
+      for (let k = 1; k <= settings.innerSteps; k++) innerProgram.run(k);
+      outer.run(step);
+      if (step === 1 || step % every(settings) === 0 || step === settings.steps) {
+        loss.last = (await outer.readMetrics()).loss;
+        if (step === 1) loss.first = loss.last;
+        h.say(
+          `training (meta): step ${step}/${settings.steps}, query loss ${loss.last.toFixed(4)}`,
+        );
+      }
+    }
+    return {
+      params: await read(gpu, net.params.flat),
+      z: await read(gpu, startArena.get("z")),
+      loss,
+    };
+  } finally {
+    innerProgram.destroy();
+    outer.destroy();
+    support.destroy();
+    query.destroy();
+    inner.destroy();
+    params.destroy();
+    startGroup.destroy();
+    outerZ.destroy();
+    startArena.destroy();
+    zeros.destroy();
+    net.destroy();
+  }
+}
+
+/** The (lr, steps) with the best mean query accuracy on validation episodes. */
+async function choose(
+  h: Harness,
+  learner: Learner,
+  validation: Episode[],
+): Promise<FewShotRow["chosen"]> {
+  const lrs = learner.kind === "z" ? h.settings.zLrs : h.settings.fullLrs;
+  let best: FewShotRow["chosen"] | undefined;
+  for (const lr of lrs) {
+    const accs = await adaptEpisodes(h, learner, validation, {
+      lr,
+      checkpoints: h.settings.adaptSteps,
+    });
+    h.settings.adaptSteps.forEach((steps, i) => {
+      const a = mean(accs[i]!);
+      if (!best || a > best.validationAccuracy) best = { lr, steps, validationAccuracy: a };
+    });
+  }
+  return best!;
+}
+
+/**
+ * Learns each episode from its support images (`lr`, Adam) and scores its query images after
+ * each number of steps in `checkpoints`; returns accuracies [checkpoint][episode]. Episodes run
+ * side by side in chunks; each slot's numbers do not depend on its neighbours.
+ */
+async function adaptEpisodes(
+  h: Harness,
+  learner: Learner,
+  list: Episode[],
+  options: { lr: number; checkpoints: number[] },
+): Promise<number[][]> {
+  const { gpu, settings } = h;
+  const { ways } = h.options;
+  const out = options.checkpoints.map(() => [] as number[]);
+  const last = Math.max(...options.checkpoints);
+  for (let from = 0; from < list.length; from += settings.chunk) {
+    const chunk = list.slice(from, from + settings.chunk);
+    const C = chunk.length;
+    const shots = chunk[0]!.support.length / ways;
+    const queries = chunk[0]!.query.length / ways;
+    const model = learnerModel(h, learner, {
+      slots: C,
+      firstEpisode: from,
+      lr: options.lr,
+      steps: last,
+    });
+    const support = new EpisodeBatch(gpu, h.dataset, {
+      store: h.store,
+      tasks: C,
+      ways,
+      per: shots,
+    });
+    const query = new EpisodeBatch(gpu, h.dataset, {
+      store: h.store,
+      tasks: C,
+      ways,
+      per: queries,
+    });
+    support.set(chunk, "support");
+    query.set(chunk, "query");
+    const program = new StepProgram(gpu, {
+      source: support,
+      forward: model.trainForward,
+      groups: [model.group],
+      gradScale: C,
+    });
+    const tape = new Tape(gpu);
+    const metrics = new Metrics(gpu, C);
+    const logits = model.forward(tape, { x: query.x, taskIndices: query.taskIndices });
+    const score = [...query.next(), ...tape.forward, ...metrics.prepare(gpu, logits, query.y)];
+    try {
+      for (let step = 0; step <= last; step++) {
+        if (step > 0) program.run(step);
+        const at = options.checkpoints.indexOf(step);
+        if (at < 0) continue;
+        run(gpu, score);
+        const m = await metrics.read(gpu);
+        for (let t = 0; t < C; t++) out[at]!.push(m.correct[t]! / m.valid[t]!);
+      }
+    } finally {
+      program.destroy();
+      tape.destroy();
+      metrics.destroy();
+      support.destroy();
+      query.destroy();
+      model.destroy();
+    }
+  }
+  return out;
+}
+
+/** The network a chunk of episodes learns with: z through the frozen generator, or a whole one. */
+function learnerModel(
+  h: Harness,
+  learner: Learner,
+  options: { slots: number; firstEpisode: number; lr: number; steps: number },
+) {
+  const { gpu } = h;
+  const schedule = { lr: options.lr, kind: "constant" as const, warmup: 0, steps: options.steps };
+  const optimizer = optimizerConfig("adam", options.lr);
+  if (learner.kind === "z") {
+    const net = new SuperNet(gpu, { ...h.config, tasks: options.slots });
+    write(gpu, net.params.flat, learner.params);
+    const d = h.config.generator.zDim;
+    const table = new Float32Array(options.slots * d);
+    for (let t = 0; t < options.slots; t++) table.set(learner.z, t * d);
+    write(gpu, net.z.get("z"), table);
+    const group = new ParamGroup(gpu, net.z, { optimizer, schedule });
+    return {
+      group,
+      forward: (tape: Tape, inputs: { x: Tensor; taskIndices: Tensor }) =>
+        net.forward(tape, inputs),
+      trainForward: (tape: Tape, inputs: { x: Tensor; taskIndices: Tensor }) =>
+        net.forward(tape, { ...inputs, grads: { z: group.grads } }),
+      destroy: () => {
+        group.destroy();
+        net.destroy();
+      },
+    };
+  }
+  // Episode e's network starts from a stream of its own, whatever chunk it runs in.
+  const net = new PlainNet(gpu, {
+    ...h.config,
+    tasks: options.slots,
+    seeds: Array.from(
+      { length: options.slots },
+      (_, t) => mixSeed(h.options.seed, 0xf011 + options.firstEpisode + t),
+    ),
+  });
+  const group = new ParamGroup(gpu, net.params, { optimizer, schedule });
+  return {
+    group,
+    forward: (tape: Tape, inputs: { x: Tensor; taskIndices: Tensor }) => net.forward(tape, inputs),
+    trainForward: (tape: Tape, inputs: { x: Tensor; taskIndices: Tensor }) =>
+      net.forward(tape, { ...inputs, grads: group.grads }),
+    destroy: () => {
+      group.destroy();
+      net.destroy();
+    },
+  };
+}
+
+/** `git describe --always --dirty` of the working tree, or "unknown" where git cannot say. */
+async function describeCommit(): Promise<string> {
+  try {
+    const out = await new Deno.Command("git", {
+      args: ["describe", "--always", "--dirty"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : "unknown";
+  } catch {
+    return "unknown";
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * N-way few-shot: class splits (by alphabet, background/evaluation, CIFAR-FS, by index), episode
+ * sampling, and `experiment fewshot` end to end at a tiny size on MNIST (2-way: its 10 classes
+ * split 6/2/2), where the training loss must fall and every method scores the same episodes.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadDataset } from "../src/data/dataset.ts";
+import { classPool, drawEpisode, episodeLabels, sampleEpisode } from "../src/fewshot/episodes.ts";
+import { FEWSHOT_DEFAULTS, runFewShot } from "../src/fewshot/experiment.ts";
+import { fewShotMarkdown, writeFewShotReport } from "../src/fewshot/report.ts";
+import { CIFAR_FS, classSplit } from "../src/fewshot/split.ts";
+import { Random } from "../src/random.ts";
+import { getGpu } from "./util.ts";
+
+const group = (name: string, classes: number[], source: string) => ({ name, classes, source });
+
+Deno.test("one Omniglot file splits by alphabet in name order, at least one each", () => {
+  const split = classSplit({
+    name: "omniglot",
+    classNames: Array.from({ length: 9 }, (_, i) => `c${i}`),
+    groups: [
+      group("Tagalog", [7, 8], "dev.zip"),
+      group("Japanese", [0, 1, 2, 3], "dev.zip"),
+      group("Sanskrit", [4, 5, 6], "dev.zip"),
+    ],
+  });
+  assert.deepEqual(split.train, [0, 1, 2, 3]);
+  assert.deepEqual(split.validation, [4, 5, 6]);
+  assert.deepEqual(split.test, [7, 8]);
+  assert.match(split.rule, /by alphabet/);
+});
+
+Deno.test("with background and evaluation files, background trains and evaluation splits", () => {
+  const split = classSplit({
+    name: "omniglot",
+    classNames: Array.from({ length: 8 }, (_, i) => `c${i}`),
+    groups: [
+      group("Latin", [0, 1], "images_background.zip"),
+      group("Greek", [2, 3], "images_background.zip"),
+      group("Tibetan", [6, 7], "images_evaluation.zip"),
+      group("Atlantean", [4, 5], "images_evaluation.zip"),
+    ],
+  });
+  assert.deepEqual(split.train, [0, 1, 2, 3]);
+  assert.deepEqual(split.validation, [4, 5]);
+  assert.deepEqual(split.test, [6, 7]);
+});
+
+Deno.test("cifar-fs takes Bertinetto et al.'s 64/16/20 classes and needs CIFAR-100", () => {
+  const named = [...CIFAR_FS.validation, ...CIFAR_FS.test];
+  const classNames = [
+    ...Array.from({ length: 64 }, (_, i) => `train${i}`),
+    ...named,
+  ].reverse();
+  const split = classSplit({ name: "cifar100", classNames }, "cifar-fs");
+  assert.equal(split.train.length, 64);
+  assert.deepEqual(split.validation.map((c) => classNames[c]), [...CIFAR_FS.validation]);
+  assert.deepEqual(split.test.map((c) => classNames[c]), [...CIFAR_FS.test]);
+  assert.equal(new Set([...split.train, ...split.validation, ...split.test]).size, 100);
+  assert.throws(() => classSplit({ name: "cifar10", classNames }, "cifar-fs"), /cifar100/);
+  assert.throws(
+    () => classSplit({ name: "cifar100", classNames: classNames.slice(1) }, "cifar-fs"),
+    /not in the dataset's class names/,
+  );
+});
+
+Deno.test("other datasets split by class index 60/20/20", () => {
+  const split = classSplit({ name: "mnist", classNames: [..."0123456789"] });
+  assert.deepEqual([split.train, split.validation, split.test], [[0, 1, 2, 3, 4, 5], [6, 7], [
+    8,
+    9,
+  ]]);
+  assert.throws(() => classSplit({ name: "x", classNames: ["a", "b"] }), /at least 3 classes/);
+});
+
+Deno.test("episodes: N distinct classes, K + Q distinct images each, labels by position", () => {
+  const byClass = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13]];
+  const pool = {
+    split: { images: new Uint8Array(14), labels: new Uint16Array(14), count: 14 },
+    byClass,
+  };
+  const e = sampleEpisode(pool, {
+    classes: [0, 1, 2],
+    ways: 3,
+    shots: 1,
+    queries: 2,
+    random: new Random(3),
+  });
+  assert.equal(new Set(e.classes).size, 3);
+  e.classes.forEach((c, i) => {
+    const mine = [e.support[i]!, e.query[2 * i]!, e.query[2 * i + 1]!];
+    assert.equal(new Set(mine).size, 3);
+    for (const image of mine) assert.ok(byClass[c]!.includes(image));
+  });
+  const again = sampleEpisode(pool, {
+    classes: [0, 1, 2],
+    ways: 3,
+    shots: 1,
+    queries: 2,
+    random: new Random(3),
+  });
+  assert.deepEqual(again, e);
+  assert.deepEqual([...episodeLabels(3, 2)], [0, 0, 1, 1, 2, 2]);
+  const fixed = drawEpisode(pool, { classes: [2, 0], shots: 2, queries: 0, random: new Random(1) });
+  assert.deepEqual(fixed.classes, [2, 0]);
+  assert.ok([...fixed.support.slice(0, 2)].every((i) => byClass[2]!.includes(i)));
+  assert.throws(
+    () => drawEpisode(pool, { classes: [3], shots: 2, queries: 1, random: new Random(1) }),
+    /fewer than 2 shots \+ 1 queries/,
+  );
+  assert.throws(
+    () =>
+      sampleEpisode(pool, {
+        classes: [0, 1],
+        ways: 3,
+        shots: 1,
+        queries: 1,
+        random: new Random(1),
+      }),
+    /use --ways 2/,
+  );
+});
+
+Deno.test("the class pool holds training and test images of every class", async () => {
+  const dataset = await loadDataset("mnist");
+  const pool = classPool(dataset);
+  assert.equal(pool.split.count, dataset.train.count + dataset.test.count);
+  assert.equal(pool.byClass.flat().length, pool.split.count);
+  const k = dataset.train.count + 5;
+  assert.ok(pool.byClass[dataset.test.labels[5]!]!.includes(k));
+});
+
+Deno.test("experiment fewshot trains, chooses on validation classes and scores test episodes", async () => {
+  const gpu = await getGpu();
+  const out = await Deno.makeTempDir({ prefix: "supernet-fewshot-" });
+  const results = await runFewShot(gpu, {
+    ...FEWSHOT_DEFAULTS,
+    dataset: "mnist",
+    ways: 2,
+    shots: [1],
+    queries: 3,
+    episodes: 6,
+    profile: "smoke",
+    steps: 20,
+    out,
+  });
+  assert.deepEqual(results.rows.map((r) => r.method), ["z (table)", "z (meta)", "full"]);
+  for (const r of results.rows) {
+    assert.equal(r.values.length, 6);
+    assert.ok(r.accuracy >= 0 && r.accuracy <= 1 && Number.isFinite(r.ci95));
+    assert.ok([0.01, 0.03, 0.003].includes(r.chosen.lr), `${r.method} lr ${r.chosen.lr}`);
+  }
+  assert.equal(results.rows[0]!.trainable, 100);
+  assert.equal(results.rows[2]!.trainable, results.sizes.network);
+  const table = results.trainingLoss.table!;
+  assert.ok(table.last < table.first, `table loss ${table.first} -> ${table.last}`);
+  assert.deepEqual(results.split.test, [8, 9]);
+  const saved = JSON.parse(await Deno.readTextFile(join(out, "results.json")));
+  assert.deepEqual(saved.rows[0].values, results.rows[0]!.values);
+  const report = await Deno.readTextFile(await writeFewShotReport(out));
+  assert.match(report, /\| z \(table\) - full \| 1 \|/);
+  assert.match(report, /No published numbers/);
+  assert.match(
+    fewShotMarkdown({ ...results, options: { ...results.options, dataset: "omniglot", ways: 5 } }),
+    /\| MAML \| 5 \| 1 \| 98.7 ± 0.4 \|/,
+  );
+});
