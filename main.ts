@@ -375,6 +375,7 @@ const FEWSHOT_FLAGS: Flag[] = [
     kind: "int",
     help: "generator training steps (default: profile's)",
   },
+  { flag: "chunk", key: "chunk", kind: "int", help: "episodes adapted side by side" },
   {
     flag: "trainings",
     key: "trainings",

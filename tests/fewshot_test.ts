@@ -145,7 +145,13 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
     steps: 20,
     out,
   });
-  assert.deepEqual(results.rows.map((r) => r.method), ["z (table)", "z (meta)", "full"]);
+  assert.deepEqual(results.rows.map((r) => r.method), [
+    "z (table)",
+    "z (meta)",
+    "full",
+    "finetune (table)",
+    "finetune (meta)",
+  ]);
   for (const r of results.rows) {
     assert.equal(r.values.length, 6);
     assert.ok(r.accuracy >= 0 && r.accuracy <= 1 && Number.isFinite(r.ci95));
@@ -153,6 +159,27 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
   }
   assert.equal(results.rows[0]!.trainable, 100);
   assert.equal(results.rows[2]!.trainable, results.sizes.network);
+  assert.equal(results.rows[4]!.trainable, results.sizes.network);
+  // Episodes adapted 4 at a time score as they did 10 at a time (each slot is on its own).
+  const chunked = await runFewShot(gpu, {
+    ...FEWSHOT_DEFAULTS,
+    dataset: "mnist",
+    ways: 2,
+    shots: [1],
+    queries: 3,
+    episodes: 6,
+    profile: "smoke",
+    steps: 20,
+    chunk: 4,
+    trainings: ["table"],
+    methods: ["z", "full"],
+    out: join(out, "chunked"),
+  });
+  for (const r of chunked.rows) {
+    const same = results.rows.find((s) => s.method === r.method)!;
+    assert.deepEqual(r.chosen, same.chosen, r.method);
+    r.values.forEach((v, e) => assert.ok(Math.abs(v - same.values[e]!) <= 1 / 6 + 1e-9));
+  }
   const table = results.trainingLoss.table!;
   assert.ok(table.last < table.first, `table loss ${table.first} -> ${table.last}`);
   assert.deepEqual(results.split.test, [8, 9]);

@@ -13,7 +13,9 @@
  * Methods on a test episode:
  * - `z`: only z is learned on the support images, from the start (the mean trained z for `table`,
  *   the learned start for `meta`), generator frozen;
- * - `full`: the whole conv4 network trained from scratch on the support images.
+ * - `full`: the whole conv4 network trained from scratch on the support images;
+ * - `finetune`: the whole network the start generates, trained on the support images (MAML-like
+ *   adaptation of every weight from a meta-trained start).
  *
  * Each method's learning rate and number of steps are chosen on episodes of the validation
  * classes; test classes only score. Batch norm uses the statistics of the batch it normalises,
@@ -29,6 +31,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { run } from "../gpu/kernel.ts";
 import { Arena, read, type Tensor, tensorFrom, write } from "../gpu/tensor.ts";
 import { DEFAULT_GENERATOR, generatorParams } from "../model/generator.ts";
+import { generateWeights } from "../export/network.ts";
 import { PlainNet, SuperNet, type SuperNetConfig, superNetConfig } from "../model/supernet.ts";
 import { makeTarget, weightCount, weightShapes } from "../model/target.ts";
 import { fill } from "../ops/fill.ts";
@@ -54,7 +57,7 @@ export const TRAININGS = ["table", "meta"] as const;
 /** One of {@link TRAININGS}. */
 export type Training = typeof TRAININGS[number];
 /** Ways to learn a test episode. */
-export const FEWSHOT_METHODS = ["z", "full"] as const;
+export const FEWSHOT_METHODS = ["z", "full", "finetune"] as const;
 /** One of {@link FEWSHOT_METHODS}. */
 export type FewShotMethod = typeof FEWSHOT_METHODS[number];
 /** Sizes of a run. */
@@ -154,6 +157,8 @@ export interface FewShotOptions {
   width?: number;
   /** Generator training steps (default: the profile's). */
   steps?: number;
+  /** Episodes adapted side by side (default: the profile's); results do not depend on it. */
+  chunk?: number;
   /** How the generators are trained. */
   trainings: Training[];
   /** Methods scored. */
@@ -175,7 +180,7 @@ export const FEWSHOT_DEFAULTS: FewShotOptions = {
   episodes: 600,
   profile: "quick",
   trainings: ["table", "meta"],
-  methods: ["z", "full"],
+  methods: ["z", "full", "finetune"],
   seed: 1,
   out: "runs/fewshot",
 };
@@ -260,6 +265,7 @@ export async function runFewShot(
     ...base,
     width: options.width ?? base.width,
     steps: options.steps ?? base.steps,
+    chunk: options.chunk ?? base.chunk,
   };
   const say = (text: string) => hooks.onEvent?.({ kind: "phase", text });
   if (!(options.ways >= 2)) throw new RangeError(`--ways must be at least 2, got ${options.ways}`);
@@ -317,22 +323,29 @@ export async function runFewShot(
         count: settings.validationEpisodes,
         salt: 5,
       });
-    const starts: { method: string; start: Start }[] = [];
-    for (const training of options.methods.includes("z") ? options.trainings : []) {
+    const starts: { training: Training; start: Start }[] = [];
+    const generated = options.methods.some((m) => m !== "full");
+    for (const training of generated ? options.trainings : []) {
       const trained = await timed(
         `training the generator (${training}, ${settings.steps} steps)`,
         () => training === "table" ? trainTable(h) : trainMeta(h),
       );
       trainingLoss[training] = trained.loss;
-      starts.push({ method: `z (${training})`, start: trained });
+      starts.push({ training, start: trained });
+    }
+    const candidates: { method: string; learner: Learner }[] = [];
+    for (const method of options.methods) {
+      if (method === "full") candidates.push({ method, learner: { kind: "full" } });
+      for (const { training, start } of method === "full" ? [] : starts) {
+        const learner: Learner = method === "z"
+          ? { kind: "z", ...start }
+          : { kind: "finetune", weights: await startWeights(h, start) };
+        candidates.push({ method: `${method} (${training})`, learner });
+      }
     }
     for (const shots of options.shots) {
       const test = testEpisodes(shots);
       const validation = validationEpisodes(shots);
-      const candidates: { method: string; learner: Learner }[] = [
-        ...starts.map((s) => ({ method: s.method, learner: { kind: "z" as const, ...s.start } })),
-        ...(options.methods.includes("full") ? [{ method: "full", learner: FULL }] : []),
-      ];
       for (const { method, learner } of candidates) {
         const chosen = await timed(
           `${method}, ${shots} shot(s): choosing lr and steps on validation classes`,
@@ -414,8 +427,21 @@ interface Start {
 }
 
 /** How a test episode is learned. */
-type Learner = ({ kind: "z" } & Start) | { kind: "full" };
-const FULL: Learner = { kind: "full" };
+type Learner =
+  | ({ kind: "z" } & Start)
+  | { kind: "full" }
+  | { kind: "finetune"; weights: Map<string, Float32Array> };
+
+/** The network a start's z generates: where `finetune` begins. */
+async function startWeights(h: Harness, start: Start): Promise<Map<string, Float32Array>> {
+  const net = new SuperNet(h.gpu, { ...h.config, tasks: 1 });
+  try {
+    write(h.gpu, net.params.flat, start.params);
+    return await generateWeights(h.gpu, net, start.z);
+  } finally {
+    net.destroy();
+  }
+}
 
 /** Steps between progress lines (and loss readbacks): about a tenth of the run. */
 function every(settings: ProfileSettings): number {
@@ -716,7 +742,8 @@ function learnerModel(
       },
     };
   }
-  // Episode e's network starts from a stream of its own, whatever chunk it runs in.
+  // full: episode e's network starts from a stream of its own, whatever chunk it runs in;
+  // finetune: every slot starts from the start's generated network.
   const net = new PlainNet(gpu, {
     ...h.config,
     tasks: options.slots,
@@ -725,6 +752,15 @@ function learnerModel(
       (_, t) => mixSeed(h.options.seed, 0xf011 + options.firstEpisode + t),
     ),
   });
+  if (learner.kind === "finetune") {
+    net.assign(
+      new Map([...learner.weights].map(([name, w]) => {
+        const all = new Float32Array(w.length * options.slots);
+        for (let t = 0; t < options.slots; t++) all.set(w, t * w.length);
+        return [name, all];
+      })),
+    );
+  }
   const group = new ParamGroup(gpu, net.params, { optimizer, schedule });
   return {
     group,
