@@ -52,7 +52,7 @@ export interface ExperimentOptions {
   /** Task family (default: the experiment's own). */
   family?: string;
   /**
-   * smoke (seconds, for tests), quick (2 CPU cores, under 15 minutes on MNIST), long (about 13
+   * smoke (seconds, for tests), quick (2 CPU cores, 20-27 minutes without ablations), long (34-103
    * minutes there without ablations) or full (the seed's scale, for a GPU).
    */
   profile: typeof PROFILES[number];
@@ -119,7 +119,8 @@ const PROFILE_SETTINGS: Record<typeof PROFILES[number], Profile> = {
     adapt: { steps: 150, batch: 64, evalEvery: 25 },
     sweepMethods: ["z", "full"],
   },
-  // About 13 minutes per experiment (measured 12.4-13.0) on 2 CPU cores without ablations: 2000 training steps,
+  // 34-103 minutes per experiment on 2 CPU cores without ablations or few-shot rows (results.json's
+  // seconds, docs/results): 2000 training steps,
   // 400 adaptation steps.
   long: {
     train: { steps: 2000, tasksPerStep: 8, batch: 32, evalEvery: 500 },

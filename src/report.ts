@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import type { Method } from "./adapt.ts";
 import type { ExperimentResults, HeldOutResult } from "./experiment.ts";
 import { writeAtomic } from "./safetensors.ts";
@@ -523,13 +523,17 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
     const report = await writeReport(dir);
     const name = basename(dir);
     await Deno.mkdir(join(assets, name), { recursive: true });
+    // A run folder already under the assets folder (the report regenerated in place) is kept.
+    const inPlace = resolve(dir) === resolve(assets, name);
     // The numbers' source travels with the report, so every figure can be recomputed.
-    await Deno.copyFile(join(dir, "results.json"), join(assets, name, "results.json"));
+    if (!inPlace) {
+      await Deno.copyFile(join(dir, "results.json"), join(assets, name, "results.json"));
+    }
     let text = await Deno.readTextFile(report);
     for (const svg of ["accuracy.svg", "loss.svg", "shots.svg"]) {
       const from = join(dir, svg);
       if (await Deno.stat(from).then(() => true, () => false)) {
-        await Deno.copyFile(from, join(assets, name, svg));
+        if (!inPlace) await Deno.copyFile(from, join(assets, name, svg));
         text = text.replaceAll(`(${svg})`, `(${basename(assets)}/${name}/${svg})`);
       }
     }

@@ -173,3 +173,16 @@ Deno.test("the combined report averages seeds per task before the spread over ta
   );
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("the combined report regenerates in place over run folders already beside it", async () => {
+  const root = await Deno.makeTempDir();
+  const name = "mnist-exp1-long-reserve-s1";
+  await Deno.mkdir(join(root, "results", name), { recursive: true });
+  const committed = join("docs", "results", name, "results.json");
+  const results = await Deno.readTextFile(committed);
+  await Deno.writeTextFile(join(root, "results", name, "results.json"), results);
+  const file = await combineReports([join(root, "results", name)], join(root, "results.md"));
+  assert.match(await Deno.readTextFile(file), /95% t interval over tasks/);
+  assert.equal(await Deno.readTextFile(join(root, "results", name, "results.json")), results);
+  await Deno.remove(root, { recursive: true });
+});
