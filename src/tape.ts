@@ -19,6 +19,7 @@ import {
   conv2dOutputSize,
 } from "./ops/conv2d.ts";
 import type { Activation } from "./ops/activation.ts";
+import { squaredDistance, squaredDistanceBackward } from "./ops/distance.ts";
 import { activation, activationBackward, axpby } from "./ops/elementwise.ts";
 import { fill } from "./ops/fill.ts";
 import { gatherRows, scatterRowsAdd } from "./ops/gather.ts";
@@ -365,6 +366,38 @@ export class Tape {
       );
     });
     return y;
+  }
+
+  /**
+   * out[t, q, k] = scale * sum_f (x[t, q, f] - c[t, k, f])^2 for x [T, Q, F] and c [T, K, F]:
+   * [T, Q, K]. `scale` -1 gives ProtoNet's logits (minus the distance to each prototype).
+   */
+  squaredDistance(x: Var, c: Var, options: { scale?: number } = {}): Var {
+    if (x.shape.length !== 3 || c.shape.length !== 3) {
+      throw new RangeError(
+        `squaredDistance expects x [T, Q, F] and c [T, K, F], got [${x.shape}] and [${c.shape}]`,
+      );
+    }
+    const [T, Q] = x.shape as [number, number];
+    const K = c.shape[1]!;
+    const out = this.#result([T, Q, K], x, c);
+    this.forward.push(...squaredDistance(this.gpu, x.tensor, c.tensor, out.tensor, options));
+    this.#onBackward(out, (dOut) => {
+      const wants = (v: Var) =>
+        v.requiresGrad ? { grad: v.gradTensor(this), acc: v.claimGrad() } : undefined;
+      const [dx, dc] = [wants(x), wants(c)];
+      this.backward.push(
+        ...squaredDistanceBackward(this.gpu, dOut, {
+          x: x.tensor,
+          c: c.tensor,
+          dx: dx?.grad,
+          dc: dc?.grad,
+          scale: options.scale,
+          accumulate: { dx: dx?.acc, dc: dc?.acc },
+        }),
+      );
+    });
+    return out;
   }
 
   /** out[t] = table[indices[t]]; table [N, D], indices u32 [T]. */

@@ -1,17 +1,29 @@
 /**
  * N-way few-shot: class splits (by alphabet, background/evaluation, CIFAR-FS, by index), episode
- * sampling, and `experiment fewshot` end to end at a tiny size on MNIST (2-way: its 10 classes
- * split 6/2/2), where the training loss must fall and every method scores the same episodes.
+ * sampling, the baselines' pieces (ProtoNet's training, the logistic regression on embeddings),
+ * and `experiment fewshot` end to end at a tiny size on MNIST (2-way: its 10 classes split
+ * 6/2/2), where the training loss must fall and every method scores the same episodes.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadDataset } from "../src/data/dataset.ts";
 import { classPool, drawEpisode, episodeLabels, sampleEpisode } from "../src/fewshot/episodes.ts";
+import { embeddingSpec } from "../src/fewshot/embedding.ts";
 import { FEWSHOT_DEFAULTS, runFewShot } from "../src/fewshot/experiment.ts";
+import {
+  chooseLinear,
+  fitLogistic,
+  l2Normalize,
+  linearAccuracies,
+  predictLogistic,
+} from "../src/fewshot/pretrained.ts";
+import { protoNetAccuracy, trainProtoNet } from "../src/fewshot/protonet.ts";
 import { fewShotMarkdown, writeFewShotReport } from "../src/fewshot/report.ts";
 import { CIFAR_FS, classSplit } from "../src/fewshot/split.ts";
+import { ImageStore } from "../src/data/sampler.ts";
+import { superNetConfig } from "../src/model/supernet.ts";
 import { Random } from "../src/random.ts";
-import { getGpu } from "./util.ts";
+import { assertClose, getGpu } from "./util.ts";
 
 const group = (name: string, classes: number[], source: string) => ({ name, classes, source });
 
@@ -151,15 +163,29 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
     "full",
     "finetune (table)",
     "finetune (meta)",
+    "protonet",
+    "pretrained",
   ]);
+  const lrs: Record<string, number[]> = { protonet: [0], pretrained: [0.01, 0.1] };
   for (const r of results.rows) {
     assert.equal(r.values.length, 6);
     assert.ok(r.accuracy >= 0 && r.accuracy <= 1 && Number.isFinite(r.ci95));
-    assert.ok([0.01, 0.03, 0.003].includes(r.chosen.lr), `${r.method} lr ${r.chosen.lr}`);
+    const allowed = lrs[r.method] ?? [0.01, 0.03, 0.003];
+    assert.ok(allowed.includes(r.chosen.lr), `${r.method} lr ${r.chosen.lr}`);
   }
   assert.equal(results.rows[0]!.trainable, 100);
   assert.equal(results.rows[2]!.trainable, results.sizes.network);
   assert.equal(results.rows[4]!.trainable, results.sizes.network);
+  // ProtoNet learns nothing per episode; pretrained's classifier is N x (F + 1), F = width 8.
+  const [protonet, pretrained] = results.rows.slice(5);
+  assert.deepEqual([protonet!.trainable, protonet!.chosen.steps], [0, 0]);
+  assert.equal(pretrained!.trainable, 2 * (8 + 1));
+  assert.ok([25, 100].includes(pretrained!.chosen.steps));
+  assert.ok([0.01, 0.1].includes(pretrained!.chosen.l2!));
+  for (const method of ["protonet", "pretrained"] as const) {
+    const loss = results.trainingLoss[method]!;
+    assert.ok(Number.isFinite(loss.first) && Number.isFinite(loss.last), method);
+  }
   // Episodes adapted 4 at a time score as they did 10 at a time (each slot is on its own).
   const chunked = await runFewShot(gpu, {
     ...FEWSHOT_DEFAULTS,
@@ -172,7 +198,7 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
     steps: 20,
     chunk: 4,
     trainings: ["table"],
-    methods: ["z", "full"],
+    methods: ["z", "full", "protonet", "pretrained"],
     out: join(out, "chunked"),
   });
   for (const r of chunked.rows) {
@@ -182,14 +208,126 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
   }
   const table = results.trainingLoss.table!;
   assert.ok(table.last < table.first, `table loss ${table.first} -> ${table.last}`);
+  const meta = results.trainingLoss.meta!;
+  assert.ok(meta.last < meta.first, `meta query loss ${meta.first} -> ${meta.last}`);
   assert.deepEqual(results.split.test, [8, 9]);
   const saved = JSON.parse(await Deno.readTextFile(join(out, "results.json")));
   assert.deepEqual(saved.rows[0].values, results.rows[0]!.values);
   const report = await Deno.readTextFile(await writeFewShotReport(out));
   assert.match(report, /\| z \(table\) - full \| 1 \|/);
+  assert.match(report, /\| protonet \| 2 \| 1 \| .* \| none \|/);
+  assert.match(report, /\| pretrained \| 2 \| 1 \| .* \| 0\.\d+, \d+, L2 0\.\d+ \|/);
   assert.match(report, /No published numbers/);
   assert.match(
     fewShotMarkdown({ ...results, options: { ...results.options, dataset: "omniglot", ways: 5 } }),
     /\| MAML \| 5 \| 1 \| 98.7 ± 0.4 \|/,
   );
+});
+
+Deno.test("ProtoNet's loss falls on tiny MNIST episodes, and it scores episodes", async () => {
+  const gpu = await getGpu();
+  const dataset = await loadDataset("mnist");
+  const pool = classPool(dataset);
+  const store = new ImageStore(gpu, pool.split, { shape: dataset.shape });
+  const config = superNetConfig({
+    target: "conv4",
+    width: 8,
+    inputShape: dataset.shape,
+    outputs: 2,
+    tasks: 1,
+    seed: 3,
+  });
+  const backbone = { gpu, dataset, store, config };
+  try {
+    const losses: number[] = [];
+    const trained = await trainProtoNet(backbone, {
+      pool,
+      classes: [0, 1, 2, 3, 4, 5],
+      ways: 2,
+      shots: 2,
+      queries: 4,
+      steps: 30,
+      tasksPerStep: 4,
+      lr: 0.01,
+      seed: 5,
+      report: 1,
+      onProgress: (_, loss) => losses.push(loss),
+    });
+    assert.equal(losses.length, 30);
+    const head = losses.slice(0, 5).reduce((a, b) => a + b) / 5;
+    const tail = losses.slice(-5).reduce((a, b) => a + b) / 5;
+    assert.ok(tail < 0.8 * head, `loss ${head} (first 5 steps) -> ${tail} (last 5)`);
+    assert.equal(trained.loss.first, losses[0]);
+    assert.deepEqual(
+      [...trained.weights.keys()],
+      embeddingSpec(config).spec.layers.flatMap((l) =>
+        l.kind === "conv" || l.kind === "norm" ? [`${l.name}.weight`, `${l.name}.bias`] : []
+      ),
+    );
+    // Unseen digits 8 vs 9, nearest prototype; 3 episodes side by side score as 1 at a time.
+    const random = new Random(9);
+    const episodes = Array.from(
+      { length: 5 },
+      () => sampleEpisode(pool, { classes: [8, 9], ways: 2, shots: 2, queries: 4, random }),
+    );
+    const together = await protoNetAccuracy(backbone, trained.weights, episodes, {
+      ways: 2,
+      chunk: 3,
+    });
+    const alone = await protoNetAccuracy(backbone, trained.weights, episodes, {
+      ways: 2,
+      chunk: 1,
+    });
+    assert.equal(together.length, 5);
+    together.forEach((a, e) => assert.ok(Math.abs(a - alone[e]!) <= 1 / 8 + 1e-9, `episode ${e}`));
+    assert.ok(together.every((a) => a >= 0 && a <= 1));
+  } finally {
+    store.destroy();
+  }
+});
+
+Deno.test("the logistic regression separates a linearly separable toy set", () => {
+  // Three classes around the directions 0, 120 and 240 degrees, noisy but separable.
+  const random = new Random(4);
+  const points = (n: number) => {
+    const x: number[] = [];
+    const y: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const k = i % 3;
+      const angle = (2 * Math.PI * k) / 3 + 0.6 * (random.next() - 0.5);
+      const radius = 0.5 + random.next();
+      x.push(radius * Math.cos(angle), radius * Math.sin(angle));
+      y.push(k);
+    }
+    return { x, y };
+  };
+  const train = points(30);
+  const held = points(60);
+  const [early, late] = fitLogistic(train.x, train.y, {
+    classes: 3,
+    l2: 0.001,
+    lr: 0.1,
+    checkpoints: [1, 200],
+  });
+  for (const set of [train, held]) {
+    assert.deepEqual([...predictLogistic(late!, set.x)], set.y);
+  }
+  // The fit went on after the first checkpoint; the bias is free of the penalty but stays small.
+  assert.notDeepEqual(early!.weight, late!.weight);
+  assert.ok(late!.bias.every((b) => Math.abs(b) < 1));
+  // Embeddings are L2-normalised first: only directions matter.
+  const normal = l2Normalize([3, 4, 0, 0, -2, 0], 2);
+  assertClose(normal, [0.6, 0.8, 0, 0, -1, 0], { rtol: 1e-12, atol: 0, label: "normalised" });
+  // On embedded episodes (2-way, 2 shots, 2 queries, F = 2), the classes separate by direction.
+  const episode = {
+    features: 2,
+    support: Float32Array.from([1, 0.1, 2, -0.1, 0.1, 1, -0.1, 3]),
+    query: Float32Array.from([5, 0.2, 0.3, 0.1, 0.2, 4, 0, 0.5]),
+  };
+  assert.deepEqual(
+    linearAccuracies([episode], { ways: 2, lr: 0.1, l2: 0.01, checkpoints: [50] }),
+    [[1]],
+  );
+  const chosen = chooseLinear([episode], { ways: 2, lrs: [0.1], l2s: [0.01, 1], steps: [5, 50] });
+  assert.equal(chosen.validationAccuracy, 1);
 });

@@ -15,11 +15,23 @@
  *   the learned start for `meta`), generator frozen;
  * - `full`: the whole conv4 network trained from scratch on the support images;
  * - `finetune`: the whole network the start generates, trained on the support images (MAML-like
- *   adaptation of every weight from a meta-trained start).
+ *   adaptation of every weight from a meta-trained start);
+ * - `protonet` (protonet.ts): a conv4 embedding trained episodically on the training classes;
+ *   each query goes to the nearest class mean of the support embeddings, with no gradient step;
+ * - `pretrained` (pretrained.ts): conv4 trained with a head over all training classes at once;
+ *   a logistic regression on the episode's L2-normalised support embeddings classifies its
+ *   queries.
+ *
+ * The two embedding baselines train for the profile's steps with Adam at 0.001, as the
+ * generators do: ProtoNet on T episodes a step shaped like meta-training's, the pretrained
+ * network on batches of as many images (T x N x (K + Q)).
  *
  * Each method's learning rate and number of steps are chosen on episodes of the validation
- * classes; test classes only score. Batch norm uses the statistics of the batch it normalises,
- * the query batch included (transductive, as MAML's reference code).
+ * classes; test classes only score. For `pretrained` they are the logistic regression's (Adam's
+ * learning rate and steps, with its L2 strength); `protonet` learns nothing per episode (lr and
+ * steps 0). Batch norm uses the statistics of the batch it normalises, the query batch included
+ * (transductive, as MAML's reference code); the embedding baselines embed an episode's support
+ * and query images as two such batches.
  *
  * @module
  */
@@ -32,7 +44,13 @@ import { run } from "../gpu/kernel.ts";
 import { Arena, read, type Tensor, tensorFrom, write } from "../gpu/tensor.ts";
 import { DEFAULT_GENERATOR, generatorParams } from "../model/generator.ts";
 import { generateWeights } from "../export/network.ts";
-import { PlainNet, SuperNet, type SuperNetConfig, superNetConfig } from "../model/supernet.ts";
+import {
+  initTaskVectors,
+  PlainNet,
+  SuperNet,
+  type SuperNetConfig,
+  superNetConfig,
+} from "../model/supernet.ts";
 import { makeTarget, weightCount, weightShapes } from "../model/target.ts";
 import { fill } from "../ops/fill.ts";
 import { gatherRows, scatterRowsAdd } from "../ops/gather.ts";
@@ -50,6 +68,9 @@ import {
   type EpisodeShape,
   sampleEpisode,
 } from "./episodes.ts";
+import { type Backbone, embeddingSpec, embedEpisodes, type TrainedEmbedding } from "./embedding.ts";
+import { chooseLinear, linearAccuracies, pretrain } from "./pretrained.ts";
+import { protoNetAccuracy, trainProtoNet } from "./protonet.ts";
 import { type ClassSplit, classSplit, SPLITS } from "./split.ts";
 
 /** Ways to train the generator for new classes. */
@@ -57,7 +78,7 @@ export const TRAININGS = ["table", "meta"] as const;
 /** One of {@link TRAININGS}. */
 export type Training = typeof TRAININGS[number];
 /** Ways to learn a test episode. */
-export const FEWSHOT_METHODS = ["z", "full", "finetune"] as const;
+export const FEWSHOT_METHODS = ["z", "full", "finetune", "protonet", "pretrained"] as const;
 /** One of {@link FEWSHOT_METHODS}. */
 export type FewShotMethod = typeof FEWSHOT_METHODS[number];
 /** Sizes of a run. */
@@ -83,6 +104,12 @@ interface ProfileSettings {
   zLrs: number[];
   /** Learning rates of the whole network to choose from. */
   fullLrs: number[];
+  /** Learning rates of `pretrained`'s logistic regression to choose from. */
+  linearLrs: number[];
+  /** L2 strengths of `pretrained`'s logistic regression to choose from. */
+  linearL2s: number[];
+  /** Step counts `pretrained`'s logistic regression may stop at. */
+  linearSteps: number[];
   /** Validation episodes per choice. */
   validationEpisodes: number;
   /** Episodes adapted side by side. */
@@ -100,6 +127,9 @@ const PROFILES: Record<typeof FEWSHOT_PROFILES[number], ProfileSettings> = {
     adaptSteps: [0, 5, 10],
     zLrs: [0.01, 0.03],
     fullLrs: [0.003, 0.01],
+    linearLrs: [0.01, 0.1],
+    linearL2s: [0.01, 0.1],
+    linearSteps: [25, 100],
     validationEpisodes: 6,
     chunk: 10,
   },
@@ -113,6 +143,9 @@ const PROFILES: Record<typeof FEWSHOT_PROFILES[number], ProfileSettings> = {
     adaptSteps: [0, 10, 25, 50],
     zLrs: [0.003, 0.01, 0.03],
     fullLrs: [0.001, 0.003, 0.01],
+    linearLrs: [0.01, 0.1],
+    linearL2s: [0.001, 0.01, 0.1],
+    linearSteps: [25, 100, 300],
     validationEpisodes: 60,
     chunk: 20,
   },
@@ -126,6 +159,9 @@ const PROFILES: Record<typeof FEWSHOT_PROFILES[number], ProfileSettings> = {
     adaptSteps: [0, 10, 25, 50, 100],
     zLrs: [0.003, 0.01, 0.03, 0.1],
     fullLrs: [0.0003, 0.001, 0.003, 0.01],
+    linearLrs: [0.01, 0.1],
+    linearL2s: [0.001, 0.01, 0.1, 1],
+    linearSteps: [25, 100, 300],
     validationEpisodes: 100,
     chunk: 20,
   },
@@ -180,14 +216,17 @@ export const FEWSHOT_DEFAULTS: FewShotOptions = {
   episodes: 600,
   profile: "quick",
   trainings: ["table", "meta"],
-  methods: ["z", "full", "finetune"],
+  methods: ["z", "full", "finetune", "protonet", "pretrained"],
   seed: 1,
   out: "runs/fewshot",
 };
 
 /** One method's score at one shot count, in the papers' form. */
 export interface FewShotRow {
-  /** `z (table)`, `z (meta)` or `full`. */
+  /**
+   * `z (table)`, `z (meta)`, `full`, `finetune (table)`, `finetune (meta)`, `protonet` or
+   * `pretrained`.
+   */
   method: string;
   /** N. */
   ways: number;
@@ -199,14 +238,30 @@ export interface FewShotRow {
   ci95: number;
   /** Test episodes. */
   episodes: number;
-  /** What the validation classes chose. */
-  chosen: { lr: number; steps: number; validationAccuracy: number };
+  /**
+   * What the validation classes chose: the learning rate and steps of the per-episode learning
+   * (0 and 0 for `protonet`, which learns nothing per episode), for `pretrained` those of its
+   * logistic regression with its L2 strength `l2`; and the validation accuracy they gave.
+   */
+  chosen: Chosen;
   /** Numbers learned per episode. */
   trainable: number;
   /** Query accuracy of each test episode, in episode order (the same episodes for every row). */
   values: number[];
   /** Wall time of the test episodes, seconds. */
   seconds: number;
+}
+
+/** What the validation classes chose for a method (see {@link FewShotRow}). */
+export interface Chosen {
+  /** Learning rate of the per-episode learning. */
+  lr: number;
+  /** Steps of the per-episode learning. */
+  steps: number;
+  /** `pretrained`: L2 strength of the logistic regression. */
+  l2?: number;
+  /** Mean query accuracy on the validation episodes with this choice. */
+  validationAccuracy: number;
 }
 
 /** results.json of `experiment fewshot`. */
@@ -229,8 +284,13 @@ export interface FewShotResults {
   sizes: { generator: number; network: number };
   /** Wall time of each phase, seconds. */
   phases: Record<string, number>;
-  /** Training loss (query loss for `meta`) at the first and the last step of each training. */
-  trainingLoss: Partial<Record<Training, { first: number; last: number }>>;
+  /**
+   * Training loss (query loss for `meta` and `protonet`) at the first and the last step of each
+   * training.
+   */
+  trainingLoss: Partial<
+    Record<Training | "protonet" | "pretrained", { first: number; last: number }>
+  >;
   /** One row per method and shot count. */
   rows: FewShotRow[];
   /** Total wall time, seconds. */
@@ -324,7 +384,7 @@ export async function runFewShot(
         salt: 5,
       });
     const starts: { training: Training; start: Start }[] = [];
-    const generated = options.methods.some((m) => m !== "full");
+    const generated = options.methods.some((m) => m === "z" || m === "finetune");
     for (const training of generated ? options.trainings : []) {
       const trained = await timed(
         `training the generator (${training}, ${settings.steps} steps)`,
@@ -333,31 +393,49 @@ export async function runFewShot(
       trainingLoss[training] = trained.loss;
       starts.push({ training, start: trained });
     }
-    const candidates: { method: string; learner: Learner }[] = [];
+    const scorers: Scorer[] = [];
     for (const method of options.methods) {
-      if (method === "full") candidates.push({ method, learner: { kind: "full" } });
-      for (const { training, start } of method === "full" ? [] : starts) {
-        const learner: Learner = method === "z"
-          ? { kind: "z", ...start }
-          : { kind: "finetune", weights: await startWeights(h, start) };
-        candidates.push({ method: `${method} (${training})`, learner });
+      if (method === "full") {
+        scorers.push(adaptingScorer(h, method, { kind: "full" }, weightCount(spec)));
+      } else if (method === "protonet" || method === "pretrained") {
+        const trained = await timed(
+          `training ${method} (${settings.steps} steps)`,
+          () => method === "protonet" ? trainProtoNetFor(h) : pretrainFor(h),
+        );
+        trainingLoss[method] = trained.loss;
+        scorers.push(
+          method === "protonet"
+            ? protoNetScorer(h, trained.weights)
+            : pretrainedScorer(h, trained.weights),
+        );
+      } else {
+        for (const { training, start } of starts) {
+          const name = `${method} (${training})`;
+          scorers.push(
+            method === "z"
+              ? adaptingScorer(h, name, { kind: "z", ...start }, config.generator.zDim)
+              : adaptingScorer(
+                h,
+                name,
+                { kind: "finetune", weights: await startWeights(h, start) },
+                weightCount(spec),
+              ),
+          );
+        }
       }
     }
     for (const shots of options.shots) {
       const test = testEpisodes(shots);
       const validation = validationEpisodes(shots);
-      for (const { method, learner } of candidates) {
+      for (const { method, trainable, choose, score } of scorers) {
         const chosen = await timed(
-          `${method}, ${shots} shot(s): choosing lr and steps on validation classes`,
-          () => choose(h, learner, validation),
+          `${method}, ${shots} shot(s): choosing on validation classes`,
+          () => choose(validation),
         );
         const t0 = performance.now();
         const values = await timed(
           `${method}, ${shots} shot(s): ${test.length} test episodes`,
-          async () =>
-            (await adaptEpisodes(h, learner, test, { lr: chosen.lr, checkpoints: [chosen.steps] }))[
-              0
-            ]!,
+          () => score(test, chosen),
         );
         rows.push({
           method,
@@ -367,7 +445,7 @@ export async function runFewShot(
           ci95: values.length > 1 ? 1.96 * sampleStd(values) / Math.sqrt(values.length) : NaN,
           episodes: values.length,
           chosen,
-          trainable: learner.kind === "z" ? config.generator.zDim : weightCount(spec),
+          trainable,
           values,
           seconds: (performance.now() - t0) / 1000,
         });
@@ -527,6 +605,10 @@ async function trainMeta(h: Harness): Promise<Start> {
   const startArena = new Arena(gpu);
   startArena.add("z", [1, d]);
   startArena.allocate();
+  // CAVIA starts its context at 0, but here z is the generator's only input: at z = 0 every
+  // generated weight is a bias of the generator's heads and no gradient reaches their weights (a
+  // 2-way MNIST run stayed at ln 2). The start is drawn like the table's z instead.
+  write(gpu, startArena.get("z"), initTaskVectors(1, d, { init: "gaussian", seed: options.seed }));
   const lr = 0.001;
   const schedule = { lr, kind: "constant" as const, warmup: 0, steps: settings.steps };
   const params = new ParamGroup(gpu, net.params, {
@@ -621,14 +703,117 @@ async function trainMeta(h: Harness): Promise<Start> {
   }
 }
 
+/** A method ready for episodes: it chooses its settings on validation episodes, then scores. */
+interface Scorer {
+  /** Its row's name. */
+  method: string;
+  /** Numbers learned per episode. */
+  trainable: number;
+  /** Chooses the settings on validation episodes. */
+  choose: (validation: Episode[]) => Promise<Chosen>;
+  /** Query accuracy of each test episode with the chosen settings. */
+  score: (test: Episode[], chosen: Chosen) => Promise<number[]>;
+}
+
+/** A method that learns each episode by Adam steps: `z`, `full` or `finetune`. */
+function adaptingScorer(h: Harness, method: string, learner: Learner, trainable: number): Scorer {
+  return {
+    method,
+    trainable,
+    choose: (validation) => choose(h, learner, validation),
+    score: async (test, chosen) =>
+      (await adaptEpisodes(h, learner, test, { lr: chosen.lr, checkpoints: [chosen.steps] }))[0]!,
+  };
+}
+
+/** What the embedding baselines need of the harness. */
+function backbone(h: Harness): Backbone {
+  return { gpu: h.gpu, dataset: h.dataset, store: h.store, config: h.config };
+}
+
+/** The training options the embedding baselines share: the generators' budget and Adam's lr. */
+function embeddingTraining(h: Harness, name: string, salt: number) {
+  return {
+    pool: h.pool,
+    classes: h.split.train,
+    steps: h.settings.steps,
+    lr: 0.001,
+    seed: mixSeed(h.options.seed, salt),
+    report: every(h.settings),
+    onProgress: (step: number, loss: number) =>
+      h.say(`training (${name}): step ${step}/${h.settings.steps}, loss ${loss.toFixed(4)}`),
+  };
+}
+
+/** ProtoNet trained on episodes shaped like meta-training's (the fewest shots, T a step). */
+function trainProtoNetFor(h: Harness): Promise<TrainedEmbedding> {
+  return trainProtoNet(backbone(h), {
+    ...embeddingTraining(h, "protonet", 0x9a07),
+    ways: h.options.ways,
+    shots: Math.min(...h.options.shots),
+    queries: h.options.queries,
+    tasksPerStep: h.settings.tasksPerStep,
+  });
+}
+
+/** The pretrained backbone, with as many images a step as a ProtoNet step sees. */
+function pretrainFor(h: Harness): Promise<TrainedEmbedding> {
+  const { ways, queries, shots } = h.options;
+  return pretrain(backbone(h), {
+    ...embeddingTraining(h, "pretrained", 0x93e7),
+    batch: h.settings.tasksPerStep * ways * (Math.min(...shots) + queries),
+  });
+}
+
+/** `protonet`: nothing is chosen (lr and steps 0); validation episodes report their accuracy. */
+function protoNetScorer(h: Harness, weights: Map<string, Float32Array>): Scorer {
+  const accuracy = (list: Episode[]) =>
+    protoNetAccuracy(backbone(h), weights, list, { ways: h.options.ways, chunk: h.settings.chunk });
+  return {
+    method: "protonet",
+    trainable: 0,
+    choose: async (validation) => ({
+      lr: 0,
+      steps: 0,
+      validationAccuracy: mean(await accuracy(validation)),
+    }),
+    score: accuracy,
+  };
+}
+
+/** `pretrained`: the logistic regression's lr, L2 strength and steps chosen on validation. */
+function pretrainedScorer(h: Harness, weights: Map<string, Float32Array>): Scorer {
+  const { ways } = h.options;
+  const embedded = (list: Episode[]) =>
+    embedEpisodes(backbone(h), weights, list, { ways, chunk: h.settings.chunk });
+  return {
+    method: "pretrained",
+    trainable: ways * (embeddingSpec(h.config).features + 1),
+    choose: async (validation) =>
+      chooseLinear(await embedded(validation), {
+        ways,
+        lrs: h.settings.linearLrs,
+        l2s: h.settings.linearL2s,
+        steps: h.settings.linearSteps,
+      }),
+    score: async (test, chosen) =>
+      linearAccuracies(await embedded(test), {
+        ways,
+        lr: chosen.lr,
+        l2: chosen.l2 ?? 0,
+        checkpoints: [chosen.steps],
+      })[0]!,
+  };
+}
+
 /** The (lr, steps) with the best mean query accuracy on validation episodes. */
 async function choose(
   h: Harness,
   learner: Learner,
   validation: Episode[],
-): Promise<FewShotRow["chosen"]> {
+): Promise<Chosen> {
   const lrs = learner.kind === "z" ? h.settings.zLrs : h.settings.fullLrs;
-  let best: FewShotRow["chosen"] | undefined;
+  let best: Chosen | undefined;
   for (const lr of lrs) {
     const accs = await adaptEpisodes(h, learner, validation, {
       lr,

@@ -81,6 +81,15 @@ export const PUBLISHED: readonly Published[] = [
   })),
 ];
 
+/**
+ * What the validation classes chose, as the table prints it: `lr, steps`; with the L2 strength
+ * of `pretrained`'s logistic regression; `none` for a method that learns nothing per episode.
+ */
+function chosenText(chosen: FewShotRow["chosen"]): string {
+  if (chosen.lr === 0 && chosen.steps === 0) return "none";
+  return `${chosen.lr}, ${chosen.steps}${chosen.l2 !== undefined ? `, L2 ${chosen.l2}` : ""}`;
+}
+
 /** Percent with two decimals. */
 function pct(x: number): string {
   return Number.isFinite(x) ? (100 * x).toFixed(2) : "-";
@@ -115,9 +124,9 @@ export function fewShotMarkdown(results: FewShotResults): string {
   const row = (r: FewShotRow) =>
     `| ${r.method} | ${r.ways} | ${r.shots} | ${pct(r.accuracy)} ± ${
       pct(r.ci95)
-    } | ${r.episodes} | ${r.chosen.lr}, ${r.chosen.steps} | ${
-      r.trainable.toLocaleString("en-US")
-    } | ${r.seconds.toFixed(0)} |`;
+    } | ${r.episodes} | ${chosenText(r.chosen)} | ${r.trainable.toLocaleString("en-US")} | ${
+      r.seconds.toFixed(0)
+    } |`;
   const published = PUBLISHED.filter((p) =>
     p.dataset === key && p.ways === o.ways && o.shots.includes(p.shots)
   );
@@ -136,7 +145,9 @@ export function fewShotMarkdown(results: FewShotResults): string {
     "## Ours",
     "",
     `Mean query accuracy over the same ${o.episodes} test episodes for every method, ± 1.96 x ` +
-    "std / sqrt(episodes) (the papers' interval); `lr, steps` chosen on validation classes.",
+    "std / sqrt(episodes) (the papers' interval); `lr, steps` of the per-episode learning chosen " +
+    "on validation classes (for `pretrained`, its logistic regression's, with the L2 strength; " +
+    "`protonet` learns nothing per episode).",
     "",
     "| method | ways | shots | accuracy (%) | episodes | lr, steps | trained per episode | seconds |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
