@@ -7,7 +7,6 @@
  * @module
  */
 import { basename, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import {
   adapt,
   ADAPT_DEFAULTS,
@@ -18,6 +17,16 @@ import {
   Z_INITS,
 } from "./src/adapt.ts";
 import { CheckpointError, loadCheckpoint } from "./src/checkpoint.ts";
+import {
+  checkOption,
+  type CommandHelp,
+  type Flag,
+  flagName,
+  HELP_FLAG,
+  parseFlags,
+  usage,
+  UsageError,
+} from "./src/cli/flags.ts";
 import { DataError, DATASETS } from "./src/data/dataset.ts";
 import { FAMILIES } from "./src/data/tasks.ts";
 import { getGpu, type Gpu, GpuUnavailableError } from "./src/gpu/device.ts";
@@ -76,33 +85,14 @@ import {
   type TrainOptions,
 } from "./src/train.ts";
 
-/** A mistake in the command line: printed with the subcommand's usage hint, exit code 2. */
-class UsageError extends Error {}
-
-type Kind = "string" | "int" | "number" | "bool" | "ints" | "strings";
-
-/** One flag: its name on the command line, the option key, its type, and allowed values. */
-interface Flag {
-  flag: string;
-  key: string;
-  kind: Kind;
-  values?: readonly string[];
-  help: string;
-  /** Still accepted, with this warning printed, and hidden from the help. */
-  deprecated?: string;
-  /** Options object the value goes into (`experiment`'s training and adaptation overrides). */
-  into?: "train" | "adapt";
-  /** Its key there (default: `key`). */
-  field?: string;
-}
-
 const PICTURE_FLAGS: Flag[] = [
   {
     flag: "fit",
     key: "fit",
     kind: "string",
     values: FITS,
-    help: "centre-crop to the input's shape, or stretch (default crop)",
+    help: "centre-crop to the input's shape, or stretch",
+    default: PREDICT_DEFAULTS.fit,
   },
   { flag: "strict", key: "strict", kind: "bool", help: "stop at the first bad picture" },
 ];
@@ -167,7 +157,8 @@ const TRAIN_FLAGS: Flag[] = [
     flag: "reserve",
     key: "reserve",
     kind: "number",
-    help: "fraction of training images kept out for adaptation's validation (default 0.1)",
+    help: "fraction of training images kept out for adaptation's validation",
+    default: TRAIN_DEFAULTS.reserve,
   },
   { flag: "optimizer", key: "optimizer", kind: "string", values: OPTIMIZERS, help: "optimiser" },
   { flag: "lr", key: "lr", kind: "number", help: "learning rate" },
@@ -214,7 +205,8 @@ const ADAPT_FLAGS: Flag[] = [
     flag: "validation",
     key: "validation",
     kind: "number",
-    help: "fraction of training images for validation",
+    help: "validation slice (0: none): this fraction of the training images, or, for a run " +
+      "trained with a reserve, its reserved images whatever the value",
   },
   { flag: "optimizer", key: "optimizer", kind: "string", values: OPTIMIZERS, help: "optimiser" },
   { flag: "eval-every", key: "evalEvery", kind: "int", help: "evaluate every N steps" },
@@ -322,20 +314,31 @@ const EXPERIMENT_FLAGS: Flag[] = [
   ...DATA_FLAGS,
   { flag: "family", key: "family", kind: "string", values: FAMILIES, help: "task family" },
   { flag: "profile", key: "profile", kind: "string", values: PROFILES, help: "size" },
-  { flag: "holdout-last", key: "holdoutLast", kind: "int", help: "hold out the last K tasks" },
   {
-    flag: "holdout",
+    flag: "holdout-last",
     key: "holdoutLast",
     kind: "int",
-    help: "hold out the last K tasks",
-    deprecated: "--holdout K is deprecated for experiment; use --holdout-last K (in train and " +
-      "tasks, --holdout takes task indices)",
+    help: "hold out the last K tasks (default 3, fewer where the family would keep under 2 " +
+      "training tasks)",
+  },
+  {
+    flag: "holdout",
+    key: "holdout",
+    kind: "string",
+    help: "task indices in train and tasks; not an experiment flag",
+    rejected: "--holdout is not an experiment flag: use --holdout-last K to hold out the last K " +
+      "tasks (--holdout takes task indices in train and tasks)",
   },
   { flag: "target", key: "target", kind: "string", values: TARGETS, help: "target network" },
   { flag: "shots", key: "shots", kind: "ints", help: "images per class to sweep (0: all)" },
   { flag: "no-ablations", key: "ablations", kind: "bool", help: "skip the ablations" },
   { flag: "seed", key: "seed", kind: "int", help: "seed" },
-  { flag: "out", key: "out", kind: "string", help: "output folder" },
+  {
+    flag: "out",
+    key: "out",
+    kind: "string",
+    help: "output folder (default runs/<exp>, e.g. runs/exp1)",
+  },
   {
     flag: "resume",
     key: "resume",
@@ -437,20 +440,14 @@ const SWEEP_DEFAULTS = { backend: "local", parallel: 1, poll: 5 };
 const COMMON: Flag[] = [
   { flag: "config", key: "config", kind: "string", help: "JSON file of options" },
   { flag: "quiet", key: "quiet", kind: "bool", help: "no progress line" },
-  { flag: "help", key: "help", kind: "bool", help: "this help" },
+  HELP_FLAG,
 ];
 
-interface Command {
-  summary: string;
-  flags: Flag[];
-  /** The positional argument the command takes, if any. */
-  positional?: string;
+interface Command extends CommandHelp {
   /** Whether the positional argument repeats. */
   many?: boolean;
   /** Whether the command checks for its positional argument itself. */
   optional?: boolean;
-  /** Option defaults, shown in the help. */
-  defaults?: object;
   run(
     gpu: () => Promise<Gpu>,
     options: Record<string, unknown>,
@@ -524,6 +521,7 @@ const COMMANDS: Record<string, Command> = {
     summary: "run the seed's exp1 or exp2 end to end with controls and ablations",
     flags: EXPERIMENT_FLAGS,
     defaults: EXPERIMENT_DEFAULTS,
+    note: "Training and adaptation flags override the profile's settings.",
     positional: "exp1|exp2 (fewshot: see 'deno task experiment fewshot --help')",
     run: runExperimentCommand,
   },
@@ -544,167 +542,6 @@ const COMMANDS: Record<string, Command> = {
     run: runReport,
   },
 };
-
-function usage(name: string, cmd: Command): string {
-  const what = cmd.positional ? ` ${cmd.positional}` : "";
-  const lines = [`Usage: deno task ${name}${what} [flags]   (${cmd.summary})`, ""];
-  if (name === "experiment") {
-    lines.push("Training and adaptation flags override the profile's settings.", "");
-  }
-  const defaults = (cmd.defaults ?? {}) as Record<string, unknown>;
-  for (const f of [...cmd.flags, ...COMMON]) {
-    if (f.deprecated) continue;
-    const value = f.kind === "bool" ? "" : f.values ? ` <${f.values.join("|")}>` : " <value>";
-    const given = defaults[f.key];
-    const shown = f.kind === "bool" || given === undefined ||
-        (Array.isArray(given) && given.length === 0)
-      ? ""
-      : ` (default ${Array.isArray(given) ? given.join(",") : given})`;
-    const left = `  --${f.flag}${value}`;
-    lines.push(`${left.length >= 44 ? `${left}  ` : left.padEnd(44)}${f.help}${shown}`);
-  }
-  return lines.join("\n");
-}
-
-/** The command-line name of an option key, e.g. testDir -> test-dir. */
-function flagName(key: string): string {
-  return key.replaceAll(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-}
-
-function parseValue(f: Flag, raw: unknown): unknown {
-  if (f.kind === "bool") return f.flag.startsWith("no-") ? !raw : raw;
-  if (f.kind === "strings") return (raw as string[]).map(String);
-  const text = String(raw);
-  if (f.values && !f.values.includes(text)) {
-    throw new UsageError(
-      `--${f.flag} '${text}' is not valid; expected one of ${f.values.join(", ")}`,
-    );
-  }
-  if (f.kind === "int" || f.kind === "number") {
-    const n = Number(text);
-    if (!Number.isFinite(n) || (f.kind === "int" && !Number.isInteger(n)) || n < 0) {
-      throw new UsageError(
-        `--${f.flag} '${text}' is not a non-negative ${f.kind === "int" ? "integer" : "number"}`,
-      );
-    }
-    return n;
-  }
-  if (f.kind === "ints") {
-    if (text === "") return [];
-    const parts = text.split(",").map(Number);
-    if (parts.some((n) => !Number.isInteger(n) || n < 0)) {
-      throw new UsageError(`--${f.flag} '${text}' is not a comma list of non-negative integers`);
-    }
-    return parts;
-  }
-  return text;
-}
-
-/** Parses argv for a subcommand: config file first, then flags given explicitly. */
-async function parse(
-  cmd: Command,
-  args: string[],
-): Promise<
-  {
-    values: Record<string, unknown>;
-    explicit: Set<string>;
-    help: boolean;
-    quiet: boolean;
-    positionals: string[];
-  }
-> {
-  const flags = [...cmd.flags, ...COMMON];
-  const spec: Record<string, { type: "string" | "boolean"; multiple?: boolean }> = {};
-  for (const f of flags) {
-    spec[f.flag] = {
-      type: f.kind === "bool" ? "boolean" : "string",
-      multiple: f.kind === "strings",
-    };
-  }
-  // "--steps -1" would read as two flags; join a negative number to its flag so that the value
-  // check below names it.
-  const joined: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const name = args[i]!.startsWith("--") ? args[i]!.slice(2) : undefined;
-    const next = args[i + 1];
-    if (name && spec[name]?.type === "string" && next !== undefined && /^-[\d.]/.test(next)) {
-      joined.push(`--${name}=${next}`);
-      i++;
-    } else joined.push(args[i]!);
-  }
-  let parsed;
-  try {
-    parsed = parseArgs({ args: joined, options: spec, strict: true, allowPositionals: true });
-  } catch (e) {
-    throw new UsageError((e as Error).message.split("\n")[0]!);
-  }
-  const values: Record<string, unknown> = {};
-  const explicit = new Set<string>();
-  const config = parsed.values.config as string | undefined;
-  if (config) Object.assign(values, await readConfig(config, cmd.flags));
-  for (const f of cmd.flags) {
-    const raw = (parsed.values as Record<string, unknown>)[f.flag];
-    if (raw === undefined) continue;
-    if (f.deprecated) console.error(`warning: ${f.deprecated}`);
-    values[f.key] = parseValue(f, raw);
-    explicit.add(f.key);
-  }
-  return {
-    values,
-    explicit,
-    help: Boolean(parsed.values.help),
-    quiet: Boolean(parsed.values.quiet),
-    positionals: parsed.positionals,
-  };
-}
-
-async function readConfig(path: string, flags: Flag[]): Promise<Record<string, unknown>> {
-  let data: unknown;
-  try {
-    data = JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "not found" : "not valid JSON";
-    throw new UsageError(`--config ${path}: ${why}; expected a JSON object of options`);
-  }
-  if (typeof data !== "object" || data === null || Array.isArray(data)) {
-    throw new UsageError(`--config ${path}: expected a JSON object of options`);
-  }
-  const current = flags.filter((f) => !f.deprecated);
-  for (const [key, value] of Object.entries(data)) {
-    const problem = checkOption(current, key, value);
-    if (problem) throw new UsageError(`--config ${path}: ${problem}`);
-  }
-  return data as Record<string, unknown>;
-}
-
-/** What is wrong with a JSON option value (a config file's or a sweep plan's), or undefined. */
-function checkOption(flags: Flag[], key: string, value: unknown): string | undefined {
-  const f = flags.find((x) => x.key === key);
-  if (!f) {
-    return `unknown option '${key}'; valid options: ${flags.map((x) => x.key).join(", ")}`;
-  }
-  const nonNegative = (v: unknown, int: boolean) =>
-    typeof v === "number" && Number.isFinite(v) && v >= 0 && (!int || Number.isInteger(v));
-  const ok = f.kind === "bool"
-    ? typeof value === "boolean"
-    : f.kind === "int" || f.kind === "number"
-    ? nonNegative(value, f.kind === "int")
-    : f.kind === "ints"
-    ? Array.isArray(value) && value.every((v) => nonNegative(v, true))
-    : f.kind === "strings"
-    ? Array.isArray(value) && value.every((v) => typeof v === "string")
-    : typeof value === "string" && (!f.values || f.values.includes(value));
-  if (ok) return undefined;
-  const expected = {
-    bool: "true or false",
-    int: "a non-negative integer",
-    number: "a non-negative number",
-    ints: "a list of non-negative integers",
-    strings: "a list of strings",
-    string: f.values ? `one of ${f.values.join(", ")}` : "a string",
-  }[f.kind];
-  return `option '${key}' is ${JSON.stringify(value)}; expected ${expected}`;
-}
 
 /** A progress printer: one rewritten line on a terminal, plain lines otherwise. */
 function progress(quiet: boolean): { line(text: string): void; done(): void } {
@@ -1475,9 +1312,12 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    const { values, help, quiet, positionals } = await parse(cmd, rest);
+    const { values, help, quiet, positionals } = await parseFlags(rest, {
+      flags: cmd.flags,
+      common: COMMON,
+    });
     if (help) {
-      console.log(usage(name!, cmd));
+      console.log(usage(name!, { ...cmd, flags: [...cmd.flags, ...COMMON] }));
       return 0;
     }
     if (positionals.length > (cmd.positional ? (cmd.many ? Infinity : 1) : 0)) {

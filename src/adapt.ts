@@ -103,11 +103,13 @@ export interface AdaptOptions {
    */
   prior: number;
   /**
-   * Fraction of the training images held out as the validation slice (0: none). From a run
-   * trained with a reserve (`train --reserve`), the slice is instead the task's reserved images,
-   * which the generator never trained on. Classes with fewer than 10 images give none: few-shot
-   * runs use every image to learn from, end every slot at its last step, and pick among starting
-   * points by their training loss there.
+   * The validation slice, carved from the task's training images. For a run trained without a
+   * reserve, the fraction of each class held out as the slice (0: none). For a run trained with
+   * one (`train --reserve` > 0, the default), the slice is the task's reserved images, which the
+   * generator never trained on, whatever the fraction: any value > 0 turns that slice on and 0
+   * turns it off. Classes with fewer than 10 images give none: few-shot runs use every image to
+   * learn from, end every slot at its last step, and pick among starting points by their
+   * training loss there.
    */
   validation: number;
   /** Optimiser of every method. */

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { type Flag, HELP_FLAG, parseFlags, usage, UsageError } from "./cli/flags.ts";
 import type { BatchSource } from "./engine.ts";
 import { StepProgram } from "./engine.ts";
 import { getGpu, type Gpu } from "./gpu/device.ts";
@@ -127,36 +127,66 @@ export function tuneTable(entries: Record<string, TuneEntry>): string {
   return lines.join("\n");
 }
 
-const USAGE = "usage: deno task tune [--tasks 1,8,16,64] [--batch 32] [--input 3x32x32,1x28x28] " +
-  "[--cache FILE] [--tiny]";
+/** Flags of `deno task tune`. */
+export const TUNE_FLAGS: Flag[] = [
+  {
+    flag: "tasks",
+    key: "tasks",
+    kind: "string",
+    help: "task counts per step to tune for (comma list; --tiny: 1,2)",
+  },
+  { flag: "batch", key: "batch", kind: "string", help: "images per task (--tiny: 4)" },
+  {
+    flag: "input",
+    key: "input",
+    kind: "string",
+    help: "C x H x W of each dataset's images (comma list)",
+  },
+  {
+    flag: "cache",
+    key: "cache",
+    kind: "string",
+    help: "the cache file (default: the tuner's, SUPERNET_TUNE_CACHE or the user cache)",
+  },
+  { flag: "tiny", key: "tiny", kind: "bool", help: "T = 1, 2 and B = 4: a quick check" },
+];
+
+/** Defaults of `deno task tune` (as written on the command line). */
+export const TUNE_DEFAULTS = { tasks: "1,8,16,64", batch: "32", input: "3x32x32,1x28x28" };
+
+/** The tuner's options from its flags' values (by key); bad values are RangeErrors. */
+export function tuneOptions(values: Record<string, unknown>): TuneOptions {
+  const text = (key: "tasks" | "batch" | "input") => values[key] as string | undefined;
+  return {
+    tasks: parseCounts("--tasks", text("tasks") ?? (values.tiny ? "1,2" : TUNE_DEFAULTS.tasks)),
+    batch: parseCounts("--batch", text("batch") ?? (values.tiny ? "4" : TUNE_DEFAULTS.batch))[0]!,
+    inputs: (text("input") ?? TUNE_DEFAULTS.input).split(",").map(parseInputShape),
+    cache: values.cache as string | undefined,
+  };
+}
+
+const TUNE_HELP = {
+  summary: "time the kernel candidates for training's shapes and cache the winners",
+  flags: [...TUNE_FLAGS, HELP_FLAG],
+  defaults: TUNE_DEFAULTS,
+};
 
 if (import.meta.main) {
   let options: TuneOptions;
   try {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        tasks: { type: "string" },
-        batch: { type: "string" },
-        input: { type: "string" },
-        cache: { type: "string" },
-        tiny: { type: "boolean" },
-        help: { type: "boolean" },
-      },
+    const { values, help, positionals } = await parseFlags(Deno.args, {
+      flags: TUNE_FLAGS,
+      common: [HELP_FLAG],
     });
-    if (values.help) {
-      console.log(USAGE);
+    if (help) {
+      console.log(usage("tune", TUNE_HELP));
       Deno.exit(0);
     }
-    options = {
-      tasks: parseCounts("--tasks", values.tasks ?? (values.tiny ? "1,2" : "1,8,16,64")),
-      batch: parseCounts("--batch", values.batch ?? (values.tiny ? "4" : "32"))[0]!,
-      inputs: (values.input ?? "3x32x32,1x28x28").split(",").map(parseInputShape),
-      cache: values.cache,
-    };
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    options = tuneOptions(values);
   } catch (e) {
     console.error(`tune: ${e instanceof Error ? e.message : e}`);
-    console.error(USAGE);
+    console.error("usage: deno task tune [flags]; 'deno task tune --help' lists them");
     Deno.exit(2);
   }
   try {

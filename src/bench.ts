@@ -3,8 +3,9 @@
  * seed_cnn), the CPU's fp32 GEMM peak measured in the same run through an optimised BLAS (the best
  * of numpy and PyTorch, with the library each reports), training-step throughput of the SuperNet
  * with the tuned kernels, batched over T tasks vs a per-task loop, peak GPU memory per step,
- * adaptation speed, and the peers (PyTorch, TensorFlow.js). Writes docs/benchmarks.json and
- * docs/benchmarks.md, every figure in it from this run; prints progress while it runs.
+ * adaptation speed, and the peers (PyTorch, TensorFlow.js). Writes benchmarks.json and
+ * benchmarks.md, every figure in it from this run, into runs/bench (`--out docs` replaces the
+ * committed page); prints progress while it runs.
  *
  * Timing: every measurement is the median of >= 5 timed repeats after a warm-up; a repeat submits
  * the work and ends with `onSubmittedWorkDone`.
@@ -12,7 +13,7 @@
  * @module
  */
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { type Flag, HELP_FLAG, parseFlags, usage, UsageError } from "./cli/flags.ts";
 import type { BatchSource } from "./engine.ts";
 import { StepProgram } from "./engine.ts";
 import { adaptRows } from "./bench_adapt.ts";
@@ -552,7 +553,7 @@ export interface BenchOptions {
   quick?: boolean;
   /** Tiny sizes only, to check the whole run end to end (seconds; figures meaningless). */
   tiny?: boolean;
-  /** Folder of benchmarks.md and benchmarks.json (default "docs"). */
+  /** Folder of benchmarks.md and benchmarks.json (default runs/bench; "docs": the committed page). */
   out?: string;
   /** False: the built-in kernel defaults, no tuning (`--no-tune`). Default true. */
   tune?: boolean;
@@ -644,7 +645,7 @@ export function targetLine(t: Target, busy: boolean): string {
 /** Runs the benchmarks and writes benchmarks.{json,md} into `options.out`; returns the Markdown. */
 export async function bench(options: BenchOptions = {}): Promise<string> {
   const progress: Progress = options.onProgress ?? (() => {});
-  const out = options.out ?? "docs";
+  const out = options.out ?? BENCH_DEFAULTS.out;
   const gpu = await getGpu();
   const hardware = !gpu.isFallback;
   const sizes = plan(options, hardware);
@@ -938,54 +939,102 @@ function whereTimeGoes(rows: BenchRow[], T: number, B: number): string[] {
   ];
 }
 
-/** Flags of the command, parsed; usage errors exit 2 with one line. */
-function benchFlags() {
-  try {
-    return parseArgs({
-      args: Deno.args,
-      options: {
-        quick: { type: "boolean" },
-        tiny: { type: "boolean" },
-        out: { type: "string" },
-        "no-tune": { type: "boolean" },
-        "tune-cache": { type: "string" },
-        python: { type: "string" },
-        "no-tfjs": { type: "boolean" },
-        "no-adapt": { type: "boolean" },
-        "adapt-run": { type: "string" },
-        "install-peers": { type: "boolean" },
-        help: { type: "boolean" },
-      },
-    }).values;
-  } catch (e) {
-    console.error(`bench: ${e instanceof Error ? e.message : e}`);
-    console.error(BENCH_USAGE);
-    Deno.exit(2);
-  }
+/** Flags of `deno task bench`, one per {@linkcode BenchOptions} field. */
+export const BENCH_FLAGS: Flag[] = [
+  { flag: "quick", key: "quick", kind: "bool", help: "fewer sizes (a few minutes)" },
+  {
+    flag: "tiny",
+    key: "tiny",
+    kind: "bool",
+    help: "tiny sizes only: checks the run end to end in seconds (figures mean nothing)",
+  },
+  {
+    flag: "out",
+    key: "out",
+    kind: "string",
+    help: "folder of benchmarks.md and benchmarks.json (--out docs: the committed page)",
+  },
+  { flag: "no-tune", key: "tune", kind: "bool", help: "the built-in kernel defaults, no tuning" },
+  {
+    flag: "tune-cache",
+    key: "tuneCache",
+    kind: "string",
+    help: "the tuner's cache file (default: the tuner's, SUPERNET_TUNE_CACHE or the user cache)",
+  },
+  {
+    flag: "python",
+    key: "python",
+    kind: "string",
+    help: "Python interpreter to try first for the peers and the GEMM yardstick",
+  },
+  {
+    flag: "install-peers",
+    key: "installPeers",
+    kind: "bool",
+    help: "first install a current PyTorch CPU wheel, numpy and threadpoolctl with pip",
+  },
+  {
+    flag: "no-tfjs",
+    key: "tfjs",
+    kind: "bool",
+    help: "skip the TensorFlow.js peer (it fetches npm packages on first use)",
+  },
+  { flag: "no-adapt", key: "adapt", kind: "bool", help: "skip the adaptation-speed rows" },
+  {
+    flag: "adapt-run",
+    key: "adaptRun",
+    kind: "string",
+    help: "a trained run folder whose generator the adaptation rows use (default: a fresh one)",
+  },
+];
+
+/**
+ * Defaults of `deno task bench`: figures go to a run folder, so that a bench run never replaces
+ * the committed docs/benchmarks.md unless asked with `--out docs`.
+ */
+export const BENCH_DEFAULTS = {
+  quick: false,
+  tiny: false,
+  out: "runs/bench",
+  tune: true,
+  installPeers: false,
+  tfjs: true,
+  adapt: true,
+};
+
+/** The bench's options from its flags' values (by key), over {@linkcode BENCH_DEFAULTS}. */
+export function benchOptions(values: Record<string, unknown>): BenchOptions {
+  return { ...BENCH_DEFAULTS, ...values };
 }
 
-const BENCH_USAGE = "usage: deno task bench [--quick | --tiny] [--out DIR] [--no-tune] " +
-  "[--tune-cache FILE] [--python PATH] [--install-peers] [--no-tfjs] [--no-adapt] [--adapt-run DIR]";
+const BENCH_HELP = {
+  summary: "kernels, training step, memory, adaptation speed and peers; benchmarks.md in --out",
+  flags: [...BENCH_FLAGS, HELP_FLAG],
+  defaults: BENCH_DEFAULTS,
+};
 
 if (import.meta.main) {
-  const values = benchFlags();
-  if (values.help) {
-    console.log(BENCH_USAGE);
-    Deno.exit(0);
+  let options: BenchOptions;
+  try {
+    const { values, help, positionals } = await parseFlags(Deno.args, {
+      flags: BENCH_FLAGS,
+      common: [HELP_FLAG],
+    });
+    if (help) {
+      console.log(usage("bench", BENCH_HELP));
+      Deno.exit(0);
+    }
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    options = benchOptions(values);
+  } catch (e) {
+    console.error(`bench: ${e instanceof Error ? e.message : e}`);
+    console.error("usage: deno task bench [flags]; 'deno task bench --help' lists them");
+    Deno.exit(2);
   }
   const t0 = performance.now();
   try {
     const md = await bench({
-      quick: Boolean(values.quick),
-      tiny: Boolean(values.tiny),
-      out: values.out ?? "docs",
-      tune: !values["no-tune"],
-      tuneCache: values["tune-cache"],
-      python: values.python,
-      tfjs: !values["no-tfjs"],
-      adapt: !values["no-adapt"],
-      adaptRun: values["adapt-run"],
-      installPeers: Boolean(values["install-peers"]),
+      ...options,
       onProgress: (line) =>
         console.error(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`),
     });

@@ -20,19 +20,14 @@ import {
 } from "./adapt.ts";
 import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
+import { loadDataset } from "./data/dataset.ts";
+import { makeFamily } from "./data/tasks.ts";
 import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
 import { writeAtomic } from "./safetensors.ts";
 import { sampleStd } from "./stats.ts";
-import {
-  loadTasks,
-  MODEL_FILE,
-  type RunState,
-  train,
-  TRAIN_DEFAULTS,
-  type TrainOptions,
-} from "./train.ts";
+import { MODEL_FILE, type RunState, train, TRAIN_DEFAULTS, type TrainOptions } from "./train.ts";
 
 /** Experiments `experiment` runs. */
 export const EXPERIMENTS = ["exp1", "exp2"] as const;
@@ -56,8 +51,11 @@ export interface ExperimentOptions {
    * minutes there without ablations) or full (the seed's scale, for a GPU).
    */
   profile: typeof PROFILES[number];
-  /** Number of held-out tasks (the last K); results are mean +- std over them. */
-  holdoutLast: number;
+  /**
+   * Number of held-out tasks (the last K); results are mean +- std over them. Default
+   * ({@linkcode defaultHoldoutLast}): 3, fewer where the family would keep under 2 training tasks.
+   */
+  holdoutLast?: number;
   /** Target network. */
   target: string;
   /** Images per class of the shots sweep (0 = all). */
@@ -68,7 +66,7 @@ export interface ExperimentOptions {
   ablations: boolean;
   /** Seed. */
   seed: number;
-  /** Output folder. */
+  /** Output folder (the CLI's default: runs/<name>, e.g. runs/exp1). */
   out: string;
   /**
    * Keep what an earlier run of the same options left in `out`: its training (finished, or
@@ -83,20 +81,50 @@ export interface ExperimentOptions {
   adapt?: Partial<AdaptOptions>;
 }
 
-/** Defaults of `experiment`. */
-export const EXPERIMENT_DEFAULTS: ExperimentOptions = {
+/**
+ * Defaults of `experiment`; the output folder has none (the CLI's is runs/<name>), and the
+ * number of held-out tasks depends on the family ({@linkcode defaultHoldoutLast}).
+ */
+export const EXPERIMENT_DEFAULTS: Omit<ExperimentOptions, "out"> = {
   name: "exp1",
   dataset: "mnist",
   verify: true,
   profile: "quick",
-  holdoutLast: 1,
   target: "seed_cnn",
   shots: [1, 5, 0],
   subsets: 5,
   ablations: true,
   seed: 1,
-  out: "runs/experiment",
 };
+
+/** Held-out tasks of an experiment not told how many, where the family has enough tasks. */
+export const DEFAULT_HOLDOUT_LAST = 3;
+
+/**
+ * Held-out tasks of an experiment not told how many: {@linkcode DEFAULT_HOLDOUT_LAST}, or the
+ * most below it that leaves the family at least 2 training tasks (1 at the least), so that the
+ * verdict rests on more than one task wherever the family allows it.
+ */
+export function defaultHoldoutLast(family: string, classNames: readonly string[]): number {
+  for (let k = DEFAULT_HOLDOUT_LAST; k > 1; k--) {
+    if (trainingTaskCount(family, classNames, k) >= 2) return k;
+  }
+  return 1;
+}
+
+/** Training tasks of `family` with the last `holdoutLast` held out (0 where that is invalid). */
+function trainingTaskCount(
+  family: string,
+  classNames: readonly string[],
+  holdoutLast: number,
+): number {
+  try {
+    return makeFamily(family, classNames, { holdoutLast }).train.length;
+  } catch (e) {
+    if (e instanceof RangeError) return 0;
+    throw e;
+  }
+}
 
 /** Step budgets of a profile. */
 interface Profile {
@@ -287,12 +315,22 @@ async function keptTraining(
 /** Runs the experiment and writes `results.json` into `options.out`. */
 export async function runExperiment(
   gpu: Gpu,
-  options: ExperimentOptions,
+  given: ExperimentOptions,
   hooks: { onEvent?: (e: ExperimentEvent) => void; command?: string; signal?: AbortSignal } = {},
 ): Promise<ExperimentResults> {
   const started = performance.now();
-  const profile = PROFILE_SETTINGS[options.profile];
-  const family = options.family ?? (options.name === "exp1" ? "one_vs_anchor" : "pairs_reversed");
+  const profile = PROFILE_SETTINGS[given.profile];
+  const family = given.family ?? (given.name === "exp1" ? "one_vs_anchor" : "pairs_reversed");
+  const dataset = await loadDataset(given.dataset, {
+    dataDir: given.dataDir,
+    verify: given.verify,
+    download: given.train?.download,
+  });
+  // The resolved count is what results.json records.
+  const options: ExperimentOptions = {
+    ...given,
+    holdoutLast: given.holdoutLast ?? defaultHoldoutLast(family, dataset.classNames),
+  };
   const say = (text: string) => hooks.onEvent?.({ kind: "phase", text });
   await Deno.mkdir(options.out, { recursive: true });
   const baseTrain: TrainOptions = {
@@ -346,7 +384,10 @@ export async function runExperiment(
     return { dir: opts.out, seconds: (kept?.seconds ?? 0) + result.seconds };
   };
   // A profile's tasks per step is a ceiling: families with fewer training tasks use them all.
-  const { family: tasks } = await loadTasks(baseTrain);
+  const tasks = makeFamily(family, dataset.classNames, {
+    holdoutLast: baseTrain.holdoutLast,
+    holdout: baseTrain.holdout,
+  });
   baseTrain.tasksPerStep = Math.min(profile.train.tasksPerStep, tasks.train.length);
   const adaptBase: AdaptOptions = {
     ...ADAPT_DEFAULTS,

@@ -14,7 +14,7 @@
  * @module
  */
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { type Flag, HELP_FLAG, parseFlags, usage, UsageError } from "./cli/flags.ts";
 import { getGpu } from "./gpu/device.ts";
 
 /** Options of {@linkcode gpuRun}. */
@@ -208,45 +208,70 @@ export async function gpuRun(options: GpuRunOptions): Promise<string> {
   return md;
 }
 
-const USAGE =
-  "usage: deno task gpu-run [--out docs] [--budget 480] [--python PATH] [--tune-cache FILE] " +
-  "[--no-tune] [--tiny]";
+/** Flags of `deno task gpu-run`, one per {@linkcode GpuRunOptions} field. */
+export const GPU_RUN_FLAGS: Flag[] = [
+  {
+    flag: "out",
+    key: "out",
+    kind: "string",
+    help: "folder of benchmarks-gpu.md; the bench writes into its gpu/ subfolder",
+  },
+  { flag: "budget", key: "budget", kind: "number", help: "seconds for everything" },
+  {
+    flag: "python",
+    key: "python",
+    kind: "string",
+    help: "Python interpreter with PyTorch to try first",
+  },
+  { flag: "tune-cache", key: "tuneCache", kind: "string", help: "the kernel tuner's cache file" },
+  { flag: "no-tune", key: "tune", kind: "bool", help: "built-in kernels, no tuning" },
+  {
+    flag: "tiny",
+    key: "tiny",
+    kind: "bool",
+    help: "tiny sizes, to check the command end to end on any adapter (a software one too)",
+  },
+];
+
+/** Defaults of `deno task gpu-run`. */
+export const GPU_RUN_DEFAULTS = { out: "docs", budget: 480, tune: true, tiny: false };
+
+/** The run's options from its flags' values (by key), over {@linkcode GPU_RUN_DEFAULTS}. */
+export function gpuRunOptions(values: Record<string, unknown>): GpuRunOptions {
+  const options: GpuRunOptions = { ...GPU_RUN_DEFAULTS, ...values };
+  if (!(options.budget > 0)) {
+    throw new RangeError(`--budget ${options.budget}: expected seconds > 0`);
+  }
+  return options;
+}
+
+const GPU_RUN_HELP = {
+  summary: "the GPU benchmark in one command: tune, bench, PyTorch CUDA; benchmarks-gpu.md",
+  flags: [...GPU_RUN_FLAGS, HELP_FLAG],
+  defaults: GPU_RUN_DEFAULTS,
+};
 
 if (import.meta.main) {
   let options: GpuRunOptions;
   const t0 = performance.now();
   try {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        out: { type: "string" },
-        budget: { type: "string" },
-        python: { type: "string" },
-        "tune-cache": { type: "string" },
-        "no-tune": { type: "boolean" },
-        tiny: { type: "boolean" },
-        help: { type: "boolean" },
-      },
+    const { values, help, positionals } = await parseFlags(Deno.args, {
+      flags: GPU_RUN_FLAGS,
+      common: [HELP_FLAG],
     });
-    if (values.help) {
-      console.log(USAGE);
+    if (help) {
+      console.log(usage("gpu-run", GPU_RUN_HELP));
       Deno.exit(0);
     }
-    const budget = Number(values.budget ?? 480);
-    if (!(budget > 0)) throw new RangeError(`--budget ${values.budget}: expected seconds > 0`);
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     options = {
-      out: values.out ?? "docs",
-      budget,
-      python: values.python,
-      tuneCache: values["tune-cache"],
-      tune: !values["no-tune"],
-      tiny: Boolean(values.tiny),
+      ...gpuRunOptions(values),
       onProgress: (line) =>
         console.error(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`),
     };
   } catch (e) {
     console.error(`gpu-run: ${e instanceof Error ? e.message : e}`);
-    console.error(USAGE);
+    console.error("usage: deno task gpu-run [flags]; 'deno task gpu-run --help' lists them");
     Deno.exit(2);
   }
   try {

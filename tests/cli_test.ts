@@ -225,6 +225,74 @@ Deno.test("every subcommand prints its help", async () => {
   }
 });
 
+const COMMANDS = [
+  "train",
+  "adapt",
+  "evaluate",
+  "export",
+  "predict",
+  "tasks",
+  "experiment",
+  "experiment fewshot",
+  "sweep",
+  "report",
+];
+
+Deno.test("every help names each flag's default at most once", async () => {
+  for (const name of COMMANDS) {
+    const r = await cli(...name.split(" "), "--help");
+    assert.equal(r.code, 0, r.stderr);
+    const flags = r.stdout.split("\n").filter((l) => l.startsWith("  --"));
+    assert.ok(flags.length > 0, name);
+    for (const line of flags) {
+      assert.ok(line.split("(default").length <= 2, `${name}: ${line}`);
+    }
+  }
+  const train = await cli("train", "--help");
+  assert.match(train.stdout, /--reserve <value> .*validation \(default 0\.1\)$/m);
+  for (const name of ["predict", "adapt"]) {
+    const r = await cli(name, "--help");
+    assert.match(r.stdout, /--fit <crop\|stretch> .*or stretch \(default crop\)$/m, name);
+  }
+});
+
+Deno.test("experiment's help names its real defaults: runs/<exp>, 3 held-out tasks", async () => {
+  const r = await cli("experiment", "--help");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /^ {2}--out <value> +output folder \(default runs\/<exp>, e\.g\. runs\/exp1\)$/m,
+  );
+  assert.doesNotMatch(r.stdout, /runs\/experiment/);
+  assert.match(
+    r.stdout,
+    /^ {2}--holdout-last <value> +hold out the last K tasks \(default 3, fewer where the family would keep under 2 training tasks\)$/m,
+  );
+  assert.doesNotMatch(r.stdout, /--holdout </);
+});
+
+Deno.test("experiment --holdout is a usage error that points to --holdout-last", async () => {
+  const dir = await Deno.makeTempDir();
+  for (const args of [["exp1", "--holdout", "2"], ["exp1", "--holdout", "2", "--help"]]) {
+    const r = await cli("experiment", ...args, "--out", join(dir, "exp"));
+    assert.equal(r.code, 2, r.stderr);
+    const [first] = r.stderr.split("\n");
+    assert.equal(
+      first,
+      "error: --holdout is not an experiment flag: use --holdout-last K to hold out the last K " +
+        "tasks (--holdout takes task indices in train and tasks)",
+    );
+    assert.equal(r.stdout, "");
+  }
+  // Nor is it an option of a config file or a sweep plan.
+  const config = join(dir, "config.json");
+  await Deno.writeTextFile(config, JSON.stringify({ holdout: 2 }));
+  const r = await cli("experiment", "exp1", "--config", config);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--config .*: unknown option 'holdout'/);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("Ctrl-C during training saves a checkpoint and says how to resume", async () => {
   const dir = await Deno.makeTempDir();
   const run = join(dir, "run");
