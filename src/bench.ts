@@ -394,6 +394,64 @@ async function stepRows(
   return rows;
 }
 
+/**
+ * The few-shot training step: the generator writes T conv4 networks with an N-way head (the
+ * original's table of tasks, `experiment fewshot`), each classifying N x `per` fixed random 28x28
+ * grey images with softmax cross-entropy; forward, backward and Adam on generator and z.
+ */
+async function fewShotStepRows(
+  gpu: Gpu,
+  sizes: { tasks: number; ways: number; per: number; width: number },
+  progress: Progress,
+): Promise<BenchRow[]> {
+  const { tasks: T, ways, per, width } = sizes;
+  const B = ways * per;
+  const label = `conv4 width ${width} ${ways}-way T=${T} B=${B}`;
+  progress(`training step ${label} (few-shot episodes)`);
+  const net = SuperNet.create(
+    gpu,
+    superNetConfig({
+      target: "conv4",
+      width,
+      inputShape: [1, 28, 28],
+      outputs: ways,
+      tasks: T,
+      zInit: "gaussian",
+    }),
+  );
+  const schedule = { lr: 1e-3, kind: "constant" as const, warmup: 0, steps: 1 };
+  const params = new ParamGroup(gpu, net.params, {
+    optimizer: optimizerConfig("adam", 1e-3),
+    schedule,
+  });
+  const z = new ParamGroup(gpu, net.z, { optimizer: optimizerConfig("adam", 1e-3), schedule });
+  const x = tensorFrom(gpu, [T, B, 1, 28, 28], random(T * B * 784, 5));
+  const y = tensorFrom(gpu, [T, B], Float32Array.from({ length: T * B }, (_, i) => i % ways));
+  const taskIndices = tensorFrom(gpu, [T], Uint32Array.from({ length: T }, (_, i) => i));
+  const none: Dispatch[] = [];
+  const program = new StepProgram(gpu, {
+    source: { x, y, taskIndices, next: () => none },
+    forward: (tape, inputs) =>
+      net.forward(tape, { ...inputs, grads: { params: params.grads, z: z.grads } }),
+    groups: [params, z],
+  });
+  await tunePending(gpu, { onResult: (r) => progress(tuneLine(r)) });
+  const [times] = await interleaved([await blockTimer(gpu, (i) => program.run(i + 1))], 5);
+  const seconds = median(times!);
+  program.destroy();
+  for (const t of [x, y, taskIndices]) t.destroy();
+  params.destroy();
+  z.destroy();
+  net.destroy();
+  return [{
+    group: "training step",
+    name: `${label} (${net.parameterCount.toLocaleString("en-US")} generator parameters), ` +
+      `${(T / seconds).toFixed(1)} episodes/s`,
+    seconds,
+    imagesPerSecond: (T * B) / seconds,
+  }];
+}
+
 /** One line of progress for a tuned shape class. */
 function tuneLine(r: TuneResult): string {
   const times = Object.entries(r.ms).map(([v, ms]) => `${v} ${ms.toFixed(3)} ms`).join(", ");
@@ -587,6 +645,7 @@ function plan(options: BenchOptions, hardware: boolean) {
       memory: [2],
       peers: [2],
       adapt: { slots: [1, 2], steps: 3, batch: 4 },
+      fewShot: { tasks: 2, ways: 5, per: 2, width: 4 },
     };
   }
   return {
@@ -601,6 +660,8 @@ function plan(options: BenchOptions, hardware: boolean) {
     memory: options.quick ? [16] : [16, 64],
     peers: options.quick ? [16] : [1, 16, 64],
     adapt: { slots: options.quick ? [1, 8] : [1, 8, 64], steps: 20, batch: 32 },
+    // experiment fewshot's long profile: 16 episodes of 5 ways x 16 images, 64 channels.
+    fewShot: { tasks: 16, ways: 5, per: 16, width: hardware ? 64 : 16 },
   };
 }
 
@@ -688,6 +749,7 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
     ...(await matmulRows(gpu, sizes.matmul, sizes.heads, progress)),
     ...(await convRows(gpu, sizes.conv, progress)),
     ...(await stepRows(gpu, steps, progress, pair)),
+    ...(await fewShotStepRows(gpu, sizes.fewShot, progress)),
     ...(await memoryRows(gpu, { tasks: sizes.memory, B: sizes.B }, progress)),
   ];
   if (options.adapt !== false) {
