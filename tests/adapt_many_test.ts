@@ -77,10 +77,8 @@ Deno.test("every method adapts 17 held-out tasks at once, each as it would alone
     assert.deepEqual(t.results.map((r) => r.method), [...METHODS]);
     for (const r of t.results) assert.ok(Number.isFinite(r.loss), `${t.taskName} ${r.method}`);
   }
-  // Task 16 sits in the third chunk of evaluation, task 8 in the second.
-  for (const k of [8, 16]) {
-    await assertAloneMatches(many, many.tasks[k]!.task, join(runDir, `alone_${k}`));
-  }
+  // Task 16 sits in the third chunk of evaluation (the 9-task test below checks the second).
+  await assertAloneMatches(many, many.tasks[16]!.task, join(runDir, "alone_16"));
 });
 
 Deno.test("every method adapts 9 tasks at once, each as it would alone", async () => {
@@ -97,9 +95,11 @@ Deno.test("a call that fails in a late method keeps the methods it finished", as
   await trainedRun();
   const gpu = await getGpu();
   const out = join(runDir, "failing");
-  const options = { ...tiny, methods: ["zero-shot", "z-seed", "full"] as Method[], out };
+  const { info } = await loadCheckpoint(runDir, []);
+  const task = (info.state as unknown as RunState).family.heldOut.slice(0, 3).join(",");
+  const options = { ...tiny, methods: ["zero-shot", "z-seed", "full"] as Method[], out, task };
   await assert.rejects(
-    adapt(gpu, { ...options, task: "all-heldout" }, {
+    adapt(gpu, options, {
       onEvent: (e) => {
         if (e.kind === "method" && e.method === "full") throw new Error("stopped in full");
       },
@@ -110,9 +110,9 @@ Deno.test("a call that fails in a late method keeps the methods it finished", as
     finished: Method[];
   };
   assert.deepEqual(saved.finished, ["zero-shot", "z-seed"]);
-  assert.equal(saved.tasks.length, 17);
+  assert.equal(saved.tasks.length, 3);
   const started: Method[] = [];
-  const resumed = await adapt(gpu, { ...options, task: "all-heldout" }, {
+  const resumed = await adapt(gpu, options, {
     kept: saved,
     onEvent: (e) => {
       if (e.kind === "method") started.push(e.method);

@@ -262,6 +262,7 @@ Deno.test("a local sweep runs, fails by name, resumes, reports status and statis
         ablations: false,
         steps: 2,
         adaptSteps: 2,
+        holdoutLast: 1,
         dataset: ["mnist", "cifar10"],
         dataDir: empty,
         seed: [1, 2],
