@@ -330,6 +330,8 @@ export async function runFewShot(
     chunk: options.chunk ?? base.chunk,
   };
   const say = (text: string) => hooks.onEvent?.({ kind: "phase", text });
+  // The code as the run starts: the tree may change while a long run goes on.
+  const commit = await describeCommit();
   if (!(options.ways >= 2)) throw new RangeError(`--ways must be at least 2, got ${options.ways}`);
   if (options.shots.length === 0 || options.shots.some((k) => !(k >= 1))) {
     throw new RangeError(`--shots must list counts of at least 1, got ${options.shots.join(",")}`);
@@ -464,7 +466,7 @@ export async function runFewShot(
     options,
     settings,
     command: hooks.command ?? "",
-    commit: await describeCommit(),
+    commit,
     adapter: `${gpu.description}${gpu.isFallback ? " (software)" : ""}`,
     dataset: dataset.source,
     split,
