@@ -146,17 +146,18 @@ Deno.test("the class pool holds training and test images of every class", async 
 Deno.test("experiment fewshot trains, chooses on validation classes and scores test episodes", async () => {
   const gpu = await getGpu();
   const out = await Deno.makeTempDir({ prefix: "supernet-fewshot-" });
-  const results = await runFewShot(gpu, {
+  // 2-way episodes of MNIST's 2 test classes, a few seconds per method.
+  const tiny = {
     ...FEWSHOT_DEFAULTS,
     dataset: "mnist",
     ways: 2,
     shots: [1],
     queries: 3,
     episodes: 6,
-    profile: "smoke",
+    profile: "smoke" as const,
     steps: 20,
-    out,
-  });
+  };
+  const results = await runFewShot(gpu, { ...tiny, out });
   assert.deepEqual(results.rows.map((r) => r.method), [
     "z (table)",
     "z (meta)",
@@ -188,14 +189,7 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
   }
   // Episodes adapted 4 at a time score as they did 10 at a time (each slot is on its own).
   const chunked = await runFewShot(gpu, {
-    ...FEWSHOT_DEFAULTS,
-    dataset: "mnist",
-    ways: 2,
-    shots: [1],
-    queries: 3,
-    episodes: 6,
-    profile: "smoke",
-    steps: 20,
+    ...tiny,
     chunk: 4,
     trainings: ["table"],
     methods: ["z", "full", "protonet", "pretrained"],
