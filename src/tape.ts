@@ -10,7 +10,7 @@
  */
 import type { Gpu } from "./gpu/device.ts";
 import { type Dispatch, uniformsOf } from "./gpu/kernel.ts";
-import { createTensor, type Tensor } from "./gpu/tensor.ts";
+import { createTensor, type Tensor, write } from "./gpu/tensor.ts";
 import {
   conv2d,
   conv2dBackwardBias,
@@ -322,11 +322,10 @@ export class Tape {
     let gamma = scale.tensor;
     if (options.scaleOffset) {
       gamma = this.scratch([T, C]);
+      // The offset is a constant: written once here, not filled again on every replay.
       const offset = this.scratch([T, C]);
-      this.forward.push(
-        ...fill(this.gpu, offset, options.scaleOffset),
-        ...axpby(this.gpu, scale.tensor, gamma, { b: offset }),
-      );
+      write(this.gpu, offset, new Float32Array(T * C).fill(options.scaleOffset));
+      this.forward.push(...axpby(this.gpu, scale.tensor, gamma, { b: offset }));
     }
     this.forward.push(
       ...batchNorm(this.gpu, x.tensor, y.tensor, { gamma, beta: shift.tensor, mean, invstd }),

@@ -38,7 +38,7 @@
 import { join } from "node:path";
 import { loadDataset } from "../data/dataset.ts";
 import { ImageStore } from "../data/sampler.ts";
-import { Metrics, StepProgram } from "../engine.ts";
+import { type ForwardBuilder, Metrics, StepProgram } from "../engine.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { run } from "../gpu/kernel.ts";
 import { Arena, read, type Tensor, tensorFrom, write } from "../gpu/tensor.ts";
@@ -914,17 +914,13 @@ function learnerModel(
   if (learner.kind === "z") {
     const net = new SuperNet(gpu, { ...h.config, tasks: options.slots });
     write(gpu, net.params.flat, learner.params);
-    const d = h.config.generator.zDim;
-    const table = new Float32Array(options.slots * d);
-    for (let t = 0; t < options.slots; t++) table.set(learner.z, t * d);
-    write(gpu, net.z.get("z"), table);
+    write(gpu, net.z.get("z"), repeated(learner.z, options.slots));
     const group = new ParamGroup(gpu, net.z, { optimizer, schedule });
     return {
       group,
-      forward: (tape: Tape, inputs: { x: Tensor; taskIndices: Tensor }) =>
-        net.forward(tape, inputs),
-      trainForward: (tape: Tape, inputs: { x: Tensor; taskIndices: Tensor }) =>
-        net.forward(tape, { ...inputs, grads: { z: group.grads } }),
+      forward: ((tape, inputs) => net.forward(tape, inputs)) as ForwardBuilder,
+      trainForward: ((tape, inputs) =>
+        net.forward(tape, { ...inputs, grads: { z: group.grads } })) as ForwardBuilder,
       destroy: () => {
         group.destroy();
         net.destroy();
@@ -943,24 +939,27 @@ function learnerModel(
   });
   if (learner.kind === "finetune") {
     net.assign(
-      new Map([...learner.weights].map(([name, w]) => {
-        const all = new Float32Array(w.length * options.slots);
-        for (let t = 0; t < options.slots; t++) all.set(w, t * w.length);
-        return [name, all];
-      })),
+      new Map([...learner.weights].map(([name, w]) => [name, repeated(w, options.slots)])),
     );
   }
   const group = new ParamGroup(gpu, net.params, { optimizer, schedule });
   return {
     group,
-    forward: (tape: Tape, inputs: { x: Tensor; taskIndices: Tensor }) => net.forward(tape, inputs),
-    trainForward: (tape: Tape, inputs: { x: Tensor; taskIndices: Tensor }) =>
-      net.forward(tape, { ...inputs, grads: group.grads }),
+    forward: ((tape, inputs) => net.forward(tape, inputs)) as ForwardBuilder,
+    trainForward:
+      ((tape, inputs) => net.forward(tape, { ...inputs, grads: group.grads })) as ForwardBuilder,
     destroy: () => {
       group.destroy();
       net.destroy();
     },
   };
+}
+
+/** `values` repeated `times` times, one copy per slot. */
+function repeated(values: Float32Array, times: number): Float32Array {
+  const all = new Float32Array(values.length * times);
+  for (let t = 0; t < times; t++) all.set(values, t * values.length);
+  return all;
 }
 
 /** `git describe --always --dirty` of the working tree, or "unknown" where git cannot say. */
