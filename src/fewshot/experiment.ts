@@ -41,7 +41,7 @@ import { ImageStore } from "../data/sampler.ts";
 import { type ForwardBuilder, Metrics, StepProgram } from "../engine.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { run } from "../gpu/kernel.ts";
-import { Arena, read, type Tensor, tensorFrom, write } from "../gpu/tensor.ts";
+import { Arena, read, tensorFrom, write } from "../gpu/tensor.ts";
 import { DEFAULT_GENERATOR, generatorParams } from "../model/generator.ts";
 import { generateWeights } from "../export/network.ts";
 import {
