@@ -15,7 +15,8 @@
  */
 import { join } from "node:path";
 import { loadCheckpoint, restoreArenas } from "./checkpoint.ts";
-import { type Dataset, loadDataset } from "./data/dataset.ts";
+import { loadDataset } from "./data/dataset.ts";
+import type { Dataset } from "./data/split.ts";
 import { fewShot, ImageStore, type Slot, SlotSampler } from "./data/sampler.ts";
 import {
   type Examples,
@@ -102,6 +103,15 @@ export interface AdaptOptions {
    * the loss gains prior / 2 * |z - mean|^2 / (zDim * spread^2) (0: off).
    */
   prior: number;
+  /**
+   * The number of learning images `prior` was chosen for (0 or absent: the prior is used as
+   * given). With n learning images per task (the mean over the call's tasks) the prior becomes
+   * prior x priorImages / n: the mean loss over n images weighs the data as 1 / n would in a
+   * posterior, so the prior's relative weight scales as 1 / n.
+   */
+  priorImages?: number;
+  /** Steps of the z methods (`z`, `z-untrained`; absent: `steps`), e.g. a recipe's choice. */
+  zSteps?: number;
   /**
    * The validation slice, carved from the task's training images. For a run trained without a
    * reserve, the fraction of each class held out as the slice (0: none). For a run trained with
@@ -382,7 +392,16 @@ interface Context {
 export async function adapt(
   gpu: Gpu,
   options: AdaptOptions,
-  hooks: { onEvent?: (e: AdaptEvent) => void; kept?: AdaptResult & { finished?: Method[] } } = {},
+  hooks: {
+    onEvent?: (e: AdaptEvent) => void;
+    kept?: AdaptResult & { finished?: Method[] };
+    /**
+     * Scores on training images instead of test ones: each task learns from `learn` and is
+     * scored on `score`, both drawn from its training images (choosing a recipe on validation
+     * tasks, which must never see test images).
+     */
+    folds?: (task: number, train: Examples) => { learn: Examples; score: Examples };
+  } = {},
 ): Promise<AdaptResult> {
   const { info, tensors } = await loadCheckpoint<TrainOptions>(options.run, [MODEL_FILE]);
   const state = info.state as unknown as RunState;
@@ -395,14 +414,21 @@ export async function adapt(
   const family = custom
     ? { ...state.family, tasks: state.family.tasks.with(taskList[0]!, custom.task) }
     : state.family;
-  const dataset = custom?.dataset ?? await loadDataset(state.dataset.name, {
+  const loaded = custom?.dataset ?? await loadDataset(state.dataset.name, {
     dataDir: options.dataDir ?? info.options.dataDir,
     verify: options.verify ?? info.options.verify,
   });
+  // Scoring on training images: the "test" split is the training split, test images unused.
+  const { folds } = hooks;
+  const dataset = folds ? { ...loaded, test: loaded.train } : loaded;
   // The training tasks' own images are not in a custom dataset: forgetting cannot be scored.
   if (custom) options = { ...options, forgetting: false };
   const data: TaskData[] = taskList.map((task) => {
     const all = taskExamples(family.tasks[task]!, dataset.train);
+    if (folds) {
+      const { learn, score } = folds(task, all);
+      return { task, learn, test: score };
+    }
     const pool = options.shots > 0
       ? fewShot(family.tasks[task]!, dataset.train, { shots: options.shots, seed: options.seed })
       : all;
@@ -937,10 +963,14 @@ async function runMethod(
     const group = training
       ? new ParamGroup(ctx.gpu, net.z, {
         optimizer: optimizerConfig(opts.optimizer, lr),
-        schedule: { lr, kind: "constant", warmup: 0, steps: opts.steps },
+        schedule: { lr, kind: "constant", warmup: 0, steps: opts.zSteps ?? opts.steps },
       })
       : undefined;
-    const prior = seedRecipe ? 0 : opts.prior;
+    const learning = average(data.map((td) => td.learn.indices.length));
+    const prior = seedRecipe
+      ? 0
+      : opts.prior * (opts.priorImages ? opts.priorImages / learning : 1);
+    const steps = training ? (seedRecipe ? opts.steps : opts.zSteps ?? opts.steps) : 0;
     const centre = group && prior > 0
       ? tensorFrom(ctx.gpu, [slots.length, d], table.map((_, k) => ownStats.mean[k % d]!))
       : undefined;
@@ -969,7 +999,7 @@ async function runMethod(
       const outcomes = await runSlots(ctx, method, {
         slots,
         model,
-        steps: training ? opts.steps : 0,
+        steps,
         patience: seedRecipe ? 0 : opts.patience,
         select: !seedRecipe,
       });

@@ -11,7 +11,8 @@
  *
  * @module
  */
-import { type Dataset, loadDataset } from "./data/dataset.ts";
+import { loadDataset } from "./data/dataset.ts";
+import type { Dataset } from "./data/split.ts";
 import { ImageStore, type Slot, SlotSampler } from "./data/sampler.ts";
 import { makeFamily, taskExamples, type TaskFamily } from "./data/tasks.ts";
 import { Evaluator, StepProgram } from "./engine.ts";

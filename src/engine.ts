@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Dataset } from "./data/dataset.ts";
+import type { Dataset } from "./data/split.ts";
 import { FixedBatches, type FixedBatchesOptions, type ImageStore } from "./data/sampler.ts";
 import type { TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";

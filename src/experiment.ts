@@ -22,12 +22,20 @@ import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { loadDataset } from "./data/dataset.ts";
 import { makeFamily } from "./data/tasks.ts";
+import { chooseRecipe, RECIPE_FILE, type RecipeChoice } from "./adapt/recipe.ts";
 import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
 import { writeAtomic } from "./safetensors.ts";
 import { sampleStd } from "./stats.ts";
-import { MODEL_FILE, type RunState, train, TRAIN_DEFAULTS, type TrainOptions } from "./train.ts";
+import {
+  defaultValidationTasks,
+  MODEL_FILE,
+  type RunState,
+  train,
+  TRAIN_DEFAULTS,
+  type TrainOptions,
+} from "./train.ts";
 
 /** Experiments `experiment` runs. */
 export const EXPERIMENTS = ["exp1", "exp2"] as const;
@@ -245,6 +253,20 @@ export interface ExperimentResults {
   heldOut: HeldOutResult[];
   /** Generator variants. */
   ablations: AblationResult[];
+  /**
+   * The adaptation recipe chosen on validation tasks (runs with some; src/adapt/recipe.ts): what
+   * it set, its validation numbers beside the built-in defaults', and z on each held-out task
+   * with the built-in defaults instead, for comparison.
+   */
+  recipe?: {
+    chosen: RecipeChoice["chosen"];
+    validationTasks: number[];
+    validation: Pick<RecipeChoice, "defaults" | "seedRecipe" | "zeroShot"> & {
+      chosen: { accuracy: number; loss: number };
+    };
+    seconds: number;
+    builtInDefaults: { task: number; accuracy: number; loss: number }[];
+  };
   /** Total wall time. */
   seconds: number;
 }
@@ -384,12 +406,12 @@ export async function runExperiment(
     return { dir: opts.out, seconds: (kept?.seconds ?? 0) + result.seconds };
   };
   // A profile's tasks per step is a ceiling: families with fewer training tasks use them all.
-  const tasks = makeFamily(family, dataset.classNames, {
-    holdoutLast: baseTrain.holdoutLast,
-    holdout: baseTrain.holdout,
-  });
+  const holdout = { holdoutLast: baseTrain.holdoutLast, holdout: baseTrain.holdout };
+  const validationTasks = baseTrain.validationTasks ??
+    defaultValidationTasks(dataset, makeFamily(family, dataset.classNames, holdout));
+  const tasks = makeFamily(family, dataset.classNames, { ...holdout, validationTasks });
   baseTrain.tasksPerStep = Math.min(profile.train.tasksPerStep, tasks.train.length);
-  const adaptBase: AdaptOptions = {
+  let adaptBase: AdaptOptions = {
     ...ADAPT_DEFAULTS,
     ...profile.adapt,
     ...options.adapt,
@@ -463,6 +485,33 @@ export async function runExperiment(
     dataDir: options.dataDir,
     verify: options.verify,
   });
+  // With validation tasks, the recipe chosen on them replaces the built-in z defaults (flags
+  // given to the experiment still win); kept when resuming if newer than the generator.
+  let choice: RecipeChoice | undefined;
+  const builtIn = adaptBase;
+  if ((state.family.validation ?? []).length > 0) {
+    const file = join(base.dir, RECIPE_FILE);
+    const fresh = options.resume && await readJson<RecipeChoice>(file) &&
+      (await Deno.stat(file)).mtime! >= (await Deno.stat(join(base.dir, "checkpoint.json"))).mtime!;
+    if (fresh) {
+      say(`adaptation recipe: kept from an earlier run`);
+      choice = await readJson<RecipeChoice>(file);
+    } else {
+      say(`adaptation recipe: choosing on ${state.family.validation!.length} validation tasks`);
+      choice = await chooseRecipe(gpu, {
+        run: base.dir,
+        steps: adaptBase.steps,
+        evalEvery: adaptBase.evalEvery,
+        batch: adaptBase.batch,
+        seed: options.seed,
+        dataDir: options.dataDir,
+        verify: options.verify,
+      }, { onEvent: (e) => say(`adaptation recipe: candidate ${e.index + 1}, ${e.name}`) });
+    }
+    const { name: chosenName, ...recipe } = choice!.chosen;
+    say(`adaptation recipe: ${chosenName}, ${recipe.zSteps} steps`);
+    adaptBase = { ...adaptBase, ...recipe, ...options.adapt };
+  }
   const main = await phase(
     `held-out tasks: every method, batched over ${state.family.heldOut.length} task(s)`,
     {
@@ -584,6 +633,35 @@ export async function runExperiment(
     }
   }
 
+  let recipe: ExperimentResults["recipe"];
+  if (choice) {
+    const r = await phase(`held-out tasks: z with the built-in defaults (no recipe)`, {
+      ...builtIn,
+      run: base.dir,
+      task: "all-heldout",
+      methods: ["z"],
+      curves: false,
+      out: join(options.out, "adapt_builtin_defaults"),
+    });
+    const won = choice.candidates.find((c) => c.name === choice!.chosen.name)!;
+    recipe = {
+      chosen: choice.chosen,
+      validationTasks: choice.validationTasks,
+      validation: {
+        chosen: { accuracy: won.accuracy, loss: won.loss },
+        defaults: choice.defaults,
+        seedRecipe: choice.seedRecipe,
+        zeroShot: choice.zeroShot,
+      },
+      seconds: choice.seconds,
+      builtInDefaults: r.tasks.map((t) => ({
+        task: t.task,
+        accuracy: t.results[0]!.accuracy,
+        loss: t.results[0]!.loss,
+      })),
+    };
+  }
+
   const results: ExperimentResults = {
     options,
     command: hooks.command ?? "",
@@ -596,6 +674,7 @@ export async function runExperiment(
     reserve: baseTrain.reserve,
     heldOut,
     ablations,
+    ...(recipe ? { recipe } : {}),
     seconds: (performance.now() - started) / 1000,
   };
   await writeAtomic(join(options.out, "results.json"), JSON.stringify(results, null, 2) + "\n");

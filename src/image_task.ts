@@ -8,7 +8,7 @@
 import { basename, resolve } from "node:path";
 import type { CustomTask } from "./adapt.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
-import type { Dataset, Split } from "./data/dataset.ts";
+import type { Dataset, Split } from "./data/split.ts";
 import { type Fit, readClassFolders, type SkippedImage } from "./images.ts";
 import { type RunDataOptions, runStatistics } from "./run.ts";
 import type { RunState, TrainOptions } from "./train.ts";

@@ -24,7 +24,7 @@
 import { join } from "node:path";
 import { convertIndexedToRgb, decode as decodePng } from "fast-png";
 import jpeg from "jpeg-js";
-import { DataError, type Split } from "./data/dataset.ts";
+import { DataError, type Split } from "./data/split.ts";
 
 /** Largest image accepted, in pixels (width x height), checked from the header before decoding. */
 export const MAX_PIXELS = 50_000_000;

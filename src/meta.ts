@@ -16,7 +16,7 @@
  * @module
  */
 import { BatchAssembler, type Choice, type ImageStore, Sampler } from "./data/sampler.ts";
-import type { Dataset } from "./data/dataset.ts";
+import type { Dataset } from "./data/split.ts";
 import type { TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
 import { type Dispatch, run } from "./gpu/kernel.ts";

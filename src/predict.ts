@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Dataset } from "./data/dataset.ts";
+import type { Dataset } from "./data/split.ts";
 import { FixedBatches } from "./data/sampler.ts";
 import type { Task } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";

@@ -11,6 +11,8 @@
 import { basename, join, resolve } from "node:path";
 import type { Method } from "./adapt.ts";
 import type { ExperimentResults, HeldOutResult } from "./experiment.ts";
+import type { FewShotResults } from "./fewshot/experiment.ts";
+import { isFewShotResults, seedsSection, writeFewShotReport } from "./fewshot/report.ts";
 import { writeAtomic } from "./safetensors.ts";
 import {
   hierarchicalPaired,
@@ -300,6 +302,37 @@ export function verdict(r: ExperimentResults): string[] {
       describeInterval(lossGap, tasks, (x) => (x >= 0 ? "+" : "") + x.toFixed(4))
     }).`,
   );
+  if (Number.isFinite(zSeed)) {
+    const overSeed = byTask(r, accuracyOf("z"), accuracyOf("z-seed"));
+    const zeroLoss = byTask(r, lossOf("zero-shot"), lossOf("z"));
+    lines.push(
+      `**z against the seed's recipe (target: z not below z-seed): ${
+        overSeed.hi >= 0 ? "met" : "missed"
+      }.** z ${pct(z)}, z-seed ${pct(zSeed)} (z - z-seed ${
+        describeInterval(overSeed, tasks)
+      }); met where the interval reaches 0. Test loss against zero-shot (target: z's <= the mean z's): ${
+        judge(zeroLoss, { atLeast: 0 })
+      } (zero-shot - z ${
+        describeInterval(zeroLoss, tasks, (x) => (x >= 0 ? "+" : "") + x.toFixed(4))
+      }).`,
+    );
+  }
+  if (r.recipe) {
+    const { chosen, validation, validationTasks, builtInDefaults } = r.recipe;
+    const byIndex = new Map(builtInDefaults.map((b) => [b.task, b.accuracy]));
+    const overBuiltIn = byTask(r, accuracyOf("z"), (h) => byIndex.get(h.task) ?? NaN);
+    lines.push(
+      `**Adaptation recipe:** chosen on ${validationTasks.length} validation tasks (kept out of training, scored on their own training images): ${chosen.name}, ${chosen.zSteps} steps. On them its score loss was ${
+        validation.chosen.loss.toFixed(4)
+      } against ${validation.defaults.loss.toFixed(4)} for the built-in defaults, ${
+        validation.seedRecipe.loss.toFixed(4)
+      } for the seed's recipe and ${
+        validation.zeroShot.loss.toFixed(4)
+      } without adaptation. On the held-out tasks, z with the recipe - z with the built-in defaults: ${
+        describeInterval(overBuiltIn, tasks)
+      }.`,
+    );
+  }
   if (Number.isFinite(head)) {
     lines.push(
       head >= z - 0.005
@@ -498,28 +531,43 @@ function cifar100Command(dir: string): string {
   return command;
 }
 
+/** The parsed results.json of a run folder when it is a few-shot run's, else undefined. */
+async function fewShotResults(dir: string): Promise<FewShotResults | undefined> {
+  try {
+    const data: unknown = JSON.parse(await Deno.readTextFile(join(dir, "results.json")));
+    return isFewShotResults(data) ? data : undefined;
+  } catch {
+    // Not readable here: writeReport names the problem.
+    return undefined;
+  }
+}
+
 /**
  * Writes the reports of several experiment folders into one Markdown file, copying their plots
- * into `<file without .md>/<folder name>/` next to it; returns the file's path.
+ * into `<file without .md>/<folder name>/` next to it; returns the file's path. Few-shot runs
+ * (`experiment fewshot`) that differ only by seed are aggregated over the seeds.
  */
 export async function combineReports(dirs: string[], file: string): Promise<string> {
   const assets = file.replace(/\.md$/, "");
+  const fewShot = await Promise.all(dirs.map(fewShotResults));
+  const binary = dirs.filter((_, i) => !fewShot[i]);
   const parts: string[] = [
     "# Results",
     "",
     "Every section below was written by `deno task report` from a run of `deno task experiment`; the command that reproduces it is at the top of each section, and the run's `results.json` lies beside its plots. All accuracies are on test images that training and adaptation never saw.",
     "",
-    "The seed's experiments are defined on CIFAR-100, which is not on the machines these runs came from: **none of the numbers here are CIFAR-100's.** With the official `cifar-100-binary` folder or archive in DIR, the same experiments run as:",
-    "",
-    "```sh",
-    ...new Set(dirs.map((dir) => cifar100Command(dir))),
-    "```",
-    "",
-    ...(await summaryTable(dirs)),
+  ];
+  if (binary.length > 0) parts.push(...await binarySummary(binary));
+  const runs = dirs.flatMap((dir, i) => {
+    const results = fewShot[i];
+    return results ? [{ name: basename(dir), results }] : [];
+  });
+  if (runs.length > 0) parts.push(...seedsSection(runs));
+  parts.push(
     "Sections whose dataset is marked *(not verified)* read files that did not match the published md5 sums (allowed with `--no-verify`); their numbers may differ slightly from runs on the official files.",
     "",
-  ];
-  for (const dir of dirs) {
+  );
+  for (const [i, dir] of dirs.entries()) {
     const report = await writeReport(dir);
     const name = basename(dir);
     await Deno.mkdir(join(assets, name), { recursive: true });
@@ -530,6 +578,10 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
       await Deno.copyFile(join(dir, "results.json"), join(assets, name, "results.json"));
     }
     let text = await Deno.readTextFile(report);
+    if (fewShot[i]) {
+      parts.push(text.replace(/^(#+) /gm, "#$1 "), "");
+      continue;
+    }
     for (const svg of ["accuracy.svg", "loss.svg", "shots.svg"]) {
       const from = join(dir, svg);
       if (await Deno.stat(from).then(() => true, () => false)) {
@@ -541,6 +593,19 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
   }
   await writeAtomic(file, parts.join("\n"));
   return file;
+}
+
+/** The opening of a combined report on the binary experiments: the CIFAR-100 note and the summary. */
+async function binarySummary(dirs: string[]): Promise<string[]> {
+  return [
+    "The seed's experiments are defined on CIFAR-100, which is not on the machines these runs came from: **none of the numbers here are CIFAR-100's.** With the official `cifar-100-binary` folder or archive in DIR, the same experiments run as:",
+    "",
+    "```sh",
+    ...new Set(dirs.map((dir) => cifar100Command(dir))),
+    "```",
+    "",
+    ...(await summaryTable(dirs)),
+  ];
 }
 
 /** Writes report.md and its SVG plots into `dir`; returns the report's path. */
@@ -556,6 +621,7 @@ export async function writeReport(dir: string): Promise<string> {
       }; expected the folder of 'deno task experiment'`,
     );
   }
+  if (isFewShotResults(r)) return await writeFewShotReport(dir);
   const over = tasks(r.heldOut.length);
   const md: string[] = [
     `# ${r.options.name} on ${r.options.dataset} (${r.family}, profile ${r.options.profile})`,

@@ -8,7 +8,8 @@
 import { join } from "node:path";
 import { initialZ, resolveTask, sideNames } from "./adapt.ts";
 import { loadCheckpoint, restoreArenas } from "./checkpoint.ts";
-import { type Dataset, loadDataset } from "./data/dataset.ts";
+import { loadDataset } from "./data/dataset.ts";
+import type { Dataset } from "./data/split.ts";
 import type { Gpu } from "./gpu/device.ts";
 import { SuperNet } from "./model/supernet.ts";
 import { loadSafetensors, SafetensorsError } from "./safetensors.ts";

@@ -186,6 +186,14 @@ function differenceInterval(d: readonly number[], level: number): Interval {
 }
 
 /**
+ * The `level` (default 95%) Student-t interval of the mean of independent values (seeds' mean
+ * accuracies, one seed's episode accuracies), in the form of a paired interval.
+ */
+export function meanInterval(xs: readonly number[], options: { level?: number } = {}): Interval {
+  return differenceInterval(xs, options.level ?? 0.95);
+}
+
+/**
  * The `level` (default 95%) Student-t interval of the mean of a - b over pairs: element i of `a`
  * and of `b` come from the same unit (task, seed or subset), and the pairs are independent. When
  * every difference is the same the interval is that one value.

@@ -13,7 +13,8 @@ import {
   restoreArenas,
   saveCheckpoint,
 } from "./checkpoint.ts";
-import { type Dataset, loadDataset } from "./data/dataset.ts";
+import { loadDataset } from "./data/dataset.ts";
+import { classCounts, type Dataset } from "./data/split.ts";
 import { ImageStore, Sampler } from "./data/sampler.ts";
 import { makeFamily, type TaskFamily } from "./data/tasks.ts";
 import type { Gpu } from "./gpu/device.ts";
@@ -73,6 +74,12 @@ export interface TrainOptions {
    * never score images the generator was trained on. 0 trains on every image (the seed's way).
    */
   reserve: number;
+  /**
+   * Tasks kept out of training, like held-out ones, to choose the adaptation recipe on (see
+   * src/adapt/recipe.ts). Default ({@link defaultValidationTasks}): none where every class has
+   * at least 100 training images, else up to 10.
+   */
+  validationTasks?: number;
   /** adam, rmsprop (the seed's) or sgd. */
   optimizer: typeof OPTIMIZERS[number];
   /** Peak learning rate of the generator. */
@@ -250,7 +257,14 @@ export function spread<T>(items: readonly T[], limit: number): T[] {
 export async function loadTasks(
   options: Pick<
     TrainOptions,
-    "dataset" | "dataDir" | "verify" | "download" | "family" | "holdout" | "holdoutLast"
+    | "dataset"
+    | "dataDir"
+    | "verify"
+    | "download"
+    | "family"
+    | "holdout"
+    | "holdoutLast"
+    | "validationTasks"
   >,
 ): Promise<{ dataset: Dataset; family: TaskFamily }> {
   const dataset = await loadDataset(options.dataset, {
@@ -258,11 +272,27 @@ export async function loadTasks(
     verify: options.verify,
     download: options.download,
   });
-  const family = makeFamily(options.family, dataset.classNames, {
-    holdoutLast: options.holdoutLast,
-    holdout: options.holdout,
-  });
+  const holdout = { holdoutLast: options.holdoutLast, holdout: options.holdout };
+  const validationTasks = options.validationTasks ??
+    defaultValidationTasks(dataset, makeFamily(options.family, dataset.classNames, holdout));
+  const family = makeFamily(options.family, dataset.classNames, { ...holdout, validationTasks });
   return { dataset, family };
+}
+
+/** Fewest training images per class for which a task's own validation slice is trusted. */
+export const FEW_IMAGES = 100;
+
+/**
+ * Validation tasks a family keeps out of training by default: where some class has fewer than
+ * {@link FEW_IMAGES} training images, a task's own images are too few to choose its adaptation
+ * on, so the recipe is chosen on validation tasks: a fifth of the tasks left for training, at
+ * most 10 (none when that is under 2). Otherwise 0: the task's validation slice chooses.
+ */
+export function defaultValidationTasks(dataset: Dataset, family: TaskFamily): number {
+  const fewest = Math.min(...classCounts(dataset.train.labels, dataset.classNames.length));
+  if (fewest >= FEW_IMAGES) return 0;
+  const count = Math.min(10, Math.floor(family.train.length / 5));
+  return count >= 2 ? count : 0;
 }
 
 /** Runs (or resumes) training; `onEvent` receives progress; `signal` stops it cleanly. */
@@ -277,6 +307,7 @@ export async function train(
   const options = {
     ...given,
     tasksPerStep: given.tasksPerStep ?? Math.min(DEFAULT_TASKS_PER_STEP, family.train.length),
+    validationTasks: family.validation?.length ?? 0,
   };
   if (!((options.reserve ?? 0) >= 0 && (options.reserve ?? 0) < 0.5)) {
     throw new RangeError(`--reserve ${options.reserve} must be in [0, 0.5)`);

@@ -2,14 +2,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { download, md5, md5File, readTarGz, verifyBytes, verifyFile } from "../src/data/archive.ts";
 import { loadCifar10, loadCifar100 } from "../src/data/cifar.ts";
+import { loadDataset } from "../src/data/dataset.ts";
 import {
   channelStats,
   classCounts,
   DataError,
   type Dataset,
-  loadDataset,
   resolveDataDir,
-} from "../src/data/dataset.ts";
+} from "../src/data/split.ts";
 import { rng } from "./util.ts";
 
 const PIXELS = 3072;

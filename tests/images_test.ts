@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { encode as encodePng } from "fast-png";
 import jpeg from "jpeg-js";
-import { DataError } from "../src/data/dataset.ts";
+import { DataError } from "../src/data/split.ts";
 import {
   decodeImage,
   describePreprocessing,

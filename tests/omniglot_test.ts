@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { encode } from "fast-png";
-import { channelStats, classCounts, DataError, loadDataset } from "../src/data/dataset.ts";
+import { loadDataset } from "../src/data/dataset.ts";
+import { channelStats, classCounts, DataError } from "../src/data/split.ts";
 import {
   areaResize,
   drawingImage,

@@ -6,7 +6,7 @@
  * @module
  */
 import { run, sync } from "../src/gpu/kernel.ts";
-import { channelStats, type Dataset } from "../src/data/dataset.ts";
+import { channelStats, type Dataset } from "../src/data/split.ts";
 import { makeFamily } from "../src/data/tasks.ts";
 import { Sampler } from "../src/data/sampler.ts";
 import { getGpu, rng } from "./util.ts";

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { read, readU32 } from "../src/gpu/tensor.ts";
 import { run } from "../src/gpu/kernel.ts";
-import { channelStats, classCounts, type Dataset, loadDataset } from "../src/data/dataset.ts";
+import { loadDataset } from "../src/data/dataset.ts";
+import { channelStats, classCounts, type Dataset } from "../src/data/split.ts";
 import { isReserved, makeFamily, taskExamples } from "../src/data/tasks.ts";
 import {
   type Augment,

@@ -1,7 +1,7 @@
 /**
- * The command line's flags, shared by `main.ts` and the scripts behind `deno task bench`, `tune`
- * and `gpu-run`: one {@linkcode Flag} per option, parsed into the option's key and type, and the
- * help listing each flag on one line with its default.
+ * The command line's flags, shared by the commands under src/cli and the scripts behind
+ * `deno task bench`, `tune` and `gpu-run`: one {@linkcode Flag} per option, parsed into the
+ * option's key and type, and the help listing each flag on one line with its default.
  *
  * @module
  */

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { basename, dirname } from "node:path";
-import { DataError } from "./dataset.ts";
+import { DataError } from "./split.ts";
 
 /** The published size and md5 of an official file. */
 export interface Checksum {

@@ -16,7 +16,7 @@ import {
   parseNames,
   resolveDataDir,
   type Split,
-} from "./dataset.ts";
+} from "./split.ts";
 
 /** Where the official releases live (the page that documents them is CIFAR_PAGE). */
 export const CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html";

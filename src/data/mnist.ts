@@ -5,7 +5,7 @@
  * @module
  */
 import { Random } from "../random.ts";
-import { channelStats, checkLabels, DataError, type Dataset, type Split } from "./dataset.ts";
+import { channelStats, checkLabels, DataError, type Dataset, type Split } from "./split.ts";
 
 /** The split's seed: the same on every machine, so runs on MNIST are comparable. */
 export const MNIST_SPLIT_SEED = 0x6d6e;

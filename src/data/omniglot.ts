@@ -39,7 +39,7 @@ import {
   type Dataset,
   type LoadOptions,
   resolveDataDir,
-} from "./dataset.ts";
+} from "./split.ts";
 import { ZipArchive } from "./zip.ts";
 
 /** Side of an official Omniglot drawing, in pixels. */

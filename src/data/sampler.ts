@@ -11,7 +11,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { type Dispatch, grid, pipeline, prepare, Uniform } from "../gpu/kernel.ts";
 import { createTensor, type Tensor, tensorFrom } from "../gpu/tensor.ts";
 import { mixSeed, Random } from "../random.ts";
-import type { Dataset, Split } from "./dataset.ts";
+import type { Dataset, Split } from "./split.ts";
 import { type Examples, splitReserve, type Task, taskExamples, type TaskFamily } from "./tasks.ts";
 
 /** Bindings the kernel has for image chunks. */

@@ -5,7 +5,7 @@
  * @module
  */
 import { mixSeed } from "../random.ts";
-import type { Split } from "./dataset.ts";
+import type { Split } from "./split.ts";
 
 /** A binary task: images of `negative` classes get label 0, of `positive` classes label 1. */
 export interface Task {
@@ -30,7 +30,12 @@ export interface TaskFamily {
    * held-out task (i, j), so that no held-out class pair is seen in training in either order.
    */
   excluded: number[];
-  /** Tasks used in training: all tasks except `heldOut` and `excluded`, in order. */
+  /**
+   * Validation tasks: kept out of training like the held-out ones, to choose the adaptation
+   * recipe on (never scored as results). Absent in runs from before they existed.
+   */
+  validation?: number[];
+  /** Tasks used in training: all tasks except `heldOut`, `validation` and `excluded`, in order. */
   train: number[];
 }
 
@@ -46,6 +51,11 @@ export interface HoldoutOptions {
   holdoutLast?: number;
   /** Hold out exactly these task indices. */
   holdout?: number[];
+  /**
+   * Keep this many more tasks out of training as validation tasks (default 0): the last ones
+   * before the held-out tasks that training would otherwise use.
+   */
+  validationTasks?: number;
 }
 
 function pair(classNames: readonly string[], negative: number, positive: number): Task {
@@ -66,6 +76,8 @@ function pair(classNames: readonly string[], negative: number, positive: number)
  * - all_pairs: every ordered pair (i, j), i != j, row by row. Holding out (i, j) also puts
  *   (j, i) in `excluded`, so the pair is never seen in training in either order.
  * The default held-out set is the last task; `holdout` or `holdoutLast` choose others.
+ * `validationTasks` keeps the last that many of the remaining tasks out of training too (in
+ * all_pairs with their reversed twins excluded, as for held-out tasks).
  */
 export function makeFamily(
   name: string,
@@ -90,24 +102,37 @@ export function makeFamily(
   }
   const heldOut = chooseHeldOut(tasks.length, options);
   const excluded: number[] = [];
-  if (name === "all_pairs") {
-    for (const h of heldOut) {
-      const task = tasks[h]!;
-      const twin = tasks.findIndex((t) =>
-        t.negative[0] === task.positive[0] && t.positive[0] === task.negative[0]
-      );
-      if (!heldOut.includes(twin) && !excluded.includes(twin)) excluded.push(twin);
-    }
-    excluded.sort((a, b) => a - b);
+  // In all_pairs a kept-out task's reversed twin leaves training too: the pair is new either way.
+  const excludeTwin = (h: number, kept: number[]) => {
+    if (name !== "all_pairs") return;
+    const task = tasks[h]!;
+    const twin = tasks.findIndex((t) =>
+      t.negative[0] === task.positive[0] && t.positive[0] === task.negative[0]
+    );
+    if (!kept.includes(twin) && !excluded.includes(twin)) excluded.push(twin);
+  };
+  for (const h of heldOut) excludeTwin(h, heldOut);
+  const validation: number[] = [];
+  const wanted = options.validationTasks ?? 0;
+  if (!Number.isInteger(wanted) || wanted < 0) {
+    throw new RangeError(`validationTasks must be a whole number >= 0, got ${wanted}`);
   }
-  const train = [...tasks.keys()].filter((i) => !heldOut.includes(i) && !excluded.includes(i));
-  if (train.length === 0) {
+  for (let i = tasks.length - 1; i >= 0 && validation.length < wanted; i--) {
+    if (heldOut.includes(i) || excluded.includes(i)) continue;
+    validation.unshift(i);
+    excludeTwin(i, [...heldOut, ...validation]);
+  }
+  excluded.sort((a, b) => a - b);
+  const train = [...tasks.keys()].filter((i) =>
+    !heldOut.includes(i) && !excluded.includes(i) && !validation.includes(i)
+  );
+  if (train.length === 0 || validation.length < wanted) {
     throw new RangeError(
       `Family ${name} of ${tasks.length} tasks has none left for training after holding out ` +
-        `[${heldOut}]; hold out fewer`,
+        `[${heldOut}]${wanted > 0 ? ` and ${wanted} validation task(s)` : ""}; hold out fewer`,
     );
   }
-  return { name, tasks, heldOut, excluded, train };
+  return { name, tasks, heldOut, excluded, ...(wanted > 0 ? { validation } : {}), train };
 }
 
 function chooseHeldOut(count: number, options: HoldoutOptions): number[] {

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { DataError } from "./dataset.ts";
+import { DataError } from "./split.ts";
 
 /** One member of a zip file, as its central directory describes it. */
 export interface ZipMember {

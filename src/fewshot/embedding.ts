@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Dataset } from "../data/dataset.ts";
+import type { Dataset } from "../data/split.ts";
 import type { ImageStore } from "../data/sampler.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { run } from "../gpu/kernel.ts";

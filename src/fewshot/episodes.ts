@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Dataset, Split } from "../data/dataset.ts";
+import type { Dataset, Split } from "../data/split.ts";
 import { BatchAssembler, type ImageStore } from "../data/sampler.ts";
 import type { BatchSource } from "../engine.ts";
 import type { Gpu } from "../gpu/device.ts";

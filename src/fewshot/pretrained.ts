@@ -19,7 +19,7 @@
  *
  * @module
  */
-import type { Dataset } from "../data/dataset.ts";
+import type { Dataset } from "../data/split.ts";
 import { BatchAssembler, type ImageStore } from "../data/sampler.ts";
 import { type BatchSource, StepProgram } from "../engine.ts";
 import type { Gpu } from "../gpu/device.ts";

@@ -1,13 +1,28 @@
 /**
  * report.md of `experiment fewshot`: our rows (mean accuracy over test episodes with the 95%
  * interval, as the papers report) beside published numbers, the paired differences between our
- * methods over the same episodes, and the verdicts of the targets.
+ * methods over the same episodes, and the verdicts of the targets; and the same statistics over
+ * the random seeds of several runs (a sweep's cells, or `report --out`).
+ *
+ * The unit of every interval is said where it is printed. One run: its test episodes, which are
+ * the same for every method, so a difference is paired per episode and its t interval is over the
+ * episodes. Several seeds: each seed's mean over its own episodes (a seed draws its own episodes),
+ * then the t interval over the seeds (`hierarchicalPaired` with the seed as the unit), so episodes
+ * of one seed never count as independent replicates of the training.
  *
  * @module
  */
 import { join } from "node:path";
 import { writeAtomic } from "../safetensors.ts";
-import { pairedInterval, verdict } from "../stats.ts";
+import {
+  hierarchicalPaired,
+  type Interval,
+  mean,
+  meanInterval,
+  pairedInterval,
+  type Verdict,
+  verdict,
+} from "../stats.ts";
 import type { FewShotResults, FewShotRow } from "./experiment.ts";
 
 /** A published result: accuracy and interval in percent, as printed in the paper. */
@@ -95,26 +110,299 @@ function pct(x: number): string {
   return Number.isFinite(x) ? (100 * x).toFixed(2) : "-";
 }
 
-/** The target rows: each a paired comparison of two of our methods over the same episodes. */
-function comparisons(results: FewShotResults): string[] {
-  const lines: string[] = [];
-  const shots = [...new Set(results.rows.map((r) => r.shots))];
-  for (const k of shots) {
-    const at = results.rows.filter((r) => r.shots === k);
-    const full = at.find((r) => r.method === "full");
-    for (const z of at.filter((r) => r.method.startsWith("z"))) {
-      if (!full) continue;
-      const target = k === 1 ? 0.1 : 0;
-      const diff = pairedInterval(z.values, full.values);
-      const v = verdict(diff, { atLeast: target });
-      lines.push(
-        `| ${z.method} - full | ${k} | ${pct(diff.estimate)} [${pct(diff.lo)}, ${
-          pct(diff.hi)
-        }] | >= ${pct(target)} | ${v} |`,
-      );
+/** Whether parsed JSON is a results.json of `experiment fewshot` (rows of per-episode values). */
+export function isFewShotResults(data: unknown): data is FewShotResults {
+  const d = data as Partial<FewShotResults> | null;
+  return typeof d === "object" && d !== null && Array.isArray(d.rows) &&
+    typeof d.options?.ways === "number";
+}
+
+/** An estimate with its 95% Student-t interval and the unit the interval is over. */
+export interface UnitInterval extends Interval {
+  /**
+   * `seeds`: each seed's mean over its test episodes, then the interval over the seeds (n seeds);
+   * `episodes`: one seed, the interval over its test episodes (n episodes).
+   */
+  unit: "seeds" | "episodes";
+  /** Test episodes per seed (the most of any seed). */
+  episodes: number;
+}
+
+/** One method at one (ways, shots) over the seeds of a group of runs. */
+export interface SeedAccuracy {
+  /** The row's method. */
+  method: string;
+  /** N. */
+  ways: number;
+  /** K. */
+  shots: number;
+  /** Per run, in seed order: its mean accuracy and the papers' interval over its episodes. */
+  seeds: { seed: number; accuracy: number; ci95: number; episodes: number }[];
+  /** The mean accuracy with its interval: over seeds, or over the episodes of one seed. */
+  interval: UnitInterval;
+}
+
+/** A z method against another method at one (ways, shots), paired over the same episodes. */
+export interface SeedDifference {
+  /** The z method (`z (table)`, `z (meta)`). */
+  a: string;
+  /** The other method. */
+  b: string;
+  /** N. */
+  ways: number;
+  /** K. */
+  shots: number;
+  /** a - b: over seeds (each seed's mean difference over its episodes), or over one seed's episodes. */
+  interval: UnitInterval;
+}
+
+/** A target of the issue and what the interval says about it. */
+export interface SeedTarget {
+  /** In words, e.g. `z (meta) - protonet >= 0`. */
+  name: string;
+  /** K. */
+  shots: number;
+  /** The interval judged. */
+  interval: UnitInterval;
+  /** The bound the whole interval must clear (fraction). */
+  atLeast: number;
+  /** met, not established or missed. */
+  verdict: Verdict;
+}
+
+/** Our methods over the seeds of runs that differ only by seed. */
+export interface SeedSummary {
+  /** The seeds, in order (runs with the same seed count as one unit). */
+  seeds: number[];
+  /** Every method at every (ways, shots). */
+  accuracy: SeedAccuracy[];
+  /** Every z method against every other method, paired per episode. */
+  differences: SeedDifference[];
+  /** The issue's targets where they apply. */
+  targets: SeedTarget[];
+}
+
+const isZ = (method: string) => method === "z" || method.startsWith("z (");
+
+/**
+ * The statistics of runs that differ only by seed (see the module doc for the units). A method
+ * and (ways, shots) that some runs lack is summarised over the runs that have it.
+ */
+export function seedSummary(runs: readonly FewShotResults[]): SeedSummary {
+  const seedOf = (r: FewShotResults) => r.options.seed;
+  const ordered = [...runs].sort((p, q) => seedOf(p) - seedOf(q));
+  const seeds = [...new Set(ordered.map(seedOf))];
+  const keys = new Map<string, { method: string; ways: number; shots: number }>();
+  for (const r of ordered) {
+    for (const row of r.rows) {
+      keys.set(JSON.stringify([row.method, row.ways, row.shots]), row);
     }
   }
-  return lines;
+  const rowsOf = (method: string, ways: number, shots: number) =>
+    ordered.flatMap((r) =>
+      r.rows.filter((x) => x.method === method && x.ways === ways && x.shots === shots)
+        .map((row) => ({ seed: seedOf(r), row }))
+    );
+  const accuracy: SeedAccuracy[] = [...keys.values()].map(({ method, ways, shots }) => {
+    const found = rowsOf(method, ways, shots);
+    const bySeed = new Map<number, number[]>();
+    for (const f of found) bySeed.set(f.seed, [...(bySeed.get(f.seed) ?? []), f.row.accuracy]);
+    const episodes = Math.max(...found.map((f) => f.row.values.length));
+    const interval: UnitInterval = bySeed.size >= 2
+      ? { ...meanInterval([...bySeed.values()].map(mean)), unit: "seeds", episodes }
+      : { ...meanInterval(found.flatMap((f) => f.row.values)), unit: "episodes", episodes };
+    return {
+      method,
+      ways,
+      shots,
+      seeds: found.map((f) => ({
+        seed: f.seed,
+        accuracy: f.row.accuracy,
+        ci95: f.row.ci95 ?? NaN,
+        episodes: f.row.values.length,
+      })),
+      interval,
+    };
+  });
+  const differences: SeedDifference[] = [];
+  for (const za of accuracy.filter((x) => isZ(x.method))) {
+    const others = accuracy.filter((x) =>
+      x.ways === za.ways && x.shots === za.shots && x.method !== za.method &&
+      (!isZ(x.method) || accuracy.indexOf(x) > accuracy.indexOf(za))
+    );
+    for (const other of others) {
+      const pairs = ordered.flatMap((r) => {
+        const find = (m: string) =>
+          r.rows.find((x) => x.method === m && x.ways === za.ways && x.shots === za.shots);
+        const [a, b] = [find(za.method), find(other.method)];
+        return a && b && a.values.length === b.values.length
+          ? a.values.map((v, i) => ({ unit: String(seedOf(r)), a: v, b: b.values[i]! }))
+          : [];
+      });
+      const units = new Set(pairs.map((p) => p.unit)).size;
+      if (units === 0) continue;
+      const episodes = Math.max(za.interval.episodes, other.interval.episodes);
+      const interval: UnitInterval = units >= 2
+        ? { ...hierarchicalPaired(pairs), unit: "seeds", episodes }
+        : {
+          ...pairedInterval(pairs.map((p) => p.a), pairs.map((p) => p.b)),
+          unit: "episodes",
+          episodes,
+        };
+      differences.push({ a: za.method, b: other.method, ways: za.ways, shots: za.shots, interval });
+    }
+  }
+  return { seeds, accuracy, differences, targets: targetsOf(ordered[0], accuracy, differences) };
+}
+
+/**
+ * The issue's targets: every z method at least ProtoNet (z - protonet >= 0), at least 10 points
+ * above the whole network from scratch at 1 shot, and at least 95% on Omniglot 5-way 1-shot.
+ */
+function targetsOf(
+  first: FewShotResults | undefined,
+  accuracy: readonly SeedAccuracy[],
+  differences: readonly SeedDifference[],
+): SeedTarget[] {
+  const targets: SeedTarget[] = [];
+  const add = (name: string, shots: number, interval: UnitInterval, atLeast: number) =>
+    targets.push({ name, shots, interval, atLeast, verdict: verdict(interval, { atLeast }) });
+  for (const d of differences) {
+    if (d.b === "protonet") add(`${d.a} - protonet >= 0`, d.shots, d.interval, 0);
+    if (d.b === "full" && d.shots === 1) add(`${d.a} - full >= 10 points`, 1, d.interval, 0.1);
+  }
+  if (first?.options.dataset === "omniglot") {
+    for (const a of accuracy) {
+      if (isZ(a.method) && a.ways === 5 && a.shots === 1) {
+        add(`${a.method} >= 95% (Omniglot 5-way 1-shot)`, 1, a.interval, 0.95);
+      }
+    }
+  }
+  return targets;
+}
+
+/** `estimate [lo, hi]` in points, or the estimate alone where there is no interval. */
+function bracket(i: Interval): string {
+  return Number.isFinite(i.lo)
+    ? `${pct(i.estimate)} [${pct(i.lo)}, ${pct(i.hi)}]`
+    : pct(i.estimate);
+}
+
+/** The unit of an interval in a few words, e.g. `3 seeds` or `600 episodes, 1 seed`. */
+function unitText(i: UnitInterval): string {
+  return i.unit === "seeds" ? `${i.n} seeds` : `${i.n} episodes, 1 seed`;
+}
+
+/**
+ * The Markdown of a {@link SeedSummary}: accuracy by method (unless `accuracy` is false, where the
+ * caller prints its own), the paired differences of each z method, and the targets, each table
+ * naming its unit; `heading` is the level of the tables' headings (default `##`).
+ */
+export function seedSummaryMarkdown(
+  summary: SeedSummary,
+  options: { heading?: string; accuracy?: boolean } = {},
+): string[] {
+  const heading = options.heading ?? "##";
+  const one = summary.seeds.length === 1;
+  const episodes = Math.max(0, ...summary.accuracy.map((a) => a.interval.episodes));
+  const md: string[] = [
+    one
+      ? `One random seed (${summary.seeds[0]}): every interval is over its ${episodes} test ` +
+        "episodes (Student t), and differences are paired per episode (the same episodes for " +
+        "every method). It says how well the episodes pin down this one training, not how much " +
+        "another seed's training would differ."
+      : `${summary.seeds.length} random seeds (${summary.seeds.join(", ")}): the unit is the ` +
+        "seed. Each seed's accuracy is its mean over its own test episodes; the mean over seeds " +
+        "has the 95% Student t interval over the seeds (n − 1 degrees of freedom). A difference " +
+        "is each seed's mean of the per-episode differences (the same episodes for both " +
+        "methods), then the t interval over the seeds. The per-seed column is what the papers " +
+        "print: the mean over episodes ± 1.96 x std / sqrt(episodes).",
+    "",
+    ...(options.accuracy === false ? [] : [
+      `${heading} Accuracy by method`,
+      "",
+      "| method | ways | shots | accuracy (%) [95% interval] | unit | per seed: accuracy ± 95% interval over its episodes (episodes) |",
+      "| --- | ---: | ---: | ---: | --- | --- |",
+      ...summary.accuracy.map((a) =>
+        `| ${a.method} | ${a.ways} | ${a.shots} | ${bracket(a.interval)} | ${
+          unitText(a.interval)
+        } | ${
+          a.seeds.map((s) => `${s.seed}: ${pct(s.accuracy)} ± ${pct(s.ci95)} (${s.episodes})`)
+            .join("; ")
+        } |`
+      ),
+      "",
+    ]),
+    `${heading} Paired differences`,
+    "",
+    "Each z method minus every other method, in points over the same test episodes.",
+    "",
+    "| difference | shots | points [95% interval] | unit |",
+    "| --- | ---: | ---: | --- |",
+    ...summary.differences.map((d) =>
+      `| ${d.a} - ${d.b} | ${d.shots} | ${bracket(d.interval)} | ${unitText(d.interval)} |`
+    ),
+    "",
+  ];
+  if (summary.targets.length > 0) {
+    md.push(
+      `${heading} Targets`,
+      "",
+      "Met when the whole 95% interval clears the bound, missed when it lies below it, and " +
+        "otherwise not established (also with no interval).",
+      "",
+      "| target | shots | estimate (points or %) [95% interval] | unit | verdict |",
+      "| --- | ---: | ---: | --- | --- |",
+      ...summary.targets.map((t) =>
+        `| ${t.name} | ${t.shots} | ${bracket(t.interval)} | ${
+          unitText(t.interval)
+        } | ${t.verdict} |`
+      ),
+      "",
+    );
+  }
+  return md;
+}
+
+/** Options that tell runs apart without changing what they measure, or that are the seed. */
+const NOT_GROUPED = new Set(["seed", "out", "chunk", "dataDir", "verify"]);
+
+/**
+ * Runs grouped by everything but the seed (and where their files were): the dataset as read and
+ * every other option. Labels name the dataset, ways, shots and profile, and any option that
+ * differs between groups.
+ */
+export function groupRunsBySeed<T extends { results: FewShotResults }>(
+  runs: readonly T[],
+): { label: string; runs: T[] }[] {
+  const kept = (r: FewShotResults) =>
+    Object.fromEntries(
+      Object.entries(r.options).filter(([k]) => !NOT_GROUPED.has(k)).sort(([p], [q]) =>
+        p < q ? -1 : 1
+      ),
+    );
+  const groups = new Map<string, T[]>();
+  for (const run of runs) {
+    const key = JSON.stringify([run.results.dataset, kept(run.results)]);
+    groups.set(key, [...(groups.get(key) ?? []), run]);
+  }
+  const firsts = [...groups.values()].map((g) => kept(g[0]!.results));
+  const varying = [...new Set(firsts.flatMap(Object.keys))].filter((k) =>
+    !["dataset", "ways", "shots", "profile"].includes(k) &&
+    firsts.some((o) => JSON.stringify(o[k]) !== JSON.stringify(firsts[0]![k]))
+  );
+  return [...groups.values()].map((list) => {
+    const o = list[0]!.results.options;
+    const extra = varying.map((k) => `${k}=${JSON.stringify(kept(list[0]!.results)[k])}`);
+    return {
+      label: [
+        `${o.dataset} ${o.ways}-way ${o.shots.join(",")}-shot, profile ${o.profile}`,
+        ...extra,
+      ]
+        .join(", "),
+      runs: list,
+    };
+  });
 }
 
 /** Markdown of a results file (see the module doc). */
@@ -153,15 +441,9 @@ export function fewShotMarkdown(results: FewShotResults): string {
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...results.rows.map(row),
     "",
-    "## Paired differences",
+    "## Paired differences and targets",
     "",
-    `Per test episode (the unit), 95% t interval over ${o.episodes} episodes; target at 1 shot: ` +
-    "z at least 10 points above the whole network trained from scratch.",
-    "",
-    "| difference | shots | points [95% interval] | target | verdict |",
-    "| --- | ---: | ---: | ---: | --- |",
-    ...comparisons(results),
-    "",
+    ...seedSummaryMarkdown(seedSummary([results]), { heading: "###", accuracy: false }),
     "## Published",
     "",
     published.length > 0
@@ -183,6 +465,30 @@ export function fewShotMarkdown(results: FewShotResults): string {
       : []),
     "",
   ].join("\n");
+}
+
+/**
+ * The section of a combined report on few-shot runs (`report DIR... --out FILE`): runs that differ
+ * only by seed form a group, each with its statistics over the seeds (see the module doc).
+ */
+export function seedsSection(runs: readonly { name: string; results: FewShotResults }[]): string[] {
+  const md = [
+    "## Few-shot over random seeds",
+    "",
+    "Runs of `deno task experiment fewshot` that differ only by seed form a group; each run's " +
+    "`results.json` keeps every test episode's accuracy, so every interval below can be recomputed.",
+    "",
+  ];
+  for (const g of groupRunsBySeed(runs)) {
+    md.push(
+      `### ${g.label}`,
+      "",
+      `Runs: ${g.runs.map((r) => `${r.name} (seed ${r.results.options.seed})`).join(", ")}.`,
+      "",
+      ...seedSummaryMarkdown(seedSummary(g.runs.map((r) => r.results)), { heading: "####" }),
+    );
+  }
+  return md;
 }
 
 /** Writes report.md beside results.json in `dir`; returns its path. */

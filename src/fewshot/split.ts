@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { DataError, type Dataset } from "../data/dataset.ts";
+import { DataError, type Dataset } from "../data/split.ts";
 
 /** Class indices of each part, and how the split was made. */
 export interface ClassSplit {

@@ -14,6 +14,13 @@
  * except for options whose values are themselves lists (`shots`, `hidden`), which are always a
  * list of lists.
  *
+ * An experiment with options of its own (`fewshot`, the options of `experiment fewshot`) is swept
+ * by a plan of its own:
+ *
+ * ```json
+ * { "experiment": "fewshot", "options": { "ways": 5, "shots": [[1, 5]], "seed": [1, 2, 3] } }
+ * ```
+ *
  * @module
  */
 import { join, resolve } from "node:path";
@@ -87,6 +94,14 @@ export const SEED_OPTION = "seed";
 /** Checks one option value; returns what is wrong with it, or undefined when it is fine. */
 export type OptionCheck = (key: string, value: unknown) => string | undefined;
 
+/** How the options of an experiment are checked. */
+export interface OptionRules {
+  /** Checks one value. */
+  check: OptionCheck;
+  /** Options whose single value is itself a list (default {@link LIST_OPTIONS}). */
+  listOptions?: Set<string>;
+}
+
 const SLURM_KEYS: Record<keyof SlurmSettings, "string" | "int" | "strings"> = {
   partition: "string",
   time: "string",
@@ -100,14 +115,20 @@ const SLURM_KEYS: Record<keyof SlurmSettings, "string" | "int" | "strings"> = {
 /** Options whose single value is itself a list, so the plan always gives a list of lists. */
 export const LIST_OPTIONS = new Set(["shots", "hidden"]);
 
+/** What a plan may run: `experiments` share `check` and `listOptions`; each of `separate` has
+ * options of its own, so a plan that names it names no other experiment. */
+export interface PlanRules extends OptionRules {
+  /** Experiments that share these rules (`exp1`, `exp2`). */
+  experiments: readonly string[];
+  /** Experiment -> its own rules (`fewshot`). */
+  separate?: Readonly<Record<string, OptionRules>>;
+}
+
 /**
- * Reads and checks a plan: experiments, option names and values (each checked by `check`),
- * Slurm settings. Errors name the file and the offending entry.
+ * Reads and checks a plan: experiments, option names and values (each checked by its
+ * experiment's `check`), Slurm settings. Errors name the file and the offending entry.
  */
-export async function loadPlan(
-  path: string,
-  options: { experiments: readonly string[]; check: OptionCheck; listOptions?: Set<string> },
-): Promise<Plan> {
+export async function loadPlan(path: string, options: PlanRules): Promise<Plan> {
   let data: unknown;
   try {
     data = JSON.parse(await Deno.readTextFile(path));
@@ -122,17 +143,10 @@ export async function loadPlan(
 }
 
 /** Checks a plan already parsed from JSON; `source` names it in errors. */
-export function parsePlan(
-  data: unknown,
-  options: {
-    experiments: readonly string[];
-    check: OptionCheck;
-    listOptions?: Set<string>;
-    source: string;
-  },
-): Plan {
+export function parsePlan(data: unknown, options: PlanRules & { source: string }): Plan {
   const src = options.source;
-  const lists = options.listOptions ?? LIST_OPTIONS;
+  const separate = options.separate ?? {};
+  const known = [...options.experiments, ...Object.keys(separate)];
   if (!isObject(data)) throw new PlanError(`${src}: expected a JSON object with "experiment"`);
   for (const key of Object.keys(data)) {
     if (!["experiment", "options", "slurm"].includes(key)) {
@@ -146,12 +160,23 @@ export function parsePlan(
     throw new PlanError(`${src}: "experiment" is missing; expected e.g. ["exp1", "exp2"]`);
   }
   for (const e of experiment) {
-    if (typeof e !== "string" || !options.experiments.includes(e)) {
+    if (typeof e !== "string" || !known.includes(e)) {
       throw new PlanError(
-        `${src}: experiment ${JSON.stringify(e)} is not one of ${options.experiments.join(", ")}`,
+        `${src}: experiment ${JSON.stringify(e)} is not one of ${known.join(", ")}`,
       );
     }
   }
+  const names = [...new Set(experiment as string[])];
+  const own = names.find((e) => Object.hasOwn(separate, e));
+  if (own !== undefined && names.length > 1) {
+    throw new PlanError(
+      `${src}: experiment "${own}" takes options of its own, so it cannot share a plan with ${
+        names.filter((e) => e !== own).join(", ")
+      }; give it a plan of its own`,
+    );
+  }
+  const rules: OptionRules = own !== undefined ? separate[own]! : options;
+  const lists = rules.listOptions ?? LIST_OPTIONS;
   const given = data.options ?? {};
   if (!isObject(given)) throw new PlanError(`${src}: "options" must be an object of lists`);
   const planOptions: Record<string, unknown[]> = {};
@@ -172,7 +197,7 @@ export function parsePlan(
     if (values.length === 0) throw new PlanError(`${src}: options.${key} is an empty list`);
     const seen = new Set<string>();
     values.forEach((v, i) => {
-      const problem = options.check(key, v);
+      const problem = rules.check(key, v);
       if (problem) throw new PlanError(`${src}: options.${key}[${i}]: ${problem}`);
       const text = JSON.stringify(v);
       if (seen.has(text)) throw new PlanError(`${src}: options.${key} lists ${text} twice`);
@@ -206,7 +231,7 @@ export function parsePlan(
     }
   }
   return {
-    experiment: [...new Set(experiment as string[])],
+    experiment: names,
     options: planOptions,
     slurm: slurm as SlurmSettings,
   };

@@ -2,12 +2,16 @@
  * The report of a sweep folder: cells that differ only by seed form a group; per group and method
  * the held-out test accuracy as mean ± sample std, the 95% confidence interval of the mean and n;
  * methods compared with z-only by paired tests over the seeds; bar charts with error bars. Only
- * cells that are done count; the others are listed.
+ * cells that are done count; the others are listed. A few-shot sweep's groups get the few-shot
+ * statistics over seeds instead (src/fewshot/report.ts): mean accuracy over seeds, each z method
+ * against every other paired over the same episodes, and the issue's targets.
  *
  * @module
  */
 import { basename, dirname, join, relative } from "node:path";
 import type { ExperimentResults } from "../experiment.ts";
+import type { FewShotResults } from "../fewshot/experiment.ts";
+import { type SeedSummary, seedSummary, seedSummaryMarkdown } from "../fewshot/report.ts";
 import { COLOURS, escape, svgOpen } from "../report.ts";
 import { writeAtomic } from "../safetensors.ts";
 import {
@@ -19,6 +23,7 @@ import {
   wilcoxonSignedRank,
 } from "../stats.ts";
 import { cellStatus } from "./cell.ts";
+import { FEWSHOT_EXPERIMENT } from "./fewshot.ts";
 import { type Cell, cellDir, readSweep, SEED_OPTION } from "./plan.ts";
 
 /** One done cell and its results. */
@@ -51,6 +56,8 @@ export interface SweepReport {
   notDone: { cell: Cell; state: string }[];
   /** The summary table as aligned text (mean ± std, 95% CI, n). */
   table: string[];
+  /** A few-shot sweep's groups and their statistics over seeds (then `groups` is empty). */
+  fewShot?: { label: string; summary: SeedSummary }[];
 }
 
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(2)}%` : "–");
@@ -161,28 +168,7 @@ function methodAccuracy(r: ExperimentResults, method: string): number {
  * the same while a sweep fills in.
  */
 export function groupBySeed(done: readonly Done[], planned?: readonly Cell[]): SeedGroup[] {
-  const byKey = new Map<string, Done[]>();
-  for (const d of done) {
-    const { [SEED_OPTION]: _seed, ...rest } = d.cell.values;
-    const key = JSON.stringify([d.cell.experiment, rest]);
-    byKey.set(key, [...(byKey.get(key) ?? []), d]);
-  }
-  const varying = new Set<string>();
-  const all = planned ?? done.map((d) => d.cell);
-  for (const c of all) {
-    for (const [k, v] of Object.entries(c.values)) {
-      if (k !== SEED_OPTION && all.some((o) => JSON.stringify(o.values[k]) !== JSON.stringify(v))) {
-        varying.add(k);
-      }
-    }
-  }
-  const experiments = new Set(all.map((c) => c.experiment));
-  return [...byKey.values()].map((list) => {
-    const first = list[0]!.cell;
-    const label = [
-      ...(experiments.size > 1 || varying.size === 0 ? [first.experiment] : []),
-      ...[...varying].map((k) => `${k}=${JSON.stringify(first.values[k])?.replaceAll('"', "")}`),
-    ].join(" ");
+  return seedGroups(done, planned).map(({ label, items: list }) => {
     const cells = list
       .map((d) => ({
         seed: Number(d.results.options.seed ?? d.cell.values[SEED_OPTION]),
@@ -216,7 +202,41 @@ export function groupBySeed(done: readonly Done[], planned?: readonly Cell[]): S
         });
       }
     }
-    return { label: label || first.experiment, cells, accuracy, summary, versusZ };
+    return { label, cells, accuracy, summary, versusZ };
+  });
+}
+
+/**
+ * Cells grouped by everything but the seed. Labels name the options that differ between
+ * `planned` cells (default: the given ones), so they stay the same while a sweep fills in.
+ */
+function seedGroups<T extends { cell: Cell }>(
+  items: readonly T[],
+  planned?: readonly Cell[],
+): { label: string; items: T[] }[] {
+  const byKey = new Map<string, T[]>();
+  for (const d of items) {
+    const { [SEED_OPTION]: _seed, ...rest } = d.cell.values;
+    const key = JSON.stringify([d.cell.experiment, rest]);
+    byKey.set(key, [...(byKey.get(key) ?? []), d]);
+  }
+  const varying = new Set<string>();
+  const all = planned ?? items.map((d) => d.cell);
+  for (const c of all) {
+    for (const [k, v] of Object.entries(c.values)) {
+      if (k !== SEED_OPTION && all.some((o) => JSON.stringify(o.values[k]) !== JSON.stringify(v))) {
+        varying.add(k);
+      }
+    }
+  }
+  const experiments = new Set(all.map((c) => c.experiment));
+  return [...byKey.values()].map((list) => {
+    const first = list[0]!.cell;
+    const label = [
+      ...(experiments.size > 1 || varying.size === 0 ? [first.experiment] : []),
+      ...[...varying].map((k) => `${k}=${JSON.stringify(first.values[k])?.replaceAll('"', "")}`),
+    ].join(" ");
+    return { label: label || first.experiment, items: list };
   });
 }
 
@@ -281,11 +301,10 @@ export async function writeSweepReport(
   const assets = options.out ? options.out.replace(/\.md$/, "") : dir;
   const link = (file: string) => relative(dirname(path), join(assets, file)).replaceAll("\\", "/");
   await Deno.mkdir(assets, { recursive: true });
-  const groups = groupBySeed(done, record.cells);
   const fixed = Object.entries(record.content.options).filter(([k, v]) =>
     v.length === 1 && k !== SEED_OPTION
   ).map(([k, v]) => `${k}=${typeof v[0] === "string" ? v[0] : JSON.stringify(v[0])}`);
-  const md: string[] = [
+  const header = [
     `# Sweep ${basename(dir)}`,
     "",
     `Plan \`${basename(record.plan)}\`: ${record.cells.length} cell(s), ${done.length} done. ` +
@@ -294,19 +313,67 @@ export async function writeSweepReport(
     } --out DIR\` and \`deno task report DIR\`.` +
     (fixed.length ? ` Every cell: ${fixed.join(", ")}.` : ""),
     "",
+  ];
+  const notCounted = notDone.length > 0
+    ? [
+      `Not counted (not done): ${notDone.map((n) => `${n.cell.name} (${n.state})`).join(", ")}.`,
+      "",
+    ]
+    : [];
+  const cellsTable = async (cells: readonly { cell: Cell; seed: number }[]) => {
+    const rows = ["## Cells", "", "| cell | seed | results |", "| --- | ---: | --- |"];
+    for (const c of cells) {
+      const file = join("cells", c.cell.name, "results.json");
+      if (options.out) {
+        await Deno.mkdir(join(assets, "cells", c.cell.name), { recursive: true });
+        await Deno.copyFile(join(cellDir(dir, c.cell), "results.json"), join(assets, file));
+      }
+      rows.push(`| ${c.cell.name} | ${c.seed} | [results.json](${link(file)}) |`);
+    }
+    return [...rows, ""];
+  };
+  if (record.content.experiment.includes(FEWSHOT_EXPERIMENT)) {
+    const fewShot = seedGroups(
+      done.map((d) => ({ cell: d.cell, results: d.results as unknown as FewShotResults })),
+      record.cells,
+    ).map((g) => ({
+      label: g.label,
+      cells: g.items.map((d) => ({ ...d, seed: d.results.options.seed }))
+        .sort((a, b) => a.seed - b.seed),
+    }));
+    const md = [...header, ...notCounted];
+    const text: string[][] = [["group", "method", "shots", "accuracy [95% interval]", "unit"]];
+    const summaries: { label: string; summary: SeedSummary }[] = [];
+    for (const g of fewShot) {
+      const summary = seedSummary(g.cells.map((c) => c.results));
+      summaries.push({ label: g.label, summary });
+      md.push(`## ${g.label}`, "", ...seedSummaryMarkdown(summary, { heading: "###" }));
+      for (const a of summary.accuracy) {
+        const i = a.interval;
+        text.push([
+          g.label,
+          a.method,
+          String(a.shots),
+          `${pct(i.estimate)}${Number.isFinite(i.lo) ? ` [${pct(i.lo)}, ${pct(i.hi)}]` : ""}`,
+          i.unit === "seeds" ? `${i.n} seeds` : `${i.n} episodes, 1 seed`,
+        ]);
+      }
+    }
+    md.push(...await cellsTable(fewShot.flatMap((g) => g.cells)));
+    await writeAtomic(path, md.join("\n"));
+    return { path, groups: [], notDone, table: columns(text), fewShot: summaries };
+  }
+  const groups = groupBySeed(done, record.cells);
+  const md: string[] = [
+    ...header,
     "Cells that differ only by seed form a group. Per group and method: held-out test accuracy " +
     "(mean over a cell's held-out tasks) as mean ± sample standard deviation (points) over the " +
     "seeds, the 95% confidence interval of the mean (Student t, n − 1 degrees of freedom) and n, " +
     "the number of seeds. Differences are paired by seed: the paired t-test and the exact " +
     "Wilcoxon signed-rank test, both two-sided (with n seeds Wilcoxon's p is at least 2 / 2^n).",
     "",
+    ...notCounted,
   ];
-  if (notDone.length > 0) {
-    md.push(
-      `Not counted (not done): ${notDone.map((n) => `${n.cell.name} (${n.state})`).join(", ")}.`,
-      "",
-    );
-  }
   const thin = groups.filter((g) => g.cells.length < 3);
   if (thin.length > 0 && groups.length > 0) {
     md.push(
@@ -358,23 +425,7 @@ export async function writeSweepReport(
   }
   md.push(...versusZTable(groups));
   await shotsSection(groups, md, { assets, link });
-  md.push(
-    "## Cells",
-    "",
-    "| cell | seed | results |",
-    "| --- | ---: | --- |",
-  );
-  for (const g of groups) {
-    for (const c of g.cells) {
-      const file = join("cells", c.cell.name, "results.json");
-      if (options.out) {
-        await Deno.mkdir(join(assets, "cells", c.cell.name), { recursive: true });
-        await Deno.copyFile(join(cellDir(dir, c.cell), "results.json"), join(assets, file));
-      }
-      md.push(`| ${c.cell.name} | ${c.seed} | [results.json](${link(file)}) |`);
-    }
-  }
-  md.push("");
+  md.push(...await cellsTable(groups.flatMap((g) => g.cells)));
   await writeAtomic(path, md.join("\n"));
   return { path, groups, notDone, table: columns(text) };
 }
