@@ -95,3 +95,16 @@ Deno.test("tune and gpu-run resolve their flags as before", async () => {
   assert.deepEqual([changed.budget, changed.tune], [60, false]);
   assert.throws(() => gpuRunOptions({ budget: 0 }), /expected seconds > 0/);
 });
+
+Deno.test("a list flag takes a comma list or repeats, and checks every item", async () => {
+  const flags: Flag[] = [
+    { flag: "methods", key: "methods", kind: "strings", values: ["z", "full"], help: "methods" },
+  ];
+  const parse = (args: string[]) => parseFlags(args, { flags, common: [HELP_FLAG] });
+  assert.deepEqual((await parse(["--methods", "z,full"])).values.methods, ["z", "full"]);
+  assert.deepEqual((await parse(["--methods", "z", "--methods", "full"])).values.methods, [
+    "z",
+    "full",
+  ]);
+  await assert.rejects(parse(["--methods", "z,protonet"]), /--methods 'protonet' is not valid/);
+});

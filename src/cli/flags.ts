@@ -79,7 +79,20 @@ export function flagName(key: string): string {
 
 function parseValue(f: Flag, raw: unknown): unknown {
   if (f.kind === "bool") return f.flag.startsWith("no-") ? !raw : raw;
-  if (f.kind === "strings") return (raw as string[]).map(String);
+  if (f.kind === "strings") {
+    // A comma list, or the flag repeated, or both: every item checked against `values`.
+    const items = (raw as string[]).flatMap((r) => String(r).split(",")).map((x) => x.trim());
+    for (const item of items) {
+      if (item === "" || (f.values && !f.values.includes(item))) {
+        throw new UsageError(
+          `--${f.flag} '${item}' is not valid; expected a comma list of ${
+            f.values ? f.values.join(", ") : "non-empty names"
+          }`,
+        );
+      }
+    }
+    return items;
+  }
   const text = String(raw);
   if (f.values && !f.values.includes(text)) {
     throw new UsageError(
