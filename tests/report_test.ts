@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { ExperimentResults, HeldOutResult } from "../src/experiment.ts";
 import { combineReports, verdict } from "../src/report.ts";
+import { pairedInterval } from "../src/stats.ts";
 
 type Shot = HeldOutResult["shots"][number];
 
@@ -185,4 +186,19 @@ Deno.test("the combined report regenerates in place over run folders already bes
   assert.match(await Deno.readTextFile(file), /95% t interval over tasks/);
   assert.equal(await Deno.readTextFile(join(root, "results", name, "results.json")), results);
   await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("an interval in docs/results.md is recomputed from its committed results.json", async () => {
+  const file = join("docs", "results", "cifar10-allpairs-quick-h10", "results.json");
+  const results = JSON.parse(await Deno.readTextFile(file)) as ExperimentResults;
+  const of = (method: string) =>
+    results.heldOut.map((h) => h.methods.find((m) => m.method === method)!.accuracy);
+  const gap = pairedInterval(of("z"), of("full"));
+  assert.equal(gap.n, 10);
+  const points = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(2)}`.replace("+-", "-");
+  const row = `| ${points(gap.estimate)} | [${points(gap.lo)}, ${
+    points(gap.hi)
+  }] (10 held-out tasks) |`;
+  assert.equal(row, "| -7.29 | [-10.03, -4.56] (10 held-out tasks) |");
+  assert.ok((await Deno.readTextFile(join("docs", "results.md"))).includes(row));
 });
