@@ -2,10 +2,10 @@
  * `deno task bench`: kernel throughput of every variant (matmul, the batched task conv2d of
  * seed_cnn), the CPU's fp32 GEMM peak measured in the same run through an optimised BLAS (the best
  * of numpy and PyTorch, with the library each reports), training-step throughput of the SuperNet
- * with the tuned kernels, batched over T tasks vs a per-task loop, peak GPU memory per step,
- * adaptation speed, and the peers (PyTorch, TensorFlow.js). Writes benchmarks.json and
- * benchmarks.md, every figure in it from this run, into runs/bench (`--out docs` replaces the
- * committed page); prints progress while it runs.
+ * with the tuned kernels, batched over T tasks vs a per-task loop, the few-shot conv4 step in
+ * episodes per second, peak GPU memory per step, adaptation speed, and the peers (PyTorch on both
+ * steps, TensorFlow.js). Writes benchmarks.json and benchmarks.md, every figure in it from this
+ * run, into runs/bench (`--out docs` replaces the committed page); prints progress while it runs.
  *
  * Timing: every measurement is the median of >= 5 timed repeats after a warm-up; a repeat submits
  * the work and ends with `onSubmittedWorkDone`.
@@ -20,7 +20,7 @@ import { adaptRows } from "./bench_adapt.ts";
 import { getGpu, type Gpu } from "./gpu/device.ts";
 import { type Dispatch, run, sync } from "./gpu/kernel.ts";
 import { blockTimer, kernelSeconds, median, wallSeconds } from "./gpu/timing.ts";
-import { createTensor, tensorFrom } from "./gpu/tensor.ts";
+import { createTensor, type Tensor, tensorFrom } from "./gpu/tensor.ts";
 import { releaseStaging, stagingLive } from "./gpu/texture.ts";
 import {
   configureTuning,
@@ -29,6 +29,7 @@ import {
   type TuneResult,
   tuneSettings,
 } from "./gpu/tune.ts";
+import { headScaleOf } from "./model/generator.ts";
 import { SuperNet, superNetConfig } from "./model/supernet.ts";
 import { Tape } from "./tape.ts";
 import {
@@ -42,11 +43,14 @@ import { optimizerConfig, ParamGroup } from "./optim.ts";
 import {
   gpuYardstick,
   installPeers,
+  type PeerStepDescription,
   peerVenv,
   pythonCandidates,
   type PythonReport,
   pythonReport,
   strongestTorch,
+  type TorchDescribedStep,
+  torchDescribedStep,
   type TorchStep,
   torchStep,
   yardstick,
@@ -394,20 +398,84 @@ async function stepRows(
   return rows;
 }
 
+/** Sizes of the few-shot step: T episodes of `ways` x `per` images, conv4 `width` channels. */
+export interface FewShotSizes {
+  /** Episodes per step, T. */
+  tasks: number;
+  /** Classes per episode, N. */
+  ways: number;
+  /** Images per class in an episode. */
+  per: number;
+  /** Channels of every conv4 block. */
+  width: number;
+}
+
+/** The few-shot training step, built: what runs it, its images and the peer's description. */
+export interface FewShotStep {
+  /** The SuperNet whose generator writes the T conv4 networks. */
+  net: SuperNet;
+  /** Forward, loss, backward and Adam on generator and z, prepared once. */
+  program: StepProgram;
+  /** The fixed images [T, B, 1, 28, 28]; labels are i % ways. */
+  x: Tensor;
+  /** The row's name, e.g. "conv4 width 16 5-way T=16 B=80". */
+  label: string;
+  /** The same step for src/peers/torch_step.py. */
+  description: PeerStepDescription;
+  /** Frees everything the step made. */
+  destroy(): void;
+}
+
+/** The few-shot step's name in rows and summary, e.g. "conv4 width 16 5-way T=16 B=80". */
+function fewShotLabel(sizes: FewShotSizes): string {
+  return `conv4 width ${sizes.width} ${sizes.ways}-way T=${sizes.tasks} B=${
+    sizes.ways * sizes.per
+  }`;
+}
+
+/** Adam's learning rate of the few-shot step. */
+const FEW_SHOT_LR = 1e-3;
+
+/**
+ * The step of `net` on T tasks x B images with Adam at `lr` as the PyTorch peer runs it: every
+ * size from the SuperNet's own config, target layers and generator parameters.
+ */
+export function peerDescription(
+  net: SuperNet,
+  sizes: { tasks: number; batch: number; lr: number },
+): PeerStepDescription {
+  const { generator, inputShape, outputs, slope } = net.config;
+  return {
+    tasks: sizes.tasks,
+    batch: sizes.batch,
+    input: inputShape,
+    outputs,
+    layers: net.spec.layers,
+    slope,
+    generator: {
+      zDim: generator.zDim,
+      hidden: generator.hidden,
+      hiddenActivation: generator.hiddenActivation,
+      output: generator.output,
+    },
+    params: net.params.entries.map(({ name, tensor }) => ({ name, shape: tensor.shape })),
+    heads: net.weights.map((w) => ({
+      name: w.name,
+      shape: w.shape,
+      scale: headScaleOf(generator, w),
+    })),
+    lr: sizes.lr,
+  };
+}
+
 /**
  * The few-shot training step: the generator writes T conv4 networks with an N-way head (the
  * original's table of tasks, `experiment fewshot`), each classifying N x `per` fixed random 28x28
  * grey images with softmax cross-entropy; forward, backward and Adam on generator and z.
  */
-async function fewShotStepRows(
-  gpu: Gpu,
-  sizes: { tasks: number; ways: number; per: number; width: number },
-  progress: Progress,
-): Promise<BenchRow[]> {
+export function fewShotStep(gpu: Gpu, sizes: FewShotSizes): FewShotStep {
   const { tasks: T, ways, per, width } = sizes;
   const B = ways * per;
-  const label = `conv4 width ${width} ${ways}-way T=${T} B=${B}`;
-  progress(`training step ${label} (few-shot episodes)`);
   const net = SuperNet.create(
     gpu,
     superNetConfig({
@@ -419,12 +487,10 @@ async function fewShotStepRows(
       zInit: "gaussian",
     }),
   );
-  const schedule = { lr: 1e-3, kind: "constant" as const, warmup: 0, steps: 1 };
-  const params = new ParamGroup(gpu, net.params, {
-    optimizer: optimizerConfig("adam", 1e-3),
-    schedule,
-  });
-  const z = new ParamGroup(gpu, net.z, { optimizer: optimizerConfig("adam", 1e-3), schedule });
+  const schedule = { lr: FEW_SHOT_LR, kind: "constant" as const, warmup: 0, steps: 1 };
+  const optimizer = optimizerConfig("adam", FEW_SHOT_LR);
+  const params = new ParamGroup(gpu, net.params, { optimizer, schedule });
+  const z = new ParamGroup(gpu, net.z, { optimizer, schedule });
   const x = tensorFrom(gpu, [T, B, 1, 28, 28], random(T * B * 784, 5));
   const y = tensorFrom(gpu, [T, B], Float32Array.from({ length: T * B }, (_, i) => i % ways));
   const taskIndices = tensorFrom(gpu, [T], Uint32Array.from({ length: T }, (_, i) => i));
@@ -435,21 +501,79 @@ async function fewShotStepRows(
       net.forward(tape, { ...inputs, grads: { params: params.grads, z: z.grads } }),
     groups: [params, z],
   });
+  return {
+    net,
+    program,
+    x,
+    label: fewShotLabel(sizes),
+    description: peerDescription(net, { tasks: T, batch: B, lr: FEW_SHOT_LR }),
+    destroy: () => {
+      program.destroy();
+      for (const t of [x, y, taskIndices]) t.destroy();
+      params.destroy();
+      z.destroy();
+      net.destroy();
+    },
+  };
+}
+
+/** The PyTorch peer of the few-shot step, run between rounds of ours. */
+export interface FewShotPeer {
+  /** One run of the peer's step (undefined when it could not run). */
+  step: (description: PeerStepDescription) => Promise<TorchDescribedStep | undefined>;
+  /** What ran it, e.g. "PyTorch 2.13.0+cpu, 2 threads (CPU)". */
+  name: (p: TorchDescribedStep) => string;
+}
+
+/**
+ * The few-shot step's row (episodes per second), timed in 5 rounds, and with `pair` its PyTorch
+ * peer after each of the first {@linkcode PEER_ROUNDS} rounds: the peer row's ratio is the median
+ * of ours / the peer's per round, as the seed_cnn rows pair theirs.
+ */
+export async function fewShotStepRows(
+  gpu: Gpu,
+  sizes: FewShotSizes,
+  options: { progress?: Progress; pair?: FewShotPeer } = {},
+): Promise<BenchRow[]> {
+  const { progress = () => {}, pair } = options;
+  const step = fewShotStep(gpu, sizes);
+  const { label, description } = step;
+  const T = sizes.tasks;
+  const B = description.batch;
+  progress(
+    `training step ${label} (few-shot episodes)` + (pair ? ", PyTorch between rounds" : ""),
+  );
   await tunePending(gpu, { onResult: (r) => progress(tuneLine(r)) });
-  const [times] = await interleaved([await blockTimer(gpu, (i) => program.run(i + 1))], 5);
+  const peerRuns: { round: number; step: TorchDescribedStep }[] = [];
+  const [times] = await interleaved(
+    [await blockTimer(gpu, (i) => step.program.run(i + 1))],
+    5,
+    async (round) => {
+      if (!pair || round >= PEER_ROUNDS) return;
+      const p = await pair.step(description);
+      if (p) peerRuns.push({ round, step: p });
+    },
+  );
   const seconds = median(times!);
-  program.destroy();
-  for (const t of [x, y, taskIndices]) t.destroy();
-  params.destroy();
-  z.destroy();
-  net.destroy();
-  return [{
+  const rows: BenchRow[] = [{
     group: "training step",
-    name: `${label} (${net.parameterCount.toLocaleString("en-US")} generator parameters), ` +
+    name: `${label} (${step.net.parameterCount.toLocaleString("en-US")} generator parameters), ` +
       `${(T / seconds).toFixed(1)} episodes/s`,
     seconds,
     imagesPerSecond: (T * B) / seconds,
   }];
+  step.destroy();
+  if (pair && peerRuns.length) {
+    const theirs = median(peerRuns.map((r) => r.step.seconds));
+    rows.push({
+      group: "peer",
+      name: `${label} ${pair.name(peerRuns[0]!.step)}, ${(T / theirs).toFixed(1)} episodes/s`,
+      seconds: theirs,
+      imagesPerSecond: (T * B) / theirs,
+      ratio: median(peerRuns.map((r) => r.step.seconds / times![r.round]!)),
+    });
+  }
+  return rows;
 }
 
 /** One line of progress for a tuned shape class. */
@@ -733,23 +857,34 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
   // On a GPU the peer runs the step on CUDA where its PyTorch sees a CUDA device: the peer a GPU
   // user would compare with. On a software adapter it runs on the CPU, as ours does.
   const peerDevice = hardware && peer?.torch?.cuda ? "cuda" : "cpu";
+  const peerName = (p: { version: string; threads: number; device: string }) =>
+    `PyTorch ${p.version}, ${
+      peerDevice === "cuda" ? `CUDA on ${p.device}` : `${p.threads} threads (CPU)`
+    }`;
   const pair: PairedPeer | undefined = peer && {
     tasks: sizes.peers,
     step: (T) => {
       progress(`peer: PyTorch ${peer.torch!.version} ${peerDevice} step at T=${T} B=${sizes.B}`);
       return torchStep(peer.python, { tasks: T, batch: sizes.B, device: peerDevice });
     },
-    name: (p) =>
-      `PyTorch ${p.version}, ${
-        peerDevice === "cuda" ? `CUDA on ${p.device}` : `${p.threads} threads (CPU)`
-      }`,
+    name: peerName,
+  };
+  const fewShotPair: FewShotPeer | undefined = peer && {
+    step: (d) => {
+      progress(
+        `peer: PyTorch ${peer.torch!.version} ${peerDevice} few-shot step at T=${d.tasks} ` +
+          `B=${d.batch}`,
+      );
+      return torchDescribedStep(peer.python, d, { device: peerDevice });
+    },
+    name: peerName,
   };
   const steps = { tasks: sizes.tasks, B: sizes.B, focus: sizes.focus };
   const rows = [
     ...(await matmulRows(gpu, sizes.matmul, sizes.heads, progress)),
     ...(await convRows(gpu, sizes.conv, progress)),
     ...(await stepRows(gpu, steps, progress, pair)),
-    ...(await fewShotStepRows(gpu, sizes.fewShot, progress)),
+    ...(await fewShotStepRows(gpu, sizes.fewShot, { progress, pair: fewShotPair })),
     ...(await memoryRows(gpu, { tasks: sizes.memory, B: sizes.B }, progress)),
   ];
   if (options.adapt !== false) {
@@ -919,6 +1054,10 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
         return r === undefined ? "" : `Ours / ${p}${on} at T = ${t}, B = ${B}: ${r.toFixed(2)}x.`;
       })
     ),
+    fewShotLine(rows, sizes.fewShot, {
+      cuda: peerDevice === "cuda",
+      why: peer ? "the PyTorch peer did not run" : "PyTorch not found",
+    }),
   ].filter(Boolean);
   const cache = tune.mode === "off" ? undefined : readTuneCache(tune.path).adapters[gpu.adapterKey];
   const choices = cache
@@ -971,6 +1110,26 @@ export async function bench(options: BenchOptions = {}): Promise<string> {
   ].join("\n");
   await Deno.writeTextFile(join(out, "benchmarks.md"), homeRelative(md));
   return md;
+}
+
+/**
+ * The summary line of the few-shot step: ours / PyTorch with both rates in episodes per second,
+ * or `why` there is no ratio.
+ */
+function fewShotLine(
+  rows: BenchRow[],
+  sizes: FewShotSizes,
+  peer: { cuda: boolean; why: string },
+): string {
+  const label = fewShotLabel(sizes);
+  const what = `Ours / PyTorch${peer.cuda ? " CUDA" : ""}, few-shot step ${label}`;
+  const ours = rows.find((r) => r.group === "training step" && r.name.startsWith(`${label} (`));
+  const theirs = rows.find((r) => r.group === "peer" && r.name.startsWith(`${label} `));
+  if (!ours || !theirs) return `${what}: not measured (${peer.why}).`;
+  const rate = (r: BenchRow) => (sizes.tasks / r.seconds).toFixed(1);
+  return `${what}: ${theirs.ratio!.toFixed(2)}x, paired round by round (medians: ours ${
+    rate(ours)
+  } episodes/s, PyTorch ${rate(theirs)}).`;
 }
 
 /** Prose on where the step's time goes, from this run's breakdown and per-kernel rows. */

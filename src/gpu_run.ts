@@ -3,9 +3,10 @@
  * (the deno binary, its module cache and a Python with PyTorch carried in). It prints the adapter,
  * fills the kernel tuner's cache (`deno task tune`), runs `deno task bench` into <out>/gpu/ (on a
  * GPU it measures the GPU's fp32 GEMM peak through PyTorch's cuBLAS and times the same training
- * step with PyTorch on CUDA, src/peers/torch_step.py, for the ratio ours / PyTorch CUDA at T = 1,
- * 16 and 64), and writes <out>/benchmarks-gpu.md; the whole within a time budget (default 8
- * minutes), each stage stopped if it would overrun.
+ * steps with PyTorch on CUDA, src/peers/torch_step.py, for the ratio ours / PyTorch CUDA of the
+ * seed_cnn step at T = 1, 16 and 64 and of the few-shot conv4 step), and writes
+ * <out>/benchmarks-gpu.md; the whole within a time budget (default 8 minutes), each stage stopped
+ * if it would overrun.
  *
  * Flags: --out DIR (default docs), --budget SECONDS (default 480), --python PATH (the interpreter
  * with PyTorch), --tune-cache FILE, --no-tune, --tiny (tiny sizes, to check the command end to

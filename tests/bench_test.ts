@@ -1,13 +1,23 @@
 import assert from "node:assert/strict";
-import { homeRelative, interleaved, memoryRows, targetLine } from "../src/bench.ts";
+import {
+  fewShotStep,
+  fewShotStepRows,
+  homeRelative,
+  interleaved,
+  memoryRows,
+  targetLine,
+} from "../src/bench.ts";
 import { getGpu } from "../src/gpu/device.ts";
+import { readMany } from "../src/gpu/tensor.ts";
 import {
   gpuYardstick,
   newer,
   peerVenv,
   pythonCandidates,
   type PythonReport,
+  pythonReport,
   strongestTorch,
+  torchDescribedStep,
   yardstick,
   yardstickProblem,
 } from "../src/peers/python.ts";
@@ -240,4 +250,90 @@ Deno.test("timings to compare are taken in turn, round by round, with the paired
   });
   assert.deepEqual(log, ["a", "b", "peer 0", "a", "b", "peer 1", "a", "b", "peer 2"]);
   assert.deepEqual(times, [[1.001, 1.004, 1.007], [2.002, 2.005, 2.008]]);
+});
+
+/** The interpreter with the newest PyTorch the bench would find; undefined without one. */
+async function torchPython(): Promise<string | undefined> {
+  const reports: PythonReport[] = [];
+  for (const python of pythonCandidates()) {
+    const r = await pythonReport(python, 64);
+    if (r) reports.push(r);
+  }
+  return strongestTorch(reports)?.python;
+}
+
+const python = await torchPython();
+
+Deno.test({
+  name:
+    "the PyTorch peer runs the bench's few-shot conv4 step: the same losses from the same values",
+  ignore: python === undefined,
+  fn: async () => {
+    const gpu = await getGpu();
+    const step = fewShotStep(gpu, { tasks: 2, ways: 3, per: 2, width: 4 });
+    const { net, program, description } = step;
+    // The peer starts from our values: the generator's parameters in order, z, then the images.
+    const values = await readMany(gpu, [
+      ...net.params.entries.map((e) => e.tensor),
+      net.z.get("z"),
+      step.x,
+    ]);
+    const flat = new Float32Array(values.reduce((n, v) => n + v.length, 0));
+    values.reduce((at, v) => (flat.set(v, at), at + v.length), 0);
+    const ours: number[] = [];
+    for (const s of [1, 2]) {
+      program.run(s);
+      ours.push((await program.readMetrics()).loss);
+    }
+    step.destroy();
+    const init = await Deno.makeTempFile({ suffix: ".f32" });
+    try {
+      await Deno.writeFile(init, new Uint8Array(flat.buffer));
+      const theirs = await torchDescribedStep(python!, { ...description, init, steps: 2 });
+      assert.ok(theirs, "the peer did not run");
+      // The first loss checks the forward; the second, one Adam step through the backward.
+      assert.equal(theirs.losses.length, 2);
+      for (const [i, loss] of ours.entries()) {
+        assert.ok(
+          Math.abs(theirs.losses[i]! - loss) < 1e-4,
+          `step ${i + 1}: ours ${loss}, PyTorch ${theirs.losses[i]}`,
+        );
+      }
+      assert.ok(ours[1]! < ours[0]!, `the loss did not fall: ${ours}`);
+    } finally {
+      await Deno.remove(init);
+    }
+  },
+});
+
+Deno.test({
+  name: "the few-shot row reports ours and PyTorch in episodes per second, and the ratio",
+  ignore: python === undefined,
+  fn: async () => {
+    const gpu = await getGpu();
+    const runs: number[] = [];
+    const rows = await fewShotStepRows(gpu, { tasks: 2, ways: 3, per: 2, width: 4 }, {
+      pair: {
+        step: async (d) => {
+          // The bench's own call: random values, one warm-up and 5 timed steps.
+          const p = await torchDescribedStep(python!, d);
+          assert.ok(p, "the peer did not run");
+          assert.equal(p.losses.length, 6);
+          assert.ok(p.losses.every(Number.isFinite), `losses ${p.losses}`);
+          runs.push(p.seconds);
+          return p;
+        },
+        name: (p) => `PyTorch ${p.version}`,
+      },
+    });
+    assert.equal(runs.length, 3);
+    const [ours, theirs] = rows;
+    assert.match(
+      ours!.name,
+      /^conv4 width 4 3-way T=2 B=6 \(.* generator parameters\), [0-9.]+ episodes\/s$/,
+    );
+    assert.match(theirs!.name, /^conv4 width 4 3-way T=2 B=6 PyTorch .*, [0-9.]+ episodes\/s$/);
+    assert.equal(theirs!.group, "peer");
+    assert.ok(theirs!.ratio! > 0 && Number.isFinite(theirs!.ratio), `ratio ${theirs!.ratio}`);
+  },
 });

@@ -271,6 +271,82 @@ export async function torchStep(
 }
 
 /**
+ * A SuperNet training step as src/peers/torch_step.py runs it (`described`): the sizes, the
+ * target's layers and the generator that writes their weights, each from the model's own
+ * description, so the peer runs the step ours does.
+ */
+export interface PeerStepDescription {
+  /** Tasks (episodes) per step, T. */
+  tasks: number;
+  /** Images per task, B. */
+  batch: number;
+  /** Input [C, H, W]. */
+  input: readonly [number, number, number];
+  /** Logits per image (N ways; 1: binary). */
+  outputs: number;
+  /** The target's layers in order, as src/model/target.ts describes them. */
+  layers: readonly unknown[];
+  /** Negative slope of leaky ReLU. */
+  slope: number;
+  /** The generator's hyperparameters that shape its forward. */
+  generator: {
+    zDim: number;
+    hidden: readonly number[];
+    hiddenActivation: string;
+    output: "tanh" | "linear";
+  };
+  /** The generator's parameters in order (the order of the values in `init`). */
+  params: readonly { name: string; shape: readonly number[] }[];
+  /** The generated target tensors: name, shape without T, and the head's output scale. */
+  heads: readonly { name: string; shape: readonly number[]; scale: number }[];
+  /** Adam's learning rate (PyTorch's defaults otherwise, as ours). */
+  lr: number;
+  /**
+   * A file of little-endian float32 values: the parameters in `params` order, then z [T, zDim],
+   * then the images [T, B, C, H, W]. Absent: random values, one warm-up and 5 timed steps.
+   */
+  init?: string;
+  /** With `init`: steps to run from those values. */
+  steps?: number;
+}
+
+/** A described step in PyTorch: its time and losses, and what ran it. */
+export interface TorchDescribedStep {
+  /** Median seconds of a timed step. */
+  seconds: number;
+  /** The loss of every step run, before its update (warm-up included). */
+  losses: number[];
+  /** PyTorch version. */
+  version: string;
+  /** CPU threads. */
+  threads: number;
+  /** "cpu" or the CUDA device's name. */
+  device: string;
+}
+
+/**
+ * The step `description` gives, run by src/peers/torch_step.py on `device` ("cpu" or "cuda");
+ * undefined when it cannot run (no PyTorch, no CUDA).
+ */
+export async function torchDescribedStep(
+  python: string,
+  description: PeerStepDescription,
+  options: { device?: string } = {},
+): Promise<TorchDescribedStep | undefined> {
+  const text = await runPeerScript(python, "torch_step.py", [
+    "described",
+    JSON.stringify(description),
+    options.device ?? "cpu",
+  ]);
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Why `peak` cannot judge a target for a kernel whose best rate is `ownBest` GFLOP/s: no peak, a
  * library that is not a known optimised BLAS, or a peak below our own kernel (then it measured
  * something else than this CPU's GEMM peak); undefined when it can.
