@@ -27,7 +27,7 @@ import {
   type AdaptEvent,
   type AdaptOptions,
   type AdaptResult,
-} from "./src/adapt.ts";
+} from "./src/adapt/mod.ts";
 import {
   type EvaluatedTask,
   evaluateRun,

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { initialZ } from "./adapt.ts";
+import { initialZ } from "./adapt/mod.ts";
 import { ImageStore } from "./data/sampler.ts";
 import { Evaluator } from "./engine.ts";
 import { type ExportFormat, exportTaskNetwork } from "./export/mod.ts";

@@ -17,7 +17,8 @@ import {
   type AdaptResult,
   type Method,
   type MethodResult,
-} from "./adapt.ts";
+  type RankedZ,
+} from "./adapt/mod.ts";
 import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { loadDataset } from "./data/dataset.ts";
@@ -149,11 +150,11 @@ const PROFILE_SETTINGS: Record<typeof PROFILES[number], Profile> = {
     sweepMethods: ["z", "full"],
   },
   // Trimmed for 2 CPU cores with the software driver: 300 training steps of 8 tasks x 32 images,
-  // 150 adaptation steps, the shots sweep for z and full only.
+  // 150 adaptation steps; the shots sweep for z, head, full and finetune.
   quick: {
     train: { steps: 300, tasksPerStep: 8, batch: 32, evalEvery: 0 },
     adapt: { steps: 150, batch: 64, evalEvery: 25 },
-    sweepMethods: ["z", "full"],
+    sweepMethods: ["z", "head", "full", "finetune"],
   },
   // 34-103 minutes per experiment on 2 CPU cores without ablations or few-shot rows (results.json's
   // seconds, docs/results): 2000 training steps,
@@ -161,15 +162,18 @@ const PROFILE_SETTINGS: Record<typeof PROFILES[number], Profile> = {
   long: {
     train: { steps: 2000, tasksPerStep: 8, batch: 32, evalEvery: 500 },
     adapt: { steps: 400, batch: 64, evalEvery: 50 },
-    sweepMethods: ["z", "full"],
+    sweepMethods: ["z", "head", "full", "finetune"],
   },
   // The seed's scale: long training over many tasks per step; every method in the sweep.
   full: {
     train: { steps: 5000, tasksPerStep: 16, batch: 64, evalEvery: 500 },
     adapt: { steps: 1000, batch: 64, evalEvery: 50 },
-    sweepMethods: ["z", "full", "finetune"],
+    sweepMethods: ["z", "head", "full", "finetune"],
   },
 };
+
+/** The few-shot rows' control: the best-fitting trained z on the images learned from, not adapted. */
+export const TRAINED_Z = "trained z, not adapted";
 
 /** Results of one held-out task. */
 export interface HeldOutResult {
@@ -193,10 +197,14 @@ export interface HeldOutResult {
     /** With the z of the trained task of the same classes with labels reversed, if one exists. */
     reversedTwinZ?: number;
   };
-  /** Accuracy by images per class (0 = all) and method: mean and sample std over the subsets. */
+  /**
+   * Accuracy by images per class (0 = all) and method: mean and sample std over the subsets.
+   * {@link TRAINED_Z} is the control: the trained z with the lowest loss on the images learned
+   * from, not adapted (no loss recorded).
+   */
   shots: {
     shots: number;
-    method: Method;
+    method: Method | typeof TRAINED_Z;
     accuracy: number;
     loss: number;
     /** Sample std over the subsets (0 for one; population std in files from before `values`). */
@@ -410,6 +418,8 @@ export async function runExperiment(
   const validationTasks = baseTrain.validationTasks ??
     defaultValidationTasks(dataset, makeFamily(family, dataset.classNames, holdout));
   const tasks = makeFamily(family, dataset.classNames, { ...holdout, validationTasks });
+  // Resolved here as train resolves it, so that --resume compares like with like.
+  baseTrain.validationTasks = validationTasks;
   baseTrain.tasksPerStep = Math.min(profile.train.tasksPerStep, tasks.train.length);
   let adaptBase: AdaptOptions = {
     ...ADAPT_DEFAULTS,
@@ -574,6 +584,32 @@ export async function runExperiment(
           values: acc,
         });
       }
+    }
+    // The control a reader asks first: the trained z that fits the K shots best (the ranking
+    // that chose the start), not adapted, scored on the test images.
+    const pickedBy = (ranking: RankedZ[]) =>
+      controls.perTrainingZ.find((p) => p.task === ranking[0]?.task)?.accuracy;
+    for (const s of options.shots) {
+      const picks = (s === 0
+        ? [t.ranking]
+        : shotRuns.filter((r) =>
+          r.shots === s
+        ).map((r) => r.result.tasks[i]!.ranking)).map(pickedBy);
+      if (
+        picks.length === 0 || picks.some((p) =>
+          p === undefined
+        )
+      ) continue;
+      const acc = picks as number[];
+      shots.push({
+        shots: s,
+        method: TRAINED_Z,
+        accuracy: average(acc),
+        loss: NaN,
+        std: acc.length > 1 ? sampleStd(acc) : 0,
+        subsets: acc.length,
+        values: acc,
+      });
     }
     heldOut.push({ task: t.task, name: t.taskName, methods: t.results, controls, shots });
   }

@@ -6,7 +6,7 @@
  * @module
  */
 import { basename, resolve } from "node:path";
-import type { CustomTask } from "./adapt.ts";
+import type { CustomTask } from "./adapt/mod.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
 import type { Dataset, Split } from "./data/split.ts";
 import { type Fit, readClassFolders, type SkippedImage } from "./images.ts";

@@ -9,8 +9,8 @@
  * @module
  */
 import { basename, join, resolve } from "node:path";
-import type { Method } from "./adapt.ts";
-import type { ExperimentResults, HeldOutResult } from "./experiment.ts";
+import type { Method } from "./adapt/mod.ts";
+import { type ExperimentResults, type HeldOutResult, TRAINED_Z } from "./experiment.ts";
 import type { FewShotResults } from "./fewshot/experiment.ts";
 import { isFewShotResults, seedsSection, writeFewShotReport } from "./fewshot/report.ts";
 import { writeAtomic } from "./safetensors.ts";
@@ -384,6 +384,8 @@ export function verdict(r: ExperimentResults): string[] {
   );
   const few = r.heldOut.flatMap((h) => h.shots).filter((s) => s.shots > 0);
   const shotValues = [...new Set(few.map((s) => s.shots))].sort((a, b) => a - b);
+  const control = (s: number) =>
+    mean(few.filter((x) => x.shots === s && x.method === TRAINED_Z).map((x) => x.accuracy));
   for (const s of shotValues) {
     const of = (m: Method) =>
       mean(few.filter((x) => x.shots === s && x.method === m).map((x) => x.accuracy));
@@ -399,7 +401,12 @@ export function verdict(r: ExperimentResults): string[] {
         "interval" in found
           ? describeInterval(found.interval, found.unit)
           : `${points(of("z") - of("full"))} points over ${found.missing}`
-      }).`,
+      }).` +
+        (Number.isFinite(control(s))
+          ? ` Control: the trained z that fits the ${s} image(s) per class best, not adapted, ${
+            pct(control(s))
+          }.`
+          : ""),
     );
   }
   const net = r.heldOut[0]?.methods.find((m) => m.method === "full")?.trainable;

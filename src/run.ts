@@ -6,7 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { initialZ, resolveTask, sideNames } from "./adapt.ts";
+import { initialZ, resolveTask, sideNames } from "./adapt/mod.ts";
 import { loadCheckpoint, restoreArenas } from "./checkpoint.ts";
 import { loadDataset } from "./data/dataset.ts";
 import type { Dataset } from "./data/split.ts";

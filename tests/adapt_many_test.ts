@@ -12,7 +12,7 @@ import {
   type AdaptResult,
   type Method,
   METHODS,
-} from "../src/adapt.ts";
+} from "../src/adapt/mod.ts";
 import { loadCheckpoint } from "../src/checkpoint.ts";
 import { type RunState, train, TRAIN_DEFAULTS } from "../src/train.ts";
 import { getGpu } from "./util.ts";

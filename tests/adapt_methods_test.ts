@@ -13,7 +13,7 @@ import {
   isCollapsed,
   splitValidation,
   trainedZStats,
-} from "../src/adapt.ts";
+} from "../src/adapt/mod.ts";
 import { loadCheckpoint } from "../src/checkpoint.ts";
 import { loadDataset } from "../src/data/dataset.ts";
 import { fewShot, Sampler } from "../src/data/sampler.ts";

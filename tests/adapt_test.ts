@@ -3,7 +3,7 @@
  * task's z moves and the loss falls; and the helpers that pick the task and its initial z.
  */
 import assert from "node:assert/strict";
-import { initialZ, resolveTask } from "../src/adapt.ts";
+import { initialZ, resolveTask } from "../src/adapt/mod.ts";
 import { loadDataset } from "../src/data/dataset.ts";
 import { Sampler } from "../src/data/sampler.ts";
 import { makeFamily } from "../src/data/tasks.ts";

@@ -3,7 +3,7 @@
  * trained with one, any value > 0 turns the reserved-image slice on and 0 turns it off.
  */
 import assert from "node:assert/strict";
-import { splitValidation } from "../src/adapt.ts";
+import { splitValidation } from "../src/adapt/mod.ts";
 import { isReserved } from "../src/data/tasks.ts";
 import { runMain } from "./util.ts";
 

@@ -11,6 +11,7 @@ import {
   ExperimentError,
   type ExperimentOptions,
   runExperiment,
+  TRAINED_Z,
 } from "../src/experiment.ts";
 import { lineChart, writeReport } from "../src/report.ts";
 
@@ -47,6 +48,8 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
     assert.equal(s.values?.length, s.subsets);
     assert.ok(Math.abs(s.accuracy - s.values!.reduce((a, b) => a + b, 0) / s.subsets) < 1e-12);
   }
+  // The control of every shots row: the best-fitting trained z, not adapted.
+  assert.deepEqual(held.shots.filter((s) => s.method === TRAINED_Z).map((s) => s.shots), [1, 0]);
   assert.ok(held.methods.find((m) => m.method === "finetune")!.forgetting !== undefined);
   assert.deepEqual(results.ablations.map((a) => a.name.split(" ")[0]), [
     "the",
@@ -65,6 +68,7 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
   assert.match(report, /over 2 paired subsets of the 1 held-out task/);
   assert.match(report, /oracle: chosen on test images/);
   assert.match(report, /## What made the difference/);
+  assert.match(report, /Control: the trained z that fits the 1 image\(s\) per class best/);
   assert.match(report, /\| z \| 100 \|/);
   for (const svg of ["accuracy.svg", "loss.svg", "shots.svg"]) {
     assert.match(await Deno.readTextFile(join(out, svg)), /^<svg[^]*<\/svg>\n$/);

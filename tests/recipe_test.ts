@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { adapt, ADAPT_DEFAULTS } from "../src/adapt.ts";
+import { adapt, ADAPT_DEFAULTS, type ZInitName } from "../src/adapt/mod.ts";
 import { chooseRecipe, RECIPE_FILE, recipeFolds, runRecipe } from "../src/adapt/recipe.ts";
 import { loadCheckpoint } from "../src/checkpoint.ts";
 import { loadDataset } from "../src/data/dataset.ts";
@@ -110,15 +110,26 @@ Deno.test("a recipe is chosen on the validation tasks' training images and adapt
   assert.ok(!state.family.train.includes(6) && !state.family.train.includes(7));
   assert.equal((info.options as { validationTasks: number }).validationTasks, 2);
 
+  const grid = {
+    starts: ["mean", "population"] as ZInitName[],
+    lrScales: [1],
+    priorScales: [0, 1],
+  };
   const choice = await chooseRecipe(gpu, {
     run: runDir,
     steps: 4,
     evalEvery: 2,
     batch: 8,
     seed: 1,
+    grid,
   });
-  // 3 starts x 3 rates, 4 more priors, and the seed's recipe.
-  assert.equal(choice.candidates.length, 14);
+  // 2 starts x 1 rate, 1 more prior (the default's is done), and the seed's recipe.
+  assert.deepEqual(choice.candidates.map((c) => c.name).slice(0, 2), [
+    "mean, lr x1, prior 0.05",
+    "population, lr x1, prior 0.05",
+  ]);
+  assert.equal(choice.candidates.length, 4);
+  assert.equal(choice.defaults.loss, choice.candidates[1]!.curve.at(-1)!.loss);
   const lowest = Math.min(...choice.candidates.map((c) => c.loss));
   const winner = choice.candidates.find((c) => c.name === choice.chosen.name)!;
   assert.equal(winner.loss, lowest);

@@ -35,7 +35,7 @@ import {
   SEED_ADAPT_PRESET,
   trainedZStats,
   type ZInitName,
-} from "../adapt.ts";
+} from "./mod.ts";
 
 /** The file in a run folder that records the chosen recipe and the evidence for it. */
 export const RECIPE_FILE = "recipe.json";
@@ -108,12 +108,23 @@ export interface RecipeOptions {
   seed: number;
   dataDir?: string;
   verify?: boolean;
+  /** The candidates searched (default {@link RECIPE_GRID}). */
+  grid?: RecipeGrid;
 }
 
-/** Starts, learning-rate multiples and prior multiples searched. */
-const STARTS: ZInitName[] = ["mean", "best", "population"];
-const LR_SCALES = [1 / 3, 1, 3];
-const PRIOR_SCALES = [0, 0.25, 1, 4, 16];
+/** Starts and multiples of the default learning rate and prior that the search tries. */
+export interface RecipeGrid {
+  starts: ZInitName[];
+  lrScales: number[];
+  priorScales: number[];
+}
+
+/** The search of `chooseRecipe` unless told otherwise. */
+export const RECIPE_GRID: RecipeGrid = {
+  starts: ["mean", "best", "population"],
+  lrScales: [1 / 3, 1, 3],
+  priorScales: [0, 0.25, 1, 4, 16],
+};
 
 /**
  * A validation task's training images, split per side: a quarter (rounded, at least one, at
@@ -231,8 +242,9 @@ export async function chooseRecipe(
   const defaultPrior = ADAPT_DEFAULTS.prior;
   const named = (init: ZInitName, lrScale: number, prior: number) =>
     `${init}, lr x${round(lrScale)}, prior ${round(prior)}`;
-  for (const init of STARTS) {
-    for (const lrScale of LR_SCALES) {
+  const grid = options.grid ?? RECIPE_GRID;
+  for (const init of grid.starts) {
+    for (const lrScale of grid.lrScales) {
       await run(named(init, lrScale, defaultPrior), {
         init,
         lrScale,
@@ -242,7 +254,7 @@ export async function chooseRecipe(
     }
   }
   const stageOne = lowest(candidates);
-  for (const scale of PRIOR_SCALES) {
+  for (const scale of grid.priorScales) {
     const prior = defaultPrior * scale;
     if (prior === stageOne.prior) continue;
     await run(named(stageOne.init, stageOne.lrScale!, prior), {
@@ -259,9 +271,15 @@ export async function chooseRecipe(
   });
   const winner = lowest(candidates);
   const last = (c: RecipeCandidate) => c.curve[c.curve.length - 1]!;
-  const defaults = candidates.find((c) =>
-    c.init === ADAPT_DEFAULTS.init && c.lrScale === 1 && c.prior === defaultPrior
-  )!;
+  const defaults =
+    candidates.find((c) =>
+      c.init === ADAPT_DEFAULTS.init && c.lrScale === 1 && c.prior === defaultPrior
+    ) ?? await run(named(ADAPT_DEFAULTS.init, 1, defaultPrior), {
+      init: ADAPT_DEFAULTS.init,
+      lrScale: 1,
+      lr: baseLr,
+      prior: defaultPrior,
+    });
   const choice: RecipeChoice = {
     chosen: {
       name: winner.name,

@@ -13,7 +13,7 @@ import {
   SEED_ADAPT_PRESET,
   type TaskAdaptResult,
   Z_INITS,
-} from "../adapt.ts";
+} from "../adapt/mod.ts";
 import { RECIPE_FILE, runRecipe } from "../adapt/recipe.ts";
 import { loadCheckpoint } from "../checkpoint.ts";
 import type { Gpu } from "../gpu/device.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ADAPT_DEFAULTS } from "../adapt.ts";
+import { ADAPT_DEFAULTS } from "../adapt/mod.ts";
 import { evaluateRun } from "../evaluate.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { type Command, DATA_FLAGS, printAdapter } from "./command.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { AdaptOptions } from "../adapt.ts";
+import type { AdaptOptions } from "../adapt/mod.ts";
 import { DATASETS } from "../data/dataset.ts";
 import { FAMILIES } from "../data/tasks.ts";
 import {

@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ADAPT_DEFAULTS } from "../adapt.ts";
+import { ADAPT_DEFAULTS } from "../adapt/mod.ts";
 import { loadCheckpoint } from "../checkpoint.ts";
 import { exportFromRun } from "../evaluate.ts";
 import { EXPORT_FORMATS, type ExportFormat } from "../export/mod.ts";

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { loadCheckpoint } from "../checkpoint.ts";
 import { TARGETS } from "../model/target.ts";
 import { OPTIMIZERS, SCHEDULES } from "../optim.ts";
-import { ADAPT_DEFAULTS } from "../adapt.ts";
+import { ADAPT_DEFAULTS } from "../adapt/mod.ts";
 import { chooseRecipe, RECIPE_FILE } from "../adapt/recipe.ts";
 import {
   type RunState,
