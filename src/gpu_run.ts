@@ -8,7 +8,7 @@
  * <out>/benchmarks-gpu.md; the whole within a time budget (default 8 minutes), each stage stopped
  * if it would overrun.
  *
- * Flags: --out DIR (default docs), --budget SECONDS (default 480), --python PATH (the interpreter
+ * Flags: --out DIR (default runs/gpu; `--out docs` updates the committed pages), --budget SECONDS (default 480), --python PATH (the interpreter
  * with PyTorch), --tune-cache FILE, --no-tune, --tiny (tiny sizes, to check the command end to
  * end on any adapter, a software one included).
  *
@@ -235,7 +235,7 @@ export const GPU_RUN_FLAGS: Flag[] = [
 ];
 
 /** Defaults of `deno task gpu-run`. */
-export const GPU_RUN_DEFAULTS = { out: "docs", budget: 480, tune: true, tiny: false };
+export const GPU_RUN_DEFAULTS = { out: "runs/gpu", budget: 480, tune: true, tiny: false };
 
 /** The run's options from its flags' values (by key), over {@linkcode GPU_RUN_DEFAULTS}. */
 export function gpuRunOptions(values: Record<string, unknown>): GpuRunOptions {

@@ -90,7 +90,8 @@ Deno.test("tune and gpu-run resolve their flags as before", async () => {
   assert.deepEqual([tiny.tasks, tiny.batch, tiny.cache], [[1, 2], 4, "c.json"]);
   assert.throws(() => tuneOptions({ tasks: "1,0" }), /positive integers/);
   const run = gpuRunOptions(await values(GPU_RUN_FLAGS, []));
-  assert.deepEqual(run, { out: "docs", budget: 480, tune: true, tiny: false });
+  // A run folder by default: the committed docs/ change only when asked (--out docs).
+  assert.deepEqual(run, { out: "runs/gpu", budget: 480, tune: true, tiny: false });
   const changed = gpuRunOptions(await values(GPU_RUN_FLAGS, ["--budget", "60", "--no-tune"]));
   assert.deepEqual([changed.budget, changed.tune], [60, false]);
   assert.throws(() => gpuRunOptions({ budget: 0 }), /expected seconds > 0/);
