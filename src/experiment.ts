@@ -679,12 +679,11 @@ export async function runExperiment(
       curves: false,
       out: join(options.out, "adapt_builtin_defaults"),
     });
-    const won = choice.candidates.find((c) => c.name === choice!.chosen.name)!;
     recipe = {
       chosen: choice.chosen,
       validationTasks: choice.validationTasks,
       validation: {
-        chosen: { accuracy: won.accuracy, loss: won.loss },
+        chosen: choice.chosenScore,
         defaults: choice.defaults,
         seedRecipe: choice.seedRecipe,
         zeroShot: choice.zeroShot,

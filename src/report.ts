@@ -319,8 +319,11 @@ export function verdict(r: ExperimentResults): string[] {
   }
   if (r.recipe) {
     const { chosen, validation, validationTasks, builtInDefaults } = r.recipe;
-    const byIndex = new Map(builtInDefaults.map((b) => [b.task, b.accuracy]));
-    const overBuiltIn = byTask(r, accuracyOf("z"), (h) => byIndex.get(h.task) ?? NaN);
+    const byIndex = new Map(builtInDefaults.map((b) => [b.task, b]));
+    const builtIn = (h: HeldOutResult) => byIndex.get(h.task)?.accuracy ?? NaN;
+    const builtInLoss = (h: HeldOutResult) => byIndex.get(h.task)?.loss ?? NaN;
+    const overBuiltIn = byTask(r, accuracyOf("z"), builtIn);
+    const builtInVsZeroShot = byTask(r, lossOf("zero-shot"), builtInLoss);
     lines.push(
       `**Adaptation recipe:** chosen on ${validationTasks.length} validation tasks (kept out of training, scored on their own training images): ${chosen.name}, ${chosen.zSteps} steps. On them its score loss was ${
         validation.chosen.loss.toFixed(4)
@@ -330,7 +333,11 @@ export function verdict(r: ExperimentResults): string[] {
         validation.zeroShot.loss.toFixed(4)
       } without adaptation. On the held-out tasks, z with the recipe - z with the built-in defaults: ${
         describeInterval(overBuiltIn, tasks)
-      }.`,
+      }; the built-in defaults reached ${pct(mean(r.heldOut.map(builtIn)))} at a test loss of ${
+        mean(r.heldOut.map(builtInLoss)).toFixed(4)
+      } (zero-shot - built-in ${
+        describeInterval(builtInVsZeroShot, tasks, (x) => (x >= 0 ? "+" : "") + x.toFixed(4))
+      }).`,
     );
   }
   if (Number.isFinite(head)) {

@@ -185,7 +185,7 @@ async function runTrain(
         verify: options.verify,
       }, { onEvent: (e) => p.line(`Recipe candidate ${e.index + 1}: ${e.name}`) });
       p.done();
-      const won = choice.candidates.find((c) => c.name === choice.chosen.name)!;
+      const won = choice.chosenScore;
       console.log(
         `Adaptation recipe: ${choice.chosen.name}, ${choice.chosen.zSteps} steps (validation ` +
           `loss ${won.loss.toFixed(4)}; built-in defaults ${choice.defaults.loss.toFixed(4)}, ` +
