@@ -24,9 +24,8 @@
 import { join } from "node:path";
 import { loadCheckpoint } from "../checkpoint.ts";
 import type { Examples } from "../data/tasks.ts";
-import { selectExamples } from "../data/tasks.ts";
 import type { Gpu } from "../gpu/device.ts";
-import { mixSeed, Random } from "../random.ts";
+import { mixSeed } from "../random.ts";
 import { writeAtomic } from "../safetensors.ts";
 import { pairedInterval } from "../stats.ts";
 import { MODEL_FILE, type RunState, type TrainOptions } from "../train.ts";
@@ -38,6 +37,7 @@ import {
   trainedZStats,
   type ZInitName,
 } from "./mod.ts";
+import { carvePerSide, sideCounts } from "./tasks.ts";
 
 /** The file in a run folder that records the chosen recipe and the evidence for it. */
 export const RECIPE_FILE = "recipe.json";
@@ -146,25 +146,18 @@ export function recipeFolds(
   seed: number,
 ): (task: number, train: Examples) => { learn: Examples; score: Examples } {
   return (task, train) => {
-    const bySide: number[][] = [[], []];
-    train.labels.forEach((l, k) => bySide[l > 0.5 ? 1 : 0]!.push(k));
-    if (bySide.some((ks) => ks.length < 2)) {
+    const [negatives, positives] = sideCounts(train);
+    if (negatives < 2 || positives < 2) {
       throw new RangeError(
-        `Validation task ${task} has ${bySide[0]!.length} and ${bySide[1]!.length} training ` +
-          `images per side; choosing a recipe needs at least 2 on each side`,
+        `Validation task ${task} has ${negatives} and ${positives} training images per side; ` +
+          `choosing a recipe needs at least 2 on each side`,
       );
     }
-    const random = new Random(mixSeed(seed, task ^ 0x4ec1));
-    const scored = new Set<number>();
-    for (const ks of bySide) {
-      random.shuffle(ks);
-      const size = Math.min(200, Math.max(1, Math.round(ks.length / 4)));
-      for (const k of ks.slice(0, size)) scored.add(k);
-    }
-    return {
-      learn: selectExamples(train, (k) => !scored.has(k)),
-      score: selectExamples(train, (k) => scored.has(k)),
-    };
+    const { kept, carved } = carvePerSide(train, {
+      seed: mixSeed(seed, task ^ 0x4ec1),
+      size: (n) => Math.min(200, Math.max(1, Math.round(n / 4))),
+    });
+    return { learn: kept, score: carved };
   };
 }
 

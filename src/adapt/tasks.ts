@@ -71,23 +71,42 @@ export function splitValidation(
   if (!(options.fraction > 0)) return { learn: examples };
   if (options.reserve && options.reserve > 0) {
     const { kept, reserved } = splitReserve(examples, options.reserve);
-    const positives = reserved.labels.reduce((n, l) => n + (l > 0.5 ? 1 : 0), 0);
-    if (positives < 10 || reserved.labels.length - positives < 10) return { learn: examples };
+    if (sideCounts(reserved).some((n) => n < 10)) return { learn: examples };
     return { learn: kept, validation: reserved };
   }
+  if (sideCounts(examples).some((n) => n < 10)) return { learn: examples };
+  const { kept, carved } = carvePerSide(examples, {
+    seed: mixSeed(options.seed, 0x7a11),
+    size: (n) => Math.max(1, Math.round(n * options.fraction)),
+  });
+  return { learn: kept, validation: carved };
+}
+
+/** Images of label 0 and of label 1. */
+export function sideCounts(examples: Examples): [number, number] {
+  const positives = examples.labels.reduce((n, l) => n + (l > 0.5 ? 1 : 0), 0);
+  return [examples.labels.length - positives, positives];
+}
+
+/**
+ * Carves `size(n)` images out of each side (label 0, label 1) of n images, chosen by a shuffle
+ * seeded with `seed`; the rest are kept. Both keep ascending image order.
+ */
+export function carvePerSide(
+  examples: Examples,
+  options: { seed: number; size: (n: number) => number },
+): { kept: Examples; carved: Examples } {
   const bySide: number[][] = [[], []];
   examples.labels.forEach((l, k) => bySide[l > 0.5 ? 1 : 0]!.push(k));
-  if (bySide.some((ks) => ks.length < 10)) return { learn: examples };
-  const random = new Random(mixSeed(options.seed, 0x7a11));
-  const held = new Set<number>();
+  const random = new Random(options.seed);
+  const carved = new Set<number>();
   for (const ks of bySide) {
     random.shuffle(ks);
-    const size = Math.max(1, Math.round(ks.length * options.fraction));
-    for (const k of ks.slice(0, size)) held.add(k);
+    for (const k of ks.slice(0, options.size(ks.length))) carved.add(k);
   }
   return {
-    learn: selectExamples(examples, (k) => !held.has(k)),
-    validation: selectExamples(examples, (k) => held.has(k)),
+    kept: selectExamples(examples, (k) => !carved.has(k)),
+    carved: selectExamples(examples, (k) => carved.has(k)),
   };
 }
 
