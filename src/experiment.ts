@@ -23,7 +23,7 @@ import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { loadDataset } from "./data/dataset.ts";
 import { makeFamily } from "./data/tasks.ts";
-import { chooseRecipe, RECIPE_FILE, type RecipeChoice } from "./adapt/recipe.ts";
+import { chooseRecipe, RECIPE_FILE, type RecipeChoice, recipeOptions } from "./adapt/recipe.ts";
 import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
@@ -501,11 +501,12 @@ export async function runExperiment(
   const builtIn = adaptBase;
   if ((state.family.validation ?? []).length > 0) {
     const file = join(base.dir, RECIPE_FILE);
-    const fresh = options.resume && await readJson<RecipeChoice>(file) &&
+    const saved = options.resume ? await readJson<RecipeChoice>(file) : undefined;
+    const fresh = saved &&
       (await Deno.stat(file)).mtime! >= (await Deno.stat(join(base.dir, "checkpoint.json"))).mtime!;
     if (fresh) {
       say(`adaptation recipe: kept from an earlier run`);
-      choice = await readJson<RecipeChoice>(file);
+      choice = saved;
     } else {
       say(`adaptation recipe: choosing on ${state.family.validation!.length} validation tasks`);
       choice = await chooseRecipe(gpu, {
@@ -518,9 +519,8 @@ export async function runExperiment(
         verify: options.verify,
       }, { onEvent: (e) => say(`adaptation recipe: candidate ${e.index + 1}, ${e.name}`) });
     }
-    const { name: chosenName, ...recipe } = choice!.chosen;
-    say(`adaptation recipe: ${chosenName}, ${recipe.zSteps} steps`);
-    adaptBase = { ...adaptBase, ...recipe, ...options.adapt };
+    say(`adaptation recipe: ${choice!.chosen.name}, ${choice!.chosen.zSteps} steps`);
+    adaptBase = { ...adaptBase, ...recipeOptions(choice!), ...options.adapt };
   }
   const main = await phase(
     `held-out tasks: every method, batched over ${state.family.heldOut.length} task(s)`,

@@ -352,8 +352,12 @@ export async function runRecipe(run: string): Promise<Partial<AdaptOptions> | un
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;
   }
-  const { chosen } = JSON.parse(text) as RecipeChoice;
-  const { name: _, ...recipe } = chosen;
+  return recipeOptions(JSON.parse(text) as RecipeChoice);
+}
+
+/** What a recipe choice sets of the adaptation options. */
+export function recipeOptions(choice: RecipeChoice): Partial<AdaptOptions> {
+  const { name: _, ...recipe } = choice.chosen;
   return recipe;
 }
 
