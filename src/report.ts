@@ -307,8 +307,10 @@ export function verdict(r: ExperimentResults): string[] {
     const zeroLoss = byTask(r, lossOf("zero-shot"), lossOf("z"));
     lines.push(
       `**z against the seed's recipe (target: z not below z-seed): ${
-        overSeed.hi >= 0 ? "met" : "missed"
-      }.** z ${pct(z)}, z-seed ${pct(zSeed)} (z - z-seed ${
+        // "Not below": anything but an interval that lies below 0.
+        judge(overSeed, { atLeast: 0 }) === "missed" ? "missed" : "met"}.** z ${pct(z)}, z-seed ${
+        pct(zSeed)
+      } (z - z-seed ${
         describeInterval(overSeed, tasks)
       }); met where the interval reaches 0. Test loss against zero-shot (target: z's <= the mean z's): ${
         judge(zeroLoss, { atLeast: 0 })
