@@ -2,7 +2,9 @@
 //   x[t, b, c, y, x] = (p / 255 - mean[c]) / std[c]
 // where p is pixel (c, sy, sx) of image indices[t, b], or 0 (a black pixel) where the crop
 // reaches past the image. With augmentation, a hash of (seed, step, t, b) picks the crop offset
-// (ox, oy) in [0, 2 pad] of the image padded by `pad` pixels, and a horizontal flip:
+// (ox, oy) in [0, 2 pad] of the image padded by `pad` pixels, and a horizontal flip (with
+// `by_image`, the image's index takes the place of the slot t, so that a slot's draws do not
+// depend on which slots run beside it):
 //   sy = y + oy - pad, sx = (flip ? W - 1 - x : x) + ox - pad   (crop, then flip, as torchvision).
 // Layout: images as bytes packed 4 per u32 (little-endian), each image padded to `words` words,
 // split over 4 bindings of `per_chunk` images each (a binding may not exceed the device's
@@ -24,6 +26,7 @@ struct Params {
   step: u32,
   pad: u32,        // crop padding in pixels (0: no crop)
   flip: u32,       // 1: random horizontal flips
+  by_image: u32,   // 1: hash the image index instead of the slot t
 }
 
 @group(0) @binding(0) var<storage, read> chunk0: array<u32>;
@@ -69,9 +72,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let t = s / p.batch;
   let b = s - t * p.batch;
 
+  var who = t;
+  if (p.by_image == 1u) {
+    who = indices[s];
+  }
   var h = pcg(p.seed);
   h = pcg(h ^ p.step);
-  h = pcg(h ^ t);
+  h = pcg(h ^ who);
   h = pcg(h ^ b);
   let span = 2u * p.pad + 1u;
   let ox = h % span;

@@ -23,6 +23,7 @@ import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { loadDataset } from "./data/dataset.ts";
 import { makeFamily } from "./data/tasks.ts";
+import { mirrorKeepsClass } from "./data/split.ts";
 import { chooseRecipe, RECIPE_FILE, type RecipeChoice, recipeOptions } from "./adapt/recipe.ts";
 import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
@@ -138,7 +139,7 @@ function trainingTaskCount(
 /** Step budgets of a profile. */
 interface Profile {
   train: Required<Pick<TrainOptions, "steps" | "tasksPerStep" | "batch" | "evalEvery">>;
-  adapt: Pick<AdaptOptions, "steps" | "batch" | "evalEvery">;
+  adapt: Pick<AdaptOptions, "steps" | "batch" | "evalEvery"> & Partial<AdaptOptions>;
   sweepMethods: Method[];
 }
 
@@ -146,7 +147,8 @@ const PROFILE_SETTINGS: Record<typeof PROFILES[number], Profile> = {
   // Seconds: proves the pipeline end to end in tests; its numbers mean nothing.
   smoke: {
     train: { steps: 6, tasksPerStep: 2, batch: 8, evalEvery: 0 },
-    adapt: { steps: 4, batch: 8, evalEvery: 2 },
+    // The whole network's budget is the step cap here (its epochs would outlast the test).
+    adapt: { steps: 4, batch: 8, evalEvery: 2, fullEpochs: 0 },
     sweepMethods: ["z", "full"],
   },
   // Trimmed for 2 CPU cores with the software driver: 300 training steps of 8 tasks x 32 images,
@@ -257,6 +259,13 @@ export interface ExperimentResults {
    * tasks' validation slices came (0 or absent: slices carved at random from seen images).
    */
   reserve?: number;
+  /**
+   * The whole network's budget (runs from before it was recorded trained `full` for the shared
+   * step cap, without weight decay or augmentation): up to the larger of the step cap and
+   * `epochs` epochs with early stopping, its weight decays (chosen with the learning rate on the
+   * validation slice) and its augmentation.
+   */
+  fullBudget?: { epochs: number; weightDecays: number[]; augment: boolean; flip: boolean };
   /** Per held-out task. */
   heldOut: HeldOutResult[];
   /** Generator variants. */
@@ -536,7 +545,9 @@ export async function runExperiment(
       onEvent: (e) => {
         if (e.kind !== "method") return;
         const lr = e.lr > 0 ? `, lr ${e.lr.toPrecision(2)}` : "";
-        say(`held-out tasks: ${e.method}, ${e.slots} slot(s)${lr}`);
+        const decay = e.weightDecay !== undefined ? `, weight decay ${e.weightDecay}` : "";
+        const cap = e.method === "full" && e.steps ? `, up to ${e.steps} steps` : "";
+        say(`held-out tasks: ${e.method}, ${e.slots} slot(s)${lr}${decay}${cap}`);
       },
     },
   );
@@ -707,6 +718,12 @@ export async function runExperiment(
     trainedAccuracy: evaluated.trainedAccuracy,
     trainSeconds: base.seconds,
     reserve: baseTrain.reserve,
+    fullBudget: {
+      epochs: adaptBase.fullEpochs,
+      weightDecays: adaptBase.fullWeightDecay,
+      augment: adaptBase.fullAugment,
+      flip: adaptBase.fullAugment && mirrorKeepsClass(state.dataset.name),
+    },
     heldOut,
     ablations,
     ...(recipe ? { recipe } : {}),

@@ -34,9 +34,15 @@ export function learningRate(step: number, s: Schedule): number {
   return 0.5 * s.lr * (1 + Math.cos(Math.PI * progress));
 }
 
-/** The optimiser config for a kind name and learning rate, with PyTorch's defaults otherwise. */
-export function optimizerConfig(kind: typeof OPTIMIZERS[number], lr: number): OptimizerConfig {
-  return { kind, lr } as OptimizerConfig;
+/** The optimiser config for a kind name, learning rate and weight decay; PyTorch's defaults otherwise. */
+export function optimizerConfig(
+  kind: typeof OPTIMIZERS[number],
+  lr: number,
+  weightDecay?: number,
+): OptimizerConfig {
+  if (!weightDecay) return { kind, lr } as OptimizerConfig;
+  // Adam's decay is decoupled (AdamW); SGD's and RMSprop's add weightDecay * p to the gradient.
+  return (kind === "adam" ? { kind, lr, weightDecay, decoupled: true } : { kind, lr, weightDecay });
 }
 
 /** Parameters trained together: values, gradients and the update kernels. */

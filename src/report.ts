@@ -9,7 +9,7 @@
  * @module
  */
 import { basename, join, resolve } from "node:path";
-import type { Method } from "./adapt/mod.ts";
+import type { Method, MethodResult } from "./adapt/mod.ts";
 import { type ExperimentResults, type HeldOutResult, TRAINED_Z } from "./experiment.ts";
 import type { FewShotResults } from "./fewshot/experiment.ts";
 import { isFewShotResults, seedsSection, writeFewShotReport } from "./fewshot/report.ts";
@@ -276,7 +276,11 @@ export function verdict(r: ExperimentResults): string[] {
       pct(z)
     } on the held-out task(s), the whole network trained from scratch ${pct(full)} (z - full ${
       describeInterval(gap, tasks)
-    }), with the same images, validation slice and step cap.` +
+    }), with the same images and validation slice${
+      r.fullBudget && r.fullBudget.epochs > 0
+        ? `; the whole network trained up to ${r.fullBudget.epochs} epochs with early stopping, weight decay and augmentation chosen or applied as described below`
+        : " and step cap"
+    }.` +
       (Number.isFinite(zSeed) ? ` The seed's recipe for z reached ${pct(zSeed)}.` : ""),
   );
   if (Number.isFinite(fair)) {
@@ -663,24 +667,37 @@ export async function writeReport(dir: string): Promise<string> {
           Math.round(100 * r.reserve)
         }% of each class that the generator's training never used`
         : "carved at random from images the generator was trained on, which favours the generator's methods"
-    }), which picks its learning rate (baselines: a grid of three), its stopping step and (z) its starting point; the step cap is the same for all.`,
+    }), which picks its learning rate (baselines: a grid of three), its stopping step and (z) its starting point; ${
+      r.fullBudget ? fullBudgetText(r.fullBudget) : "the step cap is the same for all."
+    }`,
     "",
-    `| method | trainable numbers per task | test accuracy (mean ± sample std over ${over}) | z - method, points [95% t interval over ${over}, paired by task] | test loss (mean) | learning rate | steps (chosen / run) | seconds | collapsed |`,
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    `| method | trainable numbers per task | test accuracy (mean ± sample std over ${over}) | z - method, points [95% t interval over ${over}, paired by task] | test loss (mean) | learning rate | steps (chosen / run) | seconds |${
+      r.fullBudget ? " images seen (chosen run / all runs, mean per task) |" : ""
+    } collapsed |`,
+    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${
+      r.fullBudget ? " ---: |" : ""
+    } ---: |`,
   ];
   const methods = [...new Set(r.heldOut.flatMap((h) => h.methods.map((m) => m.method)))];
   for (const method of methods) {
     const rows = r.heldOut.map((h) => h.methods.find((m) => m.method === method)!).filter(Boolean);
+    const decay = (x: MethodResult) => x.weightDecay ? ` (decay ${x.weightDecay})` : "";
+    const seen = (x: MethodResult) =>
+      x.imagesSeen === undefined ? "-" : `${Math.round(x.imagesSeen)} / ${x.searchImages ?? "-"}`;
     md.push(
       `| ${method} | ${rows[0]!.trainable.toLocaleString("en")} | ${
         pm(rows.map((x) => x.accuracy))
       } | ${method === "z" ? "-" : bracketed(byTask(r, accuracyOf("z"), accuracyOf(method)))} | ${
         mean(rows.map((x) => x.loss)).toFixed(4)
       } | ${
-        rows[0]!.trainable > 0 ? rows.map((x) => (x.lr ?? 0).toPrecision(2)).join(", ") : "-"
+        rows[0]!.trainable > 0
+          ? rows.map((x) => `${(x.lr ?? 0).toPrecision(2)}${decay(x)}`).join(", ")
+          : "-"
       } | ${rows.map((x) => `${x.steps}/${x.stepsRun ?? x.steps}`).join(", ")} | ${
         mean(rows.map((x) => x.seconds)).toFixed(1)
-      } | ${rows.filter((x) => x.collapsed).length}/${rows.length} |`,
+      } |${r.fullBudget ? ` ${meanImages(rows, seen)} |` : ""} ${
+        rows.filter((x) => x.collapsed).length
+      }/${rows.length} |`,
     );
   }
   md.push(
@@ -828,4 +845,28 @@ export async function writeReport(dir: string): Promise<string> {
   const out = join(dir, "report.md");
   await writeAtomic(out, md.join("\n"));
   return out;
+}
+
+/** The sentence on the whole network's budget, from results.json's `fullBudget`. */
+function fullBudgetText(b: NonNullable<ExperimentResults["fullBudget"]>): string {
+  const decays = b.weightDecays.length > 1
+    ? `weight decay (AdamW) chosen from ${b.weightDecays.join(", ")} with its learning rate`
+    : `weight decay ${b.weightDecays[0] ?? 0}`;
+  const augment = !b.augment
+    ? "no augmentation"
+    : b.flip
+    ? "random crops and horizontal flips"
+    : "random crops (no flips: a mirrored digit or character is another shape)";
+  return (b.epochs > 0
+    ? `the whole network (full) trains up to the larger of the step cap and ${b.epochs} epochs of the task's images, evaluated at least once an epoch and stopped early on the validation slice, `
+    : "the whole network (full) trains for the step cap, ") +
+    `with ${decays} and ${augment}; the other methods share the step cap. Images seen: what the chosen run drew before it stopped, and what every run of the method's grid (learning rates, weight decays, starting points) drew together.`;
+}
+
+/** Mean images seen per task, chosen run / all runs (rounded), or "-" without the counts. */
+function meanImages(rows: MethodResult[], one: (x: MethodResult) => string): string {
+  if (rows.some((x) => x.imagesSeen === undefined)) return rows.map(one).join(", ");
+  const chosen = Math.round(mean(rows.map((x) => x.imagesSeen!)));
+  const all = Math.round(mean(rows.map((x) => x.searchImages ?? x.imagesSeen!)));
+  return `${chosen.toLocaleString("en")} / ${all.toLocaleString("en")}`;
 }

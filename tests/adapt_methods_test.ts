@@ -10,6 +10,7 @@ import {
   adapt,
   ADAPT_DEFAULTS,
   type AdaptOptions,
+  fullBudget,
   isCollapsed,
   splitValidation,
   trainedZStats,
@@ -55,6 +56,8 @@ const tiny: AdaptOptions = {
   evalEvery: 4,
   patience: 0,
   forgetting: false,
+  // The whole network for the step cap: its epochs over MNIST would outlast the suite.
+  fullEpochs: 0,
 };
 
 Deno.test("the validation slice is carved per class from the training images, disjoint", () => {
@@ -319,6 +322,69 @@ Deno.test("meta-training lowers the query loss and leaves the trained z table al
     for (let k = 0; k < d; k++) assert.equal(table.data[t * d + k], t === k ? 1 : 0);
   }
   await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("the whole network's budget: epochs of the task's images, at least the step cap", () => {
+  const slot = (n: number) => ({
+    data: {
+      task: 0,
+      learn: { indices: new Uint32Array(n), labels: new Float32Array(n) },
+      test: { indices: new Uint32Array(0), labels: new Float32Array(0) },
+    },
+  });
+  const of = (options: Partial<AdaptOptions>, dataset: string, sizes: number[]) =>
+    fullBudget({
+      options: { ...ADAPT_DEFAULTS, steps: 150, batch: 64, evalEvery: 25, ...options },
+      dataset: { name: dataset, shape: [3, 32, 32] } as never,
+    }, sizes.map(slot));
+  // 30 epochs of the largest slot's 9,000 images at 64 a step: 141 steps an epoch.
+  assert.deepEqual(of({}, "cifar10", [9000, 8000]), {
+    steps: 4230,
+    evalEvery: 141,
+    augment: { pad: 4, flip: true },
+  });
+  // 26 images: one step an epoch, so the step cap is the larger budget; no flips for characters.
+  assert.deepEqual(of({}, "omniglot", [26]), {
+    steps: 150,
+    evalEvery: 25,
+    augment: { pad: 4, flip: false },
+  });
+  assert.deepEqual(of({ fullEpochs: 0, fullAugment: false }, "cifar10", [9000]), {
+    steps: 150,
+    evalEvery: 25,
+    augment: undefined,
+  });
+});
+
+Deno.test("the whole network stops early within its epochs and picks lr and weight decay", async () => {
+  await trainedRun();
+  const gpu = await getGpu();
+  const result = await adapt(gpu, {
+    ...tiny,
+    methods: ["full"],
+    steps: 4,
+    batch: 32,
+    fullEpochs: 3,
+    fullWeightDecay: [0, 0.1],
+    lrGrid: false,
+    patience: 1,
+    out: join(runDir, "adapt_full_budget"),
+  });
+  const t = result.tasks[0]!;
+  const r = t.results[0]!;
+  const perEpoch = Math.ceil(t.trainImages / 32);
+  assert.ok(t.validationImages > 0);
+  // Evaluations fall once an epoch (and at the cap); the run stops at most 3 epochs in.
+  assert.ok(r.curve.length >= 2);
+  for (const p of r.curve.slice(1)) {
+    assert.ok(p.step % perEpoch === 0 || p.step === 3 * perEpoch, `eval at step ${p.step}`);
+  }
+  assert.ok(r.stepsRun <= 3 * perEpoch && r.stepsRun >= perEpoch, `${r.stepsRun} steps`);
+  assert.ok(r.weightDecay === 0 || r.weightDecay === 0.1, `decay ${r.weightDecay}`);
+  assert.equal(r.imagesSeen, r.stepsRun * 32);
+  // Two runs of the grid: the search drew both runs' images.
+  assert.ok(r.searchImages! > r.imagesSeen! && r.searchImages! <= 2 * 3 * perEpoch * 32);
+  assert.equal(r.searchImages! % 32, 0);
 });
 
 Deno.test({

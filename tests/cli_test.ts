@@ -66,6 +66,8 @@ Deno.test("train, adapt, evaluate, export and tasks run end to end", async () =>
     "8",
     "--methods",
     "zero-shot,z,full,finetune",
+    "--full-epochs",
+    "0",
     "--quiet",
   );
   assert.equal(adapted.code, 0, adapted.stderr);

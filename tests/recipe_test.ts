@@ -178,6 +178,7 @@ Deno.test("a recipe is chosen on the validation tasks' training images and adapt
     ...ADAPT_DEFAULTS,
     ...recipe,
     zSteps: 2,
+    fullEpochs: 0,
     run: runDir,
     methods: ["z", "full"],
     population: 1,

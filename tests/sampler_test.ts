@@ -12,6 +12,7 @@ import {
   planBatches,
   Sampler,
   type SamplerOptions,
+  SlotSampler,
 } from "../src/data/sampler.ts";
 import { assemble, augmentation } from "./reference/sampler.ts";
 import { assertClose, getGpu, type Gpu, rng } from "./util.ts";
@@ -98,7 +99,8 @@ Deno.test("sampler x and y equal the CPU reference, odd shape, images over 4 chu
   const gpu = await getGpu();
   const dataset = synthetic({ classes: 6, perClass: 7, shape: [3, 7, 5], seed: 1 });
   const family = makeFamily("all_pairs", dataset.classNames);
-  for (const augment of [undefined, { pad: 2, flip: true }] as (Augment | undefined)[]) {
+  const augments = [undefined, { pad: 2, flip: true }, { pad: 2, flip: true, byImage: true }];
+  for (const augment of augments as (Augment | undefined)[]) {
     const options: SamplerOptions = { family, tasksPerStep: 3, batch: 5, seed: 11, augment };
     // 105-byte images pad to 27 words; 12 images per chunk spreads 42 images over 4 chunks.
     const sampler = new Sampler(gpu, dataset, { ...options, chunkBytes: 12 * 27 * 4 });
@@ -106,7 +108,7 @@ Deno.test("sampler x and y equal the CPU reference, odd shape, images over 4 chu
       await checkStep(gpu, sampler, dataset, {
         step,
         options,
-        label: `augment ${augment !== undefined} step ${step}`,
+        label: `augment ${JSON.stringify(augment)} step ${step}`,
       });
     }
     sampler.destroy();
@@ -152,6 +154,55 @@ Deno.test("sampler with T = 1, B = 1, and MNIST at T = 4, B = 32 with augmentati
   const sampler = new Sampler(gpu, mnist, options);
   await checkStep(gpu, sampler, mnist, { step: 2, options, label: "mnist" });
   sampler.destroy();
+});
+
+Deno.test("slot sampler's crops and flips follow the reference and a slot's own images", async () => {
+  const gpu = await getGpu();
+  const dataset = synthetic({ classes: 4, perClass: 6, shape: [1, 6, 5], seed: 7 });
+  const family = makeFamily("one_vs_anchor", dataset.classNames);
+  const store = new ImageStore(gpu, dataset.train, { shape: dataset.shape });
+  const slots = family.tasks.slice(0, 3).map((task, t) => ({
+    task,
+    examples: taskExamples(task, dataset.train),
+    seed: 100 + t,
+  }));
+  const augment = { pad: 2, flip: true };
+  const assembled = async (chosen: typeof slots, step: number) => {
+    const sampler = new SlotSampler(gpu, dataset, {
+      slots: chosen,
+      batch: 4,
+      store,
+      balanced: true,
+      augment,
+      seed: 9,
+    });
+    run(gpu, sampler.next(step));
+    const x = await read(gpu, sampler.x);
+    const images = await readU32(gpu, sampler.imageIndices);
+    sampler.destroy();
+    return { x, images };
+  };
+  try {
+    const all = await assembled(slots, 3);
+    const expected = assemble(dataset.train.images, {
+      shape: dataset.shape,
+      indices: all.images,
+      tasks: 3,
+      batch: 4,
+      mean: dataset.mean,
+      std: dataset.std,
+      seed: 9,
+      step: 3,
+      augment: { ...augment, byImage: true },
+    });
+    assertClose(all.x, expected, { rtol: 1e-5, atol: 1e-5, label: "slot sampler x" });
+    // Slot 2 alone draws the same images with the same crops and flips as beside slots 0 and 1.
+    const alone = await assembled([slots[2]!], 3);
+    const per = alone.x.length;
+    assert.deepEqual([...alone.x], [...all.x.subarray(2 * per, 3 * per)]);
+  } finally {
+    store.destroy();
+  }
 });
 
 Deno.test("sampling is a pure function of (seed, step)", async () => {

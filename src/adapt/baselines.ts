@@ -23,12 +23,13 @@ import type { SlotModel, SlotSpec } from "./slots.ts";
 export async function baselineModel(
   ctx: Context,
   method: Method,
-  options: { slots: SlotSpec[]; lr: number },
+  options: { slots: SlotSpec[]; lr: number; weightDecay?: number; steps?: number },
 ): Promise<SlotModel & { generator?: SuperNet }> {
   const { gpu, state, options: opts } = ctx;
   const { slots, lr } = options;
-  const schedule = { lr, kind: "constant" as const, warmup: 0, steps: opts.steps };
-  const optimizer = optimizerConfig(opts.optimizer, lr);
+  const steps = options.steps ?? opts.steps;
+  const schedule = { lr, kind: "constant" as const, warmup: 0, steps };
+  const optimizer = optimizerConfig(opts.optimizer, lr, options.weightDecay);
   if (method === "finetune") {
     const net = new SuperNet(gpu, { ...state.model, tasks: 1 });
     restoreArenas(gpu, ctx.tensors, { generator: net.params }, ctx.path);

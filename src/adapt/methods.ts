@@ -6,6 +6,8 @@
  * @module
  */
 import { restoreArenas } from "../checkpoint.ts";
+import type { Augment } from "../data/sampler.ts";
+import { mirrorKeepsClass } from "../data/split.ts";
 import { mean } from "../engine.ts";
 import { read, tensorFrom, write } from "../gpu/tensor.ts";
 import { initTaskVectors, SuperNet } from "../model/supernet.ts";
@@ -14,7 +16,14 @@ import { optimizerConfig, ParamGroup } from "../optim.ts";
 import { type Method, type MethodResult, SEED_ADAPT_PRESET } from "./options.ts";
 import { baselineModel, measureForgetting } from "./baselines.ts";
 import type { Context } from "./context.ts";
-import { isCollapsed, runSlots, type SlotModel, type SlotOutcome, type SlotSpec } from "./slots.ts";
+import {
+  isCollapsed,
+  runSlots,
+  slotBatch,
+  type SlotModel,
+  type SlotOutcome,
+  type SlotSpec,
+} from "./slots.ts";
 import { type Start, trainedZStats } from "./starts.ts";
 import type { TaskData } from "./tasks.ts";
 
@@ -41,6 +50,7 @@ export async function runMethod(
       slot: SlotSpec;
       outcome: SlotOutcome;
       lr: number;
+      weightDecay?: number;
       trainable: number;
       z?: Float32Array;
     }[],
@@ -61,6 +71,9 @@ export async function runMethod(
           stepsRun: win.outcome.stepsRun,
           seconds: (performance.now() - started) / 1000 / data.length,
           lr: win.lr,
+          ...(win.weightDecay !== undefined ? { weightDecay: win.weightDecay } : {}),
+          imagesSeen: win.outcome.stepsRun * win.outcome.batch,
+          searchImages: mine.reduce((n, o) => n + o.outcome.stepsRun * o.outcome.batch, 0),
           ...(win.slot.start && method !== "full" ? { start: win.slot.start.label } : {}),
           ...(win.outcome.selection !== undefined && td.validation
             ? { validationLoss: win.outcome.selection }
@@ -157,34 +170,57 @@ export async function runMethod(
   }
 
   // Baselines: one slot per task (finetune: one task at a time, as the generator is shared),
-  // each learning rate of the grid in turn; the validation slice picks the rate per task.
+  // each learning rate (and, for full, weight decay) of the grid in turn; the validation slice
+  // picks the pair per task.
   const base = method === "full" ? opts.fullLr : method === "head" ? opts.headLr : opts.finetuneLr;
   const canSelect = data.every((td) => td.validation);
-  const grid = opts.lrGrid && canSelect ? [base / 3, base, base * 3] : [base];
+  const lrs = opts.lrGrid && canSelect ? [base / 3, base, base * 3] : [base];
+  const decays = method !== "full"
+    ? [undefined]
+    : canSelect && opts.fullWeightDecay.length > 0
+    ? opts.fullWeightDecay
+    : [opts.fullWeightDecay[0] ?? 0];
+  const grid = lrs.flatMap((lr) => decays.map((weightDecay) => ({ lr, weightDecay })));
   const groupsOfTasks = method === "finetune" ? data.map((td) => [td]) : [data];
-  const outcomes: { slot: SlotSpec; outcome: SlotOutcome; lr: number; trainable: number }[] = [];
+  const outcomes: {
+    slot: SlotSpec;
+    outcome: SlotOutcome;
+    lr: number;
+    weightDecay?: number;
+    trainable: number;
+  }[] = [];
   const forgetting = new Map<TaskData, MethodResult["forgetting"]>();
-  for (const lr of grid) {
+  for (const { lr, weightDecay } of grid) {
     for (const tasks of groupsOfTasks) {
       const slots = tasks.map((td) => ({ data: td, start: starts[data.indexOf(td)]![0] }));
-      const model = await baselineModel(ctx, method, { slots, lr });
+      const budget = method === "full" ? fullBudget(ctx, slots) : undefined;
+      const model = await baselineModel(ctx, method, {
+        slots,
+        lr,
+        weightDecay,
+        steps: budget?.steps ?? opts.steps,
+      });
       ctx.onEvent?.({
         kind: "method",
         method,
         trainable: model.trainable,
         slots: slots.length,
         lr,
+        ...(weightDecay !== undefined ? { weightDecay } : {}),
+        steps: budget?.steps ?? opts.steps,
       });
       try {
         const res = await runSlots(ctx, method, {
           slots,
           model,
-          steps: opts.steps,
+          steps: budget?.steps ?? opts.steps,
           patience: opts.patience,
           select: true,
+          evalEvery: budget?.evalEvery,
+          augment: budget?.augment,
         });
         res.forEach((outcome, t) =>
-          outcomes.push({ slot: slots[t]!, outcome, lr, trainable: model.trainable })
+          outcomes.push({ slot: slots[t]!, outcome, lr, weightDecay, trainable: model.trainable })
         );
         if (method === "finetune" && opts.forgetting) {
           const key = tasks[0]!;
@@ -206,4 +242,27 @@ export async function runMethod(
     const f = forgetting.get(data[i]!);
     return f ? { ...o, result: { ...o.result, forgetting: f } } : o;
   });
+}
+
+/**
+ * The budget of `full` over these slots: the larger of the shared step cap and `fullEpochs`
+ * epochs of the largest slot's learning images, an evaluation at least once an epoch, and its
+ * augmentation (crops, and flips where a mirror image keeps its class).
+ */
+export function fullBudget(
+  ctx: Pick<Context, "options" | "dataset">,
+  slots: readonly SlotSpec[],
+): { steps: number; evalEvery: number; augment?: Augment } {
+  const opts = ctx.options;
+  const batch = slotBatch(opts.batch, slots);
+  const perEpoch = Math.ceil(Math.max(...slots.map((s) => s.data.learn.indices.length)) / batch);
+  const steps = Math.max(opts.steps, opts.fullEpochs * perEpoch);
+  const height = ctx.dataset.shape[1];
+  return {
+    steps,
+    evalEvery: steps > opts.steps ? Math.max(opts.evalEvery, perEpoch) : opts.evalEvery,
+    augment: opts.fullAugment
+      ? { pad: Math.floor(height / 8), flip: mirrorKeepsClass(ctx.dataset.name) }
+      : undefined,
+  };
 }

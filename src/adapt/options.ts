@@ -67,6 +67,22 @@ export interface AdaptOptions {
   /** Baselines pick their learning rate on the validation slice from lr x {1/3, 1, 3}. */
   lrGrid: boolean;
   /**
+   * The budget of `full` in epochs of a task's learning images: it runs up to the larger of
+   * `steps` and this many epochs, evaluating at least once an epoch, and early stopping on the
+   * validation slice (`patience` evaluations without a lower loss) ends it sooner. 0: `steps`.
+   */
+  fullEpochs: number;
+  /**
+   * Weight decays of `full` (decoupled, as AdamW: p *= 1 - lr x decay every step), chosen per
+   * task on the validation slice together with the learning rate; without a slice, the first.
+   */
+  fullWeightDecay: number[];
+  /**
+   * Random crops for `full` (padding H / 8 pixels), and horizontal flips where a mirror image
+   * keeps its class (photographs: CIFAR; not digits or characters).
+   */
+  fullAugment: boolean;
+  /**
    * Strength of the Gaussian prior on z around the trained z's mean, in units of their spread:
    * the loss gains prior / 2 * |z - mean|^2 / (zDim * spread^2) (0: off).
    */
@@ -143,6 +159,9 @@ export const ADAPT_DEFAULTS: AdaptOptions = {
   headLr: 0.01,
   finetuneLr: 0.0003,
   lrGrid: true,
+  fullEpochs: 30,
+  fullWeightDecay: [0, 0.1],
+  fullAugment: true,
   prior: 0.05,
   validation: 0.1,
   optimizer: "adam",
@@ -196,6 +215,15 @@ export interface MethodResult {
   seconds: number;
   /** Learning rate used (the grid's pick for baselines). */
   lr: number;
+  /** Weight decay used (`full`: the grid's pick). */
+  weightDecay?: number;
+  /**
+   * Images the chosen run drew to its last step (steps run x batch; a batched program's images
+   * are each slot's own). With a grid, the other runs' images are in `searchImages`.
+   */
+  imagesSeen?: number;
+  /** Images drawn by every run of the method's grid for this task (`imagesSeen` included). */
+  searchImages?: number;
   /** Where z started (z methods, head and finetune). */
   start?: string;
   /** Validation loss at the chosen point, when there was a validation slice. */
@@ -247,7 +275,17 @@ export interface AdaptResult {
 
 /** Progress while adapting. */
 export type AdaptEvent =
-  | { kind: "method"; method: Method; trainable: number; slots: number; lr: number }
+  | {
+    kind: "method";
+    method: Method;
+    trainable: number;
+    slots: number;
+    lr: number;
+    /** `full`: the weight decay of this run of its grid. */
+    weightDecay?: number;
+    /** The step cap of this run. */
+    steps?: number;
+  }
   | {
     kind: "eval";
     method: Method;

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type ImageStore, type Slot, SlotSampler } from "../data/sampler.ts";
+import { type Augment, type ImageStore, type Slot, SlotSampler } from "../data/sampler.ts";
 import type { Examples, TaskFamily } from "../data/tasks.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { Dispatch } from "../gpu/kernel.ts";
@@ -38,6 +38,8 @@ export interface SlotModel {
 export interface SlotOutcome {
   point: CurvePoint;
   stepsRun: number;
+  /** Images per step of each slot. */
+  batch: number;
   selection?: number;
   curve: CurvePoint[];
 }
@@ -57,6 +59,10 @@ export async function runSlots(
     steps: number;
     patience: number;
     select: boolean;
+    /** Evaluate every this many steps (default: the options' `evalEvery`). */
+    evalEvery?: number;
+    /** Crops and flips of the learning images (none by default). */
+    augment?: Augment;
   },
 ): Promise<SlotOutcome[]> {
   const { gpu, dataset, options: opts } = ctx;
@@ -97,6 +103,8 @@ export async function runSlots(
   const chosen: Float32Array[][] = slots.map(() => []);
   const stale = new Array<number>(T).fill(0);
   let stepsRun = 0;
+  const batch = slotBatch(opts.batch, slots);
+  const evalEvery = options.evalEvery ?? opts.evalEvery;
   const evaluate = async (step: number): Promise<void> => {
     const scores = opts.curves ? await test.evaluate() : undefined;
     const picks = selector ? await selector.evaluate() : undefined;
@@ -146,9 +154,11 @@ export async function runSlots(
           examples: s.data.learn,
           seed: mixSeed(opts.seed, s.data.task),
         })),
-        batch: Math.min(opts.batch, Math.min(...slots.map((s) => s.data.learn.indices.length))),
+        batch,
         store: ctx.trainStore,
         balanced: true,
+        augment: options.augment,
+        seed: opts.seed,
       });
       const program = new StepProgram(gpu, {
         source: sampler,
@@ -163,7 +173,7 @@ export async function runSlots(
         for (let step = 1; step <= options.steps; step++) {
           program.run(step);
           stepsRun = step;
-          if (step % opts.evalEvery !== 0 && step !== options.steps) continue;
+          if (step % evalEvery !== 0 && step !== options.steps) continue;
           await evaluate(step);
           if (stopEarly && stale.every((s) => s >= options.patience)) break;
         }
@@ -178,6 +188,7 @@ export async function runSlots(
     return slots.map((_, t) => ({
       point: { step: best[t]!.step, accuracy: final[t]!.accuracy, loss: final[t]!.loss },
       stepsRun,
+      batch,
       selection: selecting ? best[t]!.selection : undefined,
       curve: curves[t]!,
     }));
@@ -185,6 +196,11 @@ export async function runSlots(
     test.destroy();
     selector?.destroy();
   }
+}
+
+/** Images per step of every slot: the options' batch, at most the smallest slot's learning set. */
+export function slotBatch(batch: number, slots: readonly SlotSpec[]): number {
+  return Math.min(batch, Math.min(...slots.map((s) => s.data.learn.indices.length)));
 }
 
 /**

@@ -37,7 +37,12 @@ export const ADAPT_FLAGS: Flag[] = [
   { flag: "methods", key: "methods", kind: "string", help: `comma list of ${METHODS.join(",")}` },
   { flag: "init", key: "init", kind: "string", values: Z_INITS, help: "initial z" },
   { flag: "population", key: "population", kind: "int", help: "K trained z beside the mean z" },
-  { flag: "steps", key: "steps", kind: "int", help: "most steps of every method" },
+  {
+    flag: "steps",
+    key: "steps",
+    kind: "int",
+    help: "most steps of every method (full: see --full-epochs)",
+  },
   {
     flag: "z-steps",
     key: "zSteps",
@@ -59,6 +64,25 @@ export const ADAPT_FLAGS: Flag[] = [
   { flag: "head-lr", key: "headLr", kind: "number", help: "learning rate of head" },
   { flag: "finetune-lr", key: "finetuneLr", kind: "number", help: "learning rate of finetune" },
   { flag: "no-lr-grid", key: "lrGrid", kind: "bool", help: "baselines skip the lr grid" },
+  {
+    flag: "full-epochs",
+    key: "fullEpochs",
+    kind: "int",
+    help: "budget of full in epochs of the task's images, at least --steps, early stopping " +
+      "on the validation slice (0: --steps)",
+  },
+  {
+    flag: "full-weight-decay",
+    key: "fullWeightDecay",
+    kind: "numbers",
+    help: "weight decays of full (AdamW), chosen with its lr on the validation slice",
+  },
+  {
+    flag: "no-full-augment",
+    key: "fullAugment",
+    kind: "bool",
+    help: "full trains without random crops (and flips, for photographs)",
+  },
   { flag: "prior", key: "prior", kind: "number", help: "pull of z toward the trained z (0: off)" },
   {
     flag: "validation",
@@ -219,7 +243,9 @@ async function runAdapt(
         p.done();
         p.line(
           `${e.method}: ${e.trainable.toLocaleString("en")} trainable numbers, ${e.slots} slot(s)` +
-            (e.trainable > 0 ? `, lr ${e.lr.toPrecision(2)}` : ""),
+            (e.trainable > 0 ? `, lr ${e.lr.toPrecision(2)}` : "") +
+            (e.weightDecay !== undefined ? `, weight decay ${e.weightDecay}` : "") +
+            (e.trainable > 0 && e.steps !== undefined ? `, up to ${e.steps} steps` : ""),
         );
       } else {
         p.line(

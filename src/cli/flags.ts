@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 export class UsageError extends Error {}
 
 /** How a flag's value is read: one value, a comma list, or several `--flag` (strings). */
-export type Kind = "string" | "int" | "number" | "bool" | "ints" | "strings";
+export type Kind = "string" | "int" | "number" | "bool" | "ints" | "numbers" | "strings";
 
 /** One flag: its name on the command line, the option key, its type, and allowed values. */
 export interface Flag {
@@ -108,11 +108,14 @@ function parseValue(f: Flag, raw: unknown): unknown {
     }
     return n;
   }
-  if (f.kind === "ints") {
+  if (f.kind === "ints" || f.kind === "numbers") {
     if (text === "") return [];
+    const int = f.kind === "ints";
     const parts = text.split(",").map(Number);
-    if (parts.some((n) => !Number.isInteger(n) || n < 0)) {
-      throw new UsageError(`--${f.flag} '${text}' is not a comma list of non-negative integers`);
+    if (parts.some((n) => !Number.isFinite(n) || (int && !Number.isInteger(n)) || n < 0)) {
+      throw new UsageError(
+        `--${f.flag} '${text}' is not a comma list of non-negative ${int ? "integers" : "numbers"}`,
+      );
     }
     return parts;
   }
@@ -215,8 +218,8 @@ export function checkOption(flags: Flag[], key: string, value: unknown): string 
     ? typeof value === "boolean"
     : f.kind === "int" || f.kind === "number"
     ? nonNegative(value, f.kind === "int")
-    : f.kind === "ints"
-    ? Array.isArray(value) && value.every((v) => nonNegative(v, true))
+    : f.kind === "ints" || f.kind === "numbers"
+    ? Array.isArray(value) && value.every((v) => nonNegative(v, f.kind === "ints"))
     : f.kind === "strings"
     ? Array.isArray(value) && value.every((v) => typeof v === "string")
     : typeof value === "string" && (!f.values || f.values.includes(value));
@@ -226,6 +229,7 @@ export function checkOption(flags: Flag[], key: string, value: unknown): string 
     int: "a non-negative integer",
     number: "a non-negative number",
     ints: "a list of non-negative integers",
+    numbers: "a list of non-negative numbers",
     strings: "a list of strings",
     string: f.values ? `one of ${f.values.join(", ")}` : "a string",
   }[f.kind];

@@ -94,7 +94,9 @@ async function runSweepCommand(
   const plan = await loadPlan(planPath, {
     experiments: EXPERIMENTS,
     check: (key, value) => checkOption(EXPERIMENT_FLAGS.filter((f) => f.key !== "out"), key, value),
-    listOptions: new Set(EXPERIMENT_FLAGS.filter((f) => f.kind === "ints").map((f) => f.key)),
+    listOptions: new Set(
+      EXPERIMENT_FLAGS.filter((f) => f.kind === "ints" || f.kind === "numbers").map((f) => f.key),
+    ),
     separate: {
       [FEWSHOT_EXPERIMENT]: fewShotRules((key, value) =>
         checkOption(FEWSHOT_FLAGS.filter((f) => f.key !== "out"), key, value)

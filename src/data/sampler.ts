@@ -23,6 +23,11 @@ export interface Augment {
   pad: number;
   /** Flip horizontally with probability 1/2. */
   flip: boolean;
+  /**
+   * Key each sample's draw by its image index instead of its slot position, so that a slot's
+   * crops and flips are the same whatever slots run beside it (adaptation); default false.
+   */
+  byImage?: boolean;
 }
 
 /**
@@ -188,6 +193,7 @@ export class BatchAssembler {
       0,
       pad,
       options.augment?.flip ? 1 : 0,
+      options.augment?.byImage ? 1 : 0,
     ];
     this.#uniform = new Uniform(gpu, this.#params.map((v) => ["u32", v]));
     const chunks = Array.from(
@@ -446,6 +452,8 @@ export class SlotSampler {
   readonly y: Tensor;
   /** Slot indices [T] (u32): 0..T-1. */
   readonly taskIndices: Tensor;
+  /** Image indices [T, B] (u32) of the step written last. */
+  readonly imageIndices: Tensor;
   readonly #assembler: BatchAssembler;
   readonly #pools: Pool[][];
   readonly #seeds: number[];
@@ -457,7 +465,16 @@ export class SlotSampler {
   constructor(
     gpu: Gpu,
     dataset: Pick<Dataset, "mean" | "std">,
-    options: { slots: readonly Slot[]; batch: number; store: ImageStore; balanced?: boolean },
+    options: {
+      slots: readonly Slot[];
+      batch: number;
+      store: ImageStore;
+      balanced?: boolean;
+      /** Crop and flip, keyed by image (`byImage` is implied) so that slots stay independent. */
+      augment?: Augment;
+      /** Seed of the augmentation. */
+      seed?: number;
+    },
   ) {
     const { slots, batch } = options;
     if (slots.length === 0) throw new RangeError("SlotSampler needs at least one slot");
@@ -469,10 +486,13 @@ export class SlotSampler {
       batch,
       mean: dataset.mean,
       std: dataset.std,
+      seed: options.seed,
+      augment: options.augment ? { ...options.augment, byImage: true } : undefined,
     });
     this.x = this.#assembler.x;
     this.y = this.#assembler.y;
     this.taskIndices = this.#assembler.taskIndices;
+    this.imageIndices = this.#assembler.imageIndices;
     this.#chosen = {
       tasks: Uint32Array.from(slots.keys()),
       images: new Uint32Array(slots.length * batch),

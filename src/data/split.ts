@@ -184,3 +184,11 @@ export function parseNames(text: string, options: { expected: number; file: stri
   }
   return lines;
 }
+
+/**
+ * Whether a horizontally mirrored image keeps its class: photographs (CIFAR) do; digits and
+ * characters (MNIST, Omniglot) do not, and other or unknown data is not mirrored.
+ */
+export function mirrorKeepsClass(dataset: string): boolean {
+  return dataset === "cifar10" || dataset === "cifar100";
+}

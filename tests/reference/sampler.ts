@@ -31,7 +31,8 @@ export function augmentation(
 
 /**
  * x[t, b, c, y, x] = (p / 255 - mean[c]) / std[c], p the pixel of image indices[t * B + b] at
- * (c, y + oy - pad, (flip ? W - 1 - x : x) + ox - pad), or 0 outside the image.
+ * (c, y + oy - pad, (flip ? W - 1 - x : x) + ox - pad), or 0 outside the image; the crop and
+ * flip are keyed by (t, b), or by (image, b) with `byImage`.
  */
 export function assemble(
   images: Uint8Array,
@@ -44,7 +45,7 @@ export function assemble(
     std: readonly number[];
     seed?: number;
     step?: number;
-    augment?: { pad: number; flip: boolean };
+    augment?: { pad: number; flip: boolean; byImage?: boolean };
   },
 ): Float32Array {
   const [channels, height, width] = options.shape;
@@ -56,7 +57,12 @@ export function assemble(
     for (let b = 0; b < batch; b++) {
       const image = options.indices[t * batch + b]!;
       const aug = augmentation(
-        { seed: options.seed ?? 0, step: options.step ?? 0, t, b },
+        {
+          seed: options.seed ?? 0,
+          step: options.step ?? 0,
+          t: options.augment?.byImage ? image : t,
+          b,
+        },
         { pad, flip: options.augment?.flip ?? false },
       );
       for (let c = 0; c < channels; c++) {
