@@ -481,8 +481,10 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
     // Runs whose validation slices came from images the generator saw are never pooled with runs
     // whose slices were kept out of its training (their selections differ).
     const slice = r.reserve ? "kept-out slice" : "seen-image slice";
+    // Nor are runs whose whole network trained to convergence with runs held to the step cap.
+    const full = convergedFull(r) ? ", converged full" : "";
     const title =
-      `${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile}, ${slice}`;
+      `${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile}, ${slice}${full}`;
     const key = `${title} | ${r.taskCounts.heldOut}`;
     if (!groups.has(key)) groups.set(key, { title, runs: [] });
     groups.get(key)!.runs.push(r);
@@ -869,4 +871,10 @@ function meanImages(rows: MethodResult[], one: (x: MethodResult) => string): str
   const chosen = Math.round(mean(rows.map((x) => x.imagesSeen!)));
   const all = Math.round(mean(rows.map((x) => x.searchImages ?? x.imagesSeen!)));
   return `${chosen.toLocaleString("en")} / ${all.toLocaleString("en")}`;
+}
+
+/** The run's whole network had more than the step cap: epochs, weight decay or augmentation. */
+export function convergedFull(r: Pick<ExperimentResults, "fullBudget">): boolean {
+  const b = r.fullBudget;
+  return b !== undefined && (b.epochs > 0 || b.augment || b.weightDecays.some((d) => d > 0));
 }

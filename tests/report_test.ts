@@ -175,6 +175,37 @@ Deno.test("the combined report averages seeds per task before the spread over ta
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("a converged whole network never pools with one held to the step cap", async () => {
+  const dir = await Deno.makeTempDir();
+  const held = { epochs: 0, weightDecays: [0], augment: false, flip: false };
+  const converged = { epochs: 30, weightDecays: [0, 0.1], augment: true, flip: false };
+  const runs = [
+    results([task("a", { z: 0.9, full: 0.85 }), task("b", { z: 0.7, full: 0.72 })], 1),
+    {
+      ...results([task("a", { z: 0.8, full: 0.83 }), task("b", { z: 0.6, full: 0.64 })], 2),
+      fullBudget: held,
+    },
+    {
+      ...results([task("a", { z: 0.8, full: 0.9 }), task("b", { z: 0.6, full: 0.7 })], 3),
+      fullBudget: converged,
+    },
+  ];
+  const dirs: string[] = [];
+  for (const [i, r] of runs.entries()) {
+    dirs.push(join(dir, `s${i + 1}`));
+    await Deno.mkdir(dirs[i]!);
+    await Deno.writeTextFile(join(dirs[i]!, "results.json"), JSON.stringify(r));
+  }
+  const md = (await Deno.readTextFile(await combineReports(dirs, join(dir, "all.md")))).split("\n");
+  // Seeds 1 and 2 pool (a budget of the step cap is what runs before the record had).
+  assert.match(line(md, "| exp1 mnist one_vs_anchor | smoke, kept-out slice |"), /\| 2 x 2 \|/);
+  assert.match(
+    line(md, "| exp1 mnist one_vs_anchor | smoke, kept-out slice, converged full |"),
+    /\| 1 x 2 \|/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("the combined report regenerates in place over run folders already beside it", async () => {
   const root = await Deno.makeTempDir();
   const name = "mnist-exp1-long-reserve-s1";
