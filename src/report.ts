@@ -276,10 +276,10 @@ export function verdict(r: ExperimentResults): string[] {
       pct(z)
     } on the held-out task(s), the whole network trained from scratch ${pct(full)} (z - full ${
       describeInterval(gap, tasks)
-    }), with the same images and validation slice${
+    }), with the same images${
       r.fullBudget && r.fullBudget.epochs > 0
-        ? `; the whole network trained up to ${r.fullBudget.epochs} epochs with early stopping, weight decay and augmentation chosen or applied as described below`
-        : " and step cap"
+        ? ` and validation slice; the whole network trained up to ${r.fullBudget.epochs} epochs with early stopping, weight decay and augmentation as described below`
+        : ", validation slice and step cap"
     }.` +
       (Number.isFinite(zSeed) ? ` The seed's recipe for z reached ${pct(zSeed)}.` : ""),
   );
