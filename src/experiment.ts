@@ -24,6 +24,7 @@ import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { loadDataset } from "./data/dataset.ts";
 import { makeFamily } from "./data/tasks.ts";
 import { mirrorKeepsClass } from "./data/split.ts";
+import { describeCommit } from "./commit.ts";
 import { chooseRecipe, RECIPE_FILE, type RecipeChoice, recipeOptions } from "./adapt/recipe.ts";
 import { initTaskVectors } from "./model/supernet.ts";
 import { mixSeed } from "./random.ts";
@@ -266,6 +267,13 @@ export interface ExperimentResults {
    * validation slice) and its augmentation.
    */
   fullBudget?: { epochs: number; weightDecays: number[]; augment: boolean; flip: boolean };
+  /**
+   * `git describe --always --dirty` when the run started (absent in runs from before it was
+   * recorded); "-dirty" means the working tree had uncommitted changes.
+   */
+  commit?: string;
+  /** Wall time of each adaptation phase in seconds, by its label (phases kept by --resume: absent). */
+  phaseSeconds?: Record<string, number>;
   /** Per held-out task. */
   heldOut: HeldOutResult[];
   /** Generator variants. */
@@ -439,6 +447,8 @@ export async function runExperiment(
     seed: options.seed,
   };
 
+  const commit = await describeCommit();
+  const phaseSeconds: Record<string, number> = {};
   // An adaptation phase, kept when resuming if an earlier run wrote it with the same options after
   // its generator's last checkpoint (a retrained generator makes every earlier phase stale).
   const phase = async (
@@ -477,6 +487,7 @@ export async function runExperiment(
     }
     say(label);
     let method: Method | undefined;
+    const phaseStarted = performance.now();
     try {
       return await adapt(gpu, opts, {
         kept,
@@ -493,6 +504,8 @@ export async function runExperiment(
           `${e.message}. Training and the finished phases and methods are kept in ` +
           `${options.out}; run the same command with --resume to go on`,
       );
+    } finally {
+      phaseSeconds[label] = (performance.now() - phaseStarted) / 1000;
     }
   };
 
@@ -718,6 +731,8 @@ export async function runExperiment(
     trainedAccuracy: evaluated.trainedAccuracy,
     trainSeconds: base.seconds,
     reserve: baseTrain.reserve,
+    commit,
+    phaseSeconds,
     fullBudget: {
       epochs: adaptBase.fullEpochs,
       weightDecays: adaptBase.fullWeightDecay,

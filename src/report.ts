@@ -656,7 +656,15 @@ export async function writeReport(dir: string): Promise<string> {
     } s. ` +
     `Mean test accuracy of the training tasks: ${
       pct(r.trainedAccuracy)
-    }. All accuracies are on the test split (images never used in training or adaptation).`,
+    }. All accuracies are on the test split (images never used in training or adaptation).${
+      r.commit ? ` Code: ${r.commit}.` : ""
+    }${
+      r.phaseSeconds
+        ? ` Adaptation phases (s): ${
+          Object.entries(r.phaseSeconds).map(([k, v]) => `${k} ${v.toFixed(0)}`).join("; ")
+        }.`
+        : ""
+    }`,
     "",
     "## Verdict",
     "",

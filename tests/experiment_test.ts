@@ -29,7 +29,21 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
   });
   assert.equal(results.family, "pairs_reversed");
   assert.equal(results.heldOut.length, 1);
+  // The code it came from, each adaptation phase's wall time, and the whole network's budget.
+  assert.match(results.commit!, /^([0-9a-f]{7,}(-dirty)?|unknown)$/);
+  assert.ok(
+    (results.phaseSeconds?.["held-out tasks: every method, batched over 1 task(s)"] ?? -1) > 0,
+  );
+  assert.deepEqual(results.fullBudget, {
+    epochs: 0,
+    weightDecays: [0, 0.1],
+    augment: true,
+    flip: false,
+  });
   const held = results.heldOut[0]!;
+  const full = held.methods.find((m) => m.method === "full")!;
+  assert.equal(full.imagesSeen, full.stepsRun * 8);
+  assert.ok(full.weightDecay === 0 || full.weightDecay === 0.1);
   assert.deepEqual(
     held.methods.map((m) => m.method),
     ["zero-shot", "z", "z-seed", "head", "full", "finetune", "z-untrained"],

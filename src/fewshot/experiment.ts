@@ -72,6 +72,7 @@ import { type Backbone, embeddingSpec, embedEpisodes, type TrainedEmbedding } fr
 import { chooseLinear, linearAccuracies, pretrain } from "./pretrained.ts";
 import { protoNetAccuracy, trainProtoNet } from "./protonet.ts";
 import { type ClassSplit, classSplit, SPLITS } from "./split.ts";
+import { describeCommit } from "../commit.ts";
 
 /** Ways to train the generator for new classes. */
 export const TRAININGS = ["table", "meta"] as const;
@@ -960,18 +961,4 @@ function repeated(values: Float32Array, times: number): Float32Array {
   const all = new Float32Array(values.length * times);
   for (let t = 0; t < times; t++) all.set(values, t * values.length);
   return all;
-}
-
-/** `git describe --always --dirty` of the working tree, or "unknown" where git cannot say. */
-async function describeCommit(): Promise<string> {
-  try {
-    const out = await new Deno.Command("git", {
-      args: ["describe", "--always", "--dirty"],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    return out.success ? new TextDecoder().decode(out.stdout).trim() : "unknown";
-  } catch {
-    return "unknown";
-  }
 }
