@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type { ExperimentResults, HeldOutResult } from "../src/experiment.ts";
 import { combineReports, verdict } from "../src/report.ts";
 import { pairedInterval } from "../src/stats.ts";
+import { BUILT_IN_RECIPE } from "../src/adapt/recipe.ts";
 
 type Shot = HeldOutResult["shots"][number];
 
@@ -203,6 +204,54 @@ Deno.test("a converged whole network never pools with one held to the step cap",
     line(md, "| exp1 mnist one_vs_anchor | smoke, kept-out slice, converged full |"),
     /\| 1 x 2 \|/,
   );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("recipe runs: a table paired by task over seeds; the old lowest-loss rule apart", async () => {
+  const dir = await Deno.makeTempDir();
+  const recipe = (name: string, chosenLoss: number) => ({
+    chosen: { name, init: "population", population: 3, lr: 0.01, zSteps: 50, prior: 0.05 },
+    validationTasks: [7],
+    validation: {
+      chosen: { accuracy: 1, loss: chosenLoss },
+      defaults: { accuracy: 1, loss: 0.0021 },
+      seedRecipe: { accuracy: 1, loss: 0.01 },
+      zeroShot: { accuracy: 0.5, loss: 0.69 },
+    },
+    seconds: 1,
+    builtInDefaults: [{ task: 1, accuracy: 0.9, loss: 0.1 }, { task: 2, accuracy: 0.7, loss: 0.3 }],
+  });
+  const two = (z: [number, number], seed: [number, number], full: [number, number]) =>
+    [
+      { ...task("a", { "zero-shot": 0.5, z: z[0], "z-seed": seed[0], full: full[0] }), task: 1 },
+      { ...task("b", { "zero-shot": 0.5, z: z[1], "z-seed": seed[1], full: full[1] }), task: 2 },
+    ] as HeldOutResult[];
+  const runs = [
+    {
+      ...results(two([0.9, 0.7], [0.8, 0.72], [0.95, 0.8]), 1),
+      recipe: recipe(BUILT_IN_RECIPE, 0.0021),
+    },
+    {
+      ...results(two([0.8, 0.6], [0.8, 0.6], [0.9, 0.7]), 2),
+      recipe: recipe(BUILT_IN_RECIPE, 0.0021),
+    },
+    // Chosen for a loss 0.002 below the defaults': less than MIN_GAIN, so the old rule's choice.
+    { ...results(two([0.8, 0.6], [0.8, 0.6], [0.9, 0.7]), 3), recipe: recipe("lr x3", 0.0001) },
+  ];
+  const dirs: string[] = [];
+  for (const [i, r] of runs.entries()) {
+    dirs.push(join(dir, `s${i + 1}`));
+    await Deno.mkdir(dirs[i]!);
+    await Deno.writeTextFile(join(dirs[i]!, "results.json"), JSON.stringify(r));
+  }
+  const md = (await Deno.readTextFile(await combineReports(dirs, join(dir, "all.md")))).split("\n");
+  const rows = md.filter((l) => l.startsWith("| exp1 mnist one_vs_anchor | smoke"));
+  // Summary, z - full and recipe rows for each of the two groups.
+  assert.equal(rows.length, 6);
+  const pooled = rows.filter((l) => l.includes("| smoke, kept-out slice | 2 x 2 |"));
+  // z - z-seed per task over the 2 seeds: +5 and -1 points, mean +2.00, t(1) interval.
+  assert.match(pooled[2]!, /\| \+2\.00 \[-36\.12, \+40\.12\]: met \|/);
+  assert.ok(rows.some((l) => l.includes("smoke, kept-out slice, recipe by lowest loss | 1 x 2")));
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -124,6 +124,9 @@ export interface RecipeOptions {
  */
 export const MIN_GAIN = 0.01;
 
+/** The name of the recipe that keeps the built-in defaults. */
+export const BUILT_IN_RECIPE = "the built-in defaults";
+
 /** Starts and multiples of the default learning rate and prior that the search tries. */
 export interface RecipeGrid {
   starts: ZInitName[];
@@ -314,7 +317,7 @@ export async function chooseRecipe(
         priorImages: counted!.learn,
       }
       : {
-        name: "the built-in defaults",
+        name: BUILT_IN_RECIPE,
         init: ADAPT_DEFAULTS.init,
         population: ADAPT_DEFAULTS.population,
         lr: baseLr,
