@@ -148,8 +148,8 @@ const PROFILE_SETTINGS: Record<typeof PROFILES[number], Profile> = {
   // Seconds: proves the pipeline end to end in tests; its numbers mean nothing.
   smoke: {
     train: { steps: 6, tasksPerStep: 2, batch: 8, evalEvery: 0 },
-    // The whole network's budget is the step cap here (its epochs would outlast the test).
-    adapt: { steps: 4, batch: 8, evalEvery: 2, fullEpochs: 0 },
+    // The whole network's budget is the step cap, with one weight decay (tests' time).
+    adapt: { steps: 4, batch: 8, evalEvery: 2, fullEpochs: 0, fullWeightDecay: [0] },
     sweepMethods: ["z", "full"],
   },
   // Trimmed for 2 CPU cores with the software driver: 300 training steps of 8 tasks x 32 images,

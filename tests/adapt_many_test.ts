@@ -51,6 +51,7 @@ const tiny: AdaptOptions = {
   forgetting: false,
   curves: false,
   fullEpochs: 0,
+  fullWeightDecay: [0],
 };
 
 /** Each method's numbers on `task` in `many` equal those of adapting it alone. */
@@ -119,8 +120,7 @@ Deno.test("a call that fails in a late method keeps the methods it finished", as
       if (e.kind === "method") started.push(e.method);
     },
   });
-  // Only full runs again: once per weight decay of its grid.
-  assert.deepEqual(started, ADAPT_DEFAULTS.fullWeightDecay.map(() => "full"));
+  assert.deepEqual(started, ["full"]);
   for (const [i, t] of resumed.tasks.entries()) {
     assert.deepEqual(t.results.map((r) => r.method), ["zero-shot", "z-seed", "full"]);
     assert.deepEqual(t.results.slice(0, 2), saved.tasks[i]!.results);

@@ -56,8 +56,10 @@ const tiny: AdaptOptions = {
   evalEvery: 4,
   patience: 0,
   forgetting: false,
-  // The whole network for the step cap: its epochs over MNIST would outlast the suite.
+  // The whole network for the step cap and one weight decay: its epochs over MNIST and a
+  // second decay would only lengthen the suite (the budget has its own test below).
   fullEpochs: 0,
+  fullWeightDecay: [0],
 };
 
 Deno.test("the validation slice is carved per class from the training images, disjoint", () => {
