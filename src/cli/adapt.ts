@@ -141,7 +141,17 @@ export const ADAPT_COMMAND: Command = {
 
 function adaptTable(result: TaskAdaptResult, scored = "test"): string {
   const rows = [
-    ["method", "trainable", `${scored} acc`, `${scored} loss`, "steps", "lr", "seconds", "note"],
+    [
+      "method",
+      "trainable",
+      `${scored} acc`,
+      `${scored} loss`,
+      "steps",
+      "lr",
+      "images",
+      "seconds",
+      "note",
+    ],
     ...result.results.map((r) => [
       r.method,
       r.trainable.toLocaleString("en"),
@@ -149,8 +159,15 @@ function adaptTable(result: TaskAdaptResult, scored = "test"): string {
       r.loss.toFixed(4),
       `${r.steps}/${r.stepsRun}`,
       r.trainable > 0 ? r.lr.toPrecision(2) : "-",
+      // Images the chosen run drew, and with a grid or population all runs together.
+      r.imagesSeen === undefined
+        ? "-"
+        : r.searchImages !== undefined && r.searchImages !== r.imagesSeen
+        ? `${r.imagesSeen.toLocaleString("en")} / ${r.searchImages.toLocaleString("en")}`
+        : r.imagesSeen.toLocaleString("en"),
       r.seconds.toFixed(1),
       [
+        r.weightDecay ? `weight decay ${r.weightDecay}` : "",
         r.collapsed ? "COLLAPSED (one class for every image)" : "",
         r.start && r.method !== "zero-shot" ? `from ${r.start}` : "",
         r.forgetting
