@@ -148,19 +148,24 @@ Deno.test("one held-out task: intervals over its subsets, or none from an older 
   );
 });
 
-Deno.test("the combined report averages seeds per task before the spread over tasks", async () => {
-  const dir = await Deno.makeTempDir();
-  const runs = [
-    results([task("a", { z: 0.9, full: 0.85 }), task("b", { z: 0.7, full: 0.72 })], 1),
-    results([task("a", { z: 0.8, full: 0.83 }), task("b", { z: 0.6, full: 0.64 })], 2),
-  ];
+/** The combined report's lines over `runs`, each written to its own folder under `dir`. */
+async function combined(dir: string, runs: readonly unknown[]): Promise<string[]> {
   const dirs: string[] = [];
   for (const [i, r] of runs.entries()) {
     dirs.push(join(dir, `s${i + 1}`));
     await Deno.mkdir(dirs[i]!);
     await Deno.writeTextFile(join(dirs[i]!, "results.json"), JSON.stringify(r));
   }
-  const md = (await Deno.readTextFile(await combineReports(dirs, join(dir, "all.md")))).split("\n");
+  return (await Deno.readTextFile(await combineReports(dirs, join(dir, "all.md")))).split("\n");
+}
+
+Deno.test("the combined report averages seeds per task before the spread over tasks", async () => {
+  const dir = await Deno.makeTempDir();
+  const runs = [
+    results([task("a", { z: 0.9, full: 0.85 }), task("b", { z: 0.7, full: 0.72 })], 1),
+    results([task("a", { z: 0.8, full: 0.83 }), task("b", { z: 0.6, full: 0.64 })], 2),
+  ];
+  const md = await combined(dir, runs);
   // z per task over the seeds: 85% and 65%, so 75.00% ± 14.14 over the 2 tasks (pooling the four
   // (seed, task) values would give ± 12.91 with n = 4).
   assert.match(
@@ -191,13 +196,7 @@ Deno.test("a converged whole network never pools with one held to the step cap",
       fullBudget: converged,
     },
   ];
-  const dirs: string[] = [];
-  for (const [i, r] of runs.entries()) {
-    dirs.push(join(dir, `s${i + 1}`));
-    await Deno.mkdir(dirs[i]!);
-    await Deno.writeTextFile(join(dirs[i]!, "results.json"), JSON.stringify(r));
-  }
-  const md = (await Deno.readTextFile(await combineReports(dirs, join(dir, "all.md")))).split("\n");
+  const md = await combined(dir, runs);
   // Seeds 1 and 2 pool (a budget of the step cap is what runs before the record had).
   assert.match(line(md, "| exp1 mnist one_vs_anchor | smoke, kept-out slice |"), /\| 2 x 2 \|/);
   assert.match(
@@ -238,13 +237,7 @@ Deno.test("recipe runs: a table paired by task over seeds; the old lowest-loss r
     // Chosen for a loss 0.002 below the defaults': less than MIN_GAIN, so the old rule's choice.
     { ...results(two([0.8, 0.6], [0.8, 0.6], [0.9, 0.7]), 3), recipe: recipe("lr x3", 0.0001) },
   ];
-  const dirs: string[] = [];
-  for (const [i, r] of runs.entries()) {
-    dirs.push(join(dir, `s${i + 1}`));
-    await Deno.mkdir(dirs[i]!);
-    await Deno.writeTextFile(join(dirs[i]!, "results.json"), JSON.stringify(r));
-  }
-  const md = (await Deno.readTextFile(await combineReports(dirs, join(dir, "all.md")))).split("\n");
+  const md = await combined(dir, runs);
   const rows = md.filter((l) => l.startsWith("| exp1 mnist one_vs_anchor | smoke"));
   // Summary, z - full and recipe rows for each of the two groups.
   assert.equal(rows.length, 6);
