@@ -54,7 +54,7 @@ function deterministic(value: unknown): unknown {
   if (typeof value !== "object" || value === null) return value;
   return Object.fromEntries(
     Object.entries(value)
-      .filter(([k]) => !["seconds", "trainSeconds", "command", "out"].includes(k))
+      .filter(([k]) => !["seconds", "trainSeconds", "phaseSeconds", "command", "out"].includes(k))
       .map(([k, v]) => [k, deterministic(v)]),
   );
 }
