@@ -15,6 +15,7 @@ import {
   ADAPT_DEFAULTS,
   type AdaptOptions,
   type AdaptResult,
+  fullAugment,
   type Method,
   type MethodResult,
   type RankedZ,
@@ -23,7 +24,6 @@ import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { loadDataset } from "./data/dataset.ts";
 import { makeFamily } from "./data/tasks.ts";
-import { mirrorKeepsClass } from "./data/split.ts";
 import { describeCommit } from "./commit.ts";
 import { chooseRecipe, RECIPE_FILE, type RecipeChoice, recipeOptions } from "./adapt/recipe.ts";
 import { initTaskVectors } from "./model/supernet.ts";
@@ -737,7 +737,7 @@ export async function runExperiment(
       epochs: adaptBase.fullEpochs,
       weightDecays: adaptBase.fullWeightDecay,
       augment: adaptBase.fullAugment,
-      flip: adaptBase.fullAugment && mirrorKeepsClass(state.dataset.name),
+      flip: fullAugment(adaptBase, dataset)?.flip ?? false,
     },
     heldOut,
     ablations,

@@ -155,6 +155,10 @@ const tasks = (n: number) => (n === 1 ? "1 held-out task" : `${n} held-out tasks
 const accuracyOf = (method: Method) => (h: HeldOutResult) =>
   h.methods.find((m) => m.method === method)?.accuracy ?? NaN;
 
+/** A held-out task's test loss under `method` (NaN where it did not run). */
+const lossOf = (method: Method) => (h: HeldOutResult) =>
+  h.methods.find((m) => m.method === method)?.loss ?? NaN;
+
 /** Accuracies of a method over the held-out tasks. */
 function accuracies(r: ExperimentResults, method: Method): number[] {
   return r.heldOut.map(accuracyOf(method));
@@ -265,8 +269,6 @@ export function verdict(r: ExperimentResults): string[] {
   const oracleOf = (h: HeldOutResult) => h.controls.bestTrainingZ;
   const fair = mean(r.heldOut.map(fairOf));
   const oracle = mean(r.heldOut.map(oracleOf));
-  const lossOf = (m: Method) => (h: HeldOutResult) =>
-    h.methods.find((x) => x.method === m)?.loss ?? NaN;
   const loss = (m: Method) => mean(r.heldOut.map(lossOf(m)));
   const lines: string[] = [];
   const gap = byTask(r, accuracyOf("z"), accuracyOf("full"));
@@ -707,8 +709,6 @@ export async function writeReport(dir: string): Promise<string> {
   for (const method of methods) {
     const rows = r.heldOut.map((h) => h.methods.find((m) => m.method === method)!).filter(Boolean);
     const decay = (x: MethodResult) => x.weightDecay ? ` (decay ${x.weightDecay})` : "";
-    const seen = (x: MethodResult) =>
-      x.imagesSeen === undefined ? "-" : `${Math.round(x.imagesSeen)} / ${x.searchImages ?? "-"}`;
     md.push(
       `| ${method} | ${rows[0]!.trainable.toLocaleString("en")} | ${
         pm(rows.map((x) => x.accuracy))
@@ -720,7 +720,7 @@ export async function writeReport(dir: string): Promise<string> {
           : "-"
       } | ${rows.map((x) => `${x.steps}/${x.stepsRun ?? x.steps}`).join(", ")} | ${
         mean(rows.map((x) => x.seconds)).toFixed(1)
-      } |${r.fullBudget ? ` ${meanImages(rows, seen)} |` : ""} ${
+      } |${r.fullBudget ? ` ${meanImages(rows)} |` : ""} ${
         rows.filter((x) => x.collapsed).length
       }/${rows.length} |`,
     );
@@ -889,8 +889,8 @@ function fullBudgetText(b: NonNullable<ExperimentResults["fullBudget"]>): string
 }
 
 /** Mean images seen per task, chosen run / all runs (rounded), or "-" without the counts. */
-function meanImages(rows: MethodResult[], one: (x: MethodResult) => string): string {
-  if (rows.some((x) => x.imagesSeen === undefined)) return rows.map(one).join(", ");
+function meanImages(rows: MethodResult[]): string {
+  if (rows.some((x) => x.imagesSeen === undefined)) return "-";
   const chosen = Math.round(mean(rows.map((x) => x.imagesSeen!)));
   const all = Math.round(mean(rows.map((x) => x.searchImages ?? x.imagesSeen!)));
   return `${chosen.toLocaleString("en")} / ${all.toLocaleString("en")}`;
@@ -919,8 +919,6 @@ export function recipeByLowestLoss(r: Pick<ExperimentResults, "recipe">): boolea
  * defaults, and the zero-shot loss against z's, each paired by task over the runs' seeds.
  */
 function recipeRow(title: string, shape: string, runs: readonly ExperimentResults[]): string {
-  const methodOf = (m: Method, key: "accuracy" | "loss") => (h: HeldOutResult) =>
-    h.methods.find((x) => x.method === m)?.[key] ?? NaN;
   const over = (
     a: (h: HeldOutResult, r: ExperimentResults) => number,
     b: (h: HeldOutResult, r: ExperimentResults) => number,
@@ -929,7 +927,7 @@ function recipeRow(title: string, shape: string, runs: readonly ExperimentResult
       runs.flatMap((r) => r.heldOut.map((h) => ({ unit: h.name, a: a(h, r), b: b(h, r) })))
         .filter((x) => Number.isFinite(x.a) && Number.isFinite(x.b)),
     );
-  const z = methodOf("z", "accuracy");
+  const z = accuracyOf("z");
   const builtIn = (h: HeldOutResult, r: ExperimentResults) =>
     r.recipe!.builtInDefaults.find((b) => b.task === h.task)?.accuracy ?? NaN;
   const cell = (i: Interval, format: (x: number) => string, verdict?: string) =>
@@ -937,10 +935,10 @@ function recipeRow(title: string, shape: string, runs: readonly ExperimentResult
       ? `${format(i.estimate)} [${format(i.lo)}, ${format(i.hi)}]${verdict ? `: ${verdict}` : ""}`
       : "-";
   const signed = (x: number) => (x >= 0 ? "+" : "") + x.toFixed(4);
-  const overSeed = over(z, methodOf("z-seed", "accuracy"));
-  const overFull = over(z, methodOf("full", "accuracy"));
+  const overSeed = over(z, accuracyOf("z-seed"));
+  const overFull = over(z, accuracyOf("full"));
   const overFair = over(z, (h) => h.controls.bestTrainingZFair ?? NaN);
-  const zeroLoss = over(methodOf("zero-shot", "loss"), methodOf("z", "loss"));
+  const zeroLoss = over(lossOf("zero-shot"), lossOf("z"));
   const overBuiltIn = over(z, builtIn);
   return `| ${title} | ${shape} | ${
     cell(overSeed, points, judge(overSeed, { atLeast: 0 }) === "missed" ? "missed" : "met")

@@ -7,13 +7,13 @@
  */
 import { restoreArenas } from "../checkpoint.ts";
 import type { Augment } from "../data/sampler.ts";
-import { mirrorKeepsClass } from "../data/split.ts";
+import { type Dataset, mirrorKeepsClass } from "../data/split.ts";
 import { mean } from "../engine.ts";
 import { read, tensorFrom, write } from "../gpu/tensor.ts";
 import { initTaskVectors, SuperNet } from "../model/supernet.ts";
 import { axpby } from "../ops/elementwise.ts";
 import { optimizerConfig, ParamGroup } from "../optim.ts";
-import { type Method, type MethodResult, SEED_ADAPT_PRESET } from "./options.ts";
+import { type AdaptOptions, type Method, type MethodResult, SEED_ADAPT_PRESET } from "./options.ts";
 import { baselineModel, measureForgetting } from "./baselines.ts";
 import type { Context } from "./context.ts";
 import {
@@ -175,11 +175,8 @@ export async function runMethod(
   const base = method === "full" ? opts.fullLr : method === "head" ? opts.headLr : opts.finetuneLr;
   const canSelect = data.every((td) => td.validation);
   const lrs = opts.lrGrid && canSelect ? [base / 3, base, base * 3] : [base];
-  const decays = method !== "full"
-    ? [undefined]
-    : canSelect && opts.fullWeightDecay.length > 0
-    ? opts.fullWeightDecay
-    : [opts.fullWeightDecay[0] ?? 0];
+  const given = opts.fullWeightDecay.length > 0 ? opts.fullWeightDecay : [0];
+  const decays = method !== "full" ? [undefined] : canSelect ? given : given.slice(0, 1);
   const grid = lrs.flatMap((lr) => decays.map((weightDecay) => ({ lr, weightDecay })));
   const groupsOfTasks = method === "finetune" ? data.map((td) => [td]) : [data];
   const outcomes: {
@@ -194,12 +191,8 @@ export async function runMethod(
     for (const tasks of groupsOfTasks) {
       const slots = tasks.map((td) => ({ data: td, start: starts[data.indexOf(td)]![0] }));
       const budget = method === "full" ? fullBudget(ctx, slots) : undefined;
-      const model = await baselineModel(ctx, method, {
-        slots,
-        lr,
-        weightDecay,
-        steps: budget?.steps ?? opts.steps,
-      });
+      const steps = budget?.steps ?? opts.steps;
+      const model = await baselineModel(ctx, method, { slots, lr, weightDecay, steps });
       ctx.onEvent?.({
         kind: "method",
         method,
@@ -207,13 +200,13 @@ export async function runMethod(
         slots: slots.length,
         lr,
         ...(weightDecay !== undefined ? { weightDecay } : {}),
-        steps: budget?.steps ?? opts.steps,
+        steps,
       });
       try {
         const res = await runSlots(ctx, method, {
           slots,
           model,
-          steps: budget?.steps ?? opts.steps,
+          steps,
           patience: opts.patience,
           select: true,
           evalEvery: budget?.evalEvery,
@@ -257,12 +250,21 @@ export function fullBudget(
   const batch = slotBatch(opts.batch, slots);
   const perEpoch = Math.ceil(Math.max(...slots.map((s) => s.data.learn.indices.length)) / batch);
   const steps = Math.max(opts.steps, opts.fullEpochs * perEpoch);
-  const height = ctx.dataset.shape[1];
   return {
     steps,
     evalEvery: steps > opts.steps ? Math.max(opts.evalEvery, perEpoch) : opts.evalEvery,
-    augment: opts.fullAugment
-      ? { pad: Math.floor(height / 8), flip: mirrorKeepsClass(ctx.dataset.name) }
-      : undefined,
+    augment: fullAugment(opts, ctx.dataset),
   };
+}
+
+/**
+ * The crops (padding H / 8) and flips (where a mirror image keeps its class) `full` trains on,
+ * or none with `fullAugment` off.
+ */
+export function fullAugment(
+  options: Pick<AdaptOptions, "fullAugment">,
+  dataset: Pick<Dataset, "name" | "shape">,
+): Augment | undefined {
+  if (!options.fullAugment) return undefined;
+  return { pad: Math.floor(dataset.shape[1] / 8), flip: mirrorKeepsClass(dataset.name) };
 }

@@ -58,7 +58,7 @@ export {
 export { resolveTask, resolveTasks, sideNames, splitValidation } from "./tasks.ts";
 export { initialZ, trainedZStats } from "./starts.ts";
 export { isCollapsed } from "./slots.ts";
-export { fullBudget } from "./methods.ts";
+export { fullAugment, fullBudget } from "./methods.ts";
 
 /**
  * Runs every method of `options.methods` on the tasks and writes the results. `adapt.json` is
