@@ -23,7 +23,8 @@ import {
 import type { Gpu } from "./gpu/device.ts";
 import { evaluateRun, scoreTaskWithZs } from "./evaluate.ts";
 import { loadDataset } from "./data/dataset.ts";
-import { makeFamily } from "./data/tasks.ts";
+import { makeFamily, type TaskFamily } from "./data/tasks.ts";
+import type { Dataset } from "./data/split.ts";
 import { describeCommit } from "./commit.ts";
 import { chooseRecipe, RECIPE_FILE, type RecipeChoice, recipeOptions } from "./adapt/recipe.ts";
 import { initTaskVectors } from "./model/supernet.ts";
@@ -86,6 +87,11 @@ export interface ExperimentOptions {
    * Code changes in between are not detected: after one, start afresh.
    */
   resume?: boolean;
+  /**
+   * Only re-measure the whole network (`full`) on the held-out tasks, without training the
+   * generator: writes baseline.json (src/baseline.ts) instead of results.json.
+   */
+  baseline?: boolean;
   /** Training options applied on top of the profile (steps, lr, generator choices, ...). */
   train?: Partial<TrainOptions>;
   /** Adaptation options applied on top of the profile (steps, learning rates, init, ...). */
@@ -138,7 +144,7 @@ function trainingTaskCount(
 }
 
 /** Step budgets of a profile. */
-interface Profile {
+export interface Profile {
   train: Required<Pick<TrainOptions, "steps" | "tasksPerStep" | "batch" | "evalEvery">>;
   adapt: Pick<AdaptOptions, "steps" | "batch" | "evalEvery"> & Partial<AdaptOptions>;
   sweepMethods: Method[];
@@ -174,6 +180,11 @@ const PROFILE_SETTINGS: Record<typeof PROFILES[number], Profile> = {
     sweepMethods: ["z", "head", "full", "finetune"],
   },
 };
+
+/** The adaptation batch of an experiment's options: its own, or its profile's. */
+export function adaptBatchOf(options: Pick<ExperimentOptions, "profile" | "adapt">): number {
+  return options.adapt?.batch ?? PROFILE_SETTINGS[options.profile].adapt.batch;
+}
 
 /** The few-shot rows' control: the best-fitting trained z on the images learned from, not adapted. */
 export const TRAINED_Z = "trained z, not adapted";
@@ -359,13 +370,20 @@ async function keptTraining(
   return { step: info.step, seconds: info.seconds ?? 0 };
 }
 
-/** Runs the experiment and writes `results.json` into `options.out`. */
-export async function runExperiment(
-  gpu: Gpu,
-  given: ExperimentOptions,
-  hooks: { onEvent?: (e: ExperimentEvent) => void; command?: string; signal?: AbortSignal } = {},
-): Promise<ExperimentResults> {
-  const started = performance.now();
+/**
+ * What an experiment's options resolve to before anything runs: its profile, family, dataset,
+ * held-out count, training options and adaptation options. Shared by the experiment and its
+ * whole-network baseline (src/baseline.ts), so both name the same tasks and budgets.
+ */
+export async function resolveExperiment(given: ExperimentOptions): Promise<{
+  profile: Profile;
+  family: string;
+  dataset: Dataset;
+  options: ExperimentOptions;
+  baseTrain: TrainOptions;
+  tasks: TaskFamily;
+  adaptBase: AdaptOptions;
+}> {
   const profile = PROFILE_SETTINGS[given.profile];
   const family = given.family ?? (given.name === "exp1" ? "one_vs_anchor" : "pairs_reversed");
   const dataset = await loadDataset(given.dataset, {
@@ -378,8 +396,6 @@ export async function runExperiment(
     ...given,
     holdoutLast: given.holdoutLast ?? defaultHoldoutLast(family, dataset.classNames),
   };
-  const say = (text: string) => hooks.onEvent?.({ kind: "phase", text });
-  await Deno.mkdir(options.out, { recursive: true });
   const baseTrain: TrainOptions = {
     ...TRAIN_DEFAULTS,
     ...profile.train,
@@ -396,6 +412,37 @@ export async function runExperiment(
   };
   // Checkpoints about every tenth of the run, so a stopped experiment can go on (--resume).
   baseTrain.saveEvery = options.train?.saveEvery ?? Math.max(1, Math.ceil(baseTrain.steps / 10));
+  // A profile's tasks per step is a ceiling: families with fewer training tasks use them all.
+  const holdout = { holdoutLast: baseTrain.holdoutLast, holdout: baseTrain.holdout };
+  const validationTasks = baseTrain.validationTasks ??
+    defaultValidationTasks(dataset, makeFamily(family, dataset.classNames, holdout));
+  const tasks = makeFamily(family, dataset.classNames, { ...holdout, validationTasks });
+  // Resolved here as train resolves it, so that --resume compares like with like.
+  baseTrain.validationTasks = validationTasks;
+  baseTrain.tasksPerStep = Math.min(profile.train.tasksPerStep, tasks.train.length);
+  const adaptBase: AdaptOptions = {
+    ...ADAPT_DEFAULTS,
+    ...profile.adapt,
+    ...options.adapt,
+    dataDir: options.dataDir,
+    verify: options.verify,
+    seed: options.seed,
+  };
+  return { profile, family, dataset, options, baseTrain, tasks, adaptBase };
+}
+
+/** Runs the experiment and writes `results.json` into `options.out`. */
+export async function runExperiment(
+  gpu: Gpu,
+  given: ExperimentOptions,
+  hooks: { onEvent?: (e: ExperimentEvent) => void; command?: string; signal?: AbortSignal } = {},
+): Promise<ExperimentResults> {
+  const started = performance.now();
+  const resolved = await resolveExperiment(given);
+  const { profile, family, dataset, options, baseTrain, tasks } = resolved;
+  let { adaptBase } = resolved;
+  const say = (text: string) => hooks.onEvent?.({ kind: "phase", text });
+  await Deno.mkdir(options.out, { recursive: true });
   const trainRun = async (name: string, changes: Partial<TrainOptions>) => {
     const opts = { ...baseTrain, ...changes, out: join(options.out, name) };
     const kept = options.resume ? await keptTraining(opts) : undefined;
@@ -429,22 +476,6 @@ export async function runExperiment(
       );
     }
     return { dir: opts.out, seconds: (kept?.seconds ?? 0) + result.seconds };
-  };
-  // A profile's tasks per step is a ceiling: families with fewer training tasks use them all.
-  const holdout = { holdoutLast: baseTrain.holdoutLast, holdout: baseTrain.holdout };
-  const validationTasks = baseTrain.validationTasks ??
-    defaultValidationTasks(dataset, makeFamily(family, dataset.classNames, holdout));
-  const tasks = makeFamily(family, dataset.classNames, { ...holdout, validationTasks });
-  // Resolved here as train resolves it, so that --resume compares like with like.
-  baseTrain.validationTasks = validationTasks;
-  baseTrain.tasksPerStep = Math.min(profile.train.tasksPerStep, tasks.train.length);
-  let adaptBase: AdaptOptions = {
-    ...ADAPT_DEFAULTS,
-    ...profile.adapt,
-    ...options.adapt,
-    dataDir: options.dataDir,
-    verify: options.verify,
-    seed: options.seed,
   };
 
   const commit = await describeCommit();

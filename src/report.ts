@@ -11,7 +11,18 @@
 import { basename, join, resolve } from "node:path";
 import type { Method, MethodResult } from "./adapt/mod.ts";
 import { BUILT_IN_RECIPE, MIN_GAIN } from "./adapt/recipe.ts";
-import { type ExperimentResults, type HeldOutResult, TRAINED_Z } from "./experiment.ts";
+import {
+  BASELINE_FILE,
+  type BaselineResults,
+  isBaselineResults,
+  PAIRING_OPTIONS,
+} from "./baseline.ts";
+import {
+  adaptBatchOf,
+  type ExperimentResults,
+  type HeldOutResult,
+  TRAINED_Z,
+} from "./experiment.ts";
 import type { FewShotResults } from "./fewshot/experiment.ts";
 import { isFewShotResults, seedsSection, writeFewShotReport } from "./fewshot/report.ts";
 import { writeAtomic } from "./safetensors.ts";
@@ -478,9 +489,13 @@ function taskMeans(runs: readonly ExperimentResults[], of: (h: HeldOutResult) =>
  * z - full per experiment, paired by task and seed, with its 95% t interval over the tasks.
  */
 async function summaryTable(dirs: string[]): Promise<string[]> {
-  const groups = new Map<string, { title: string; runs: ExperimentResults[] }>();
+  const groups = new Map<
+    string,
+    { title: string; runs: ExperimentResults[]; baselines: (BaselineResults | undefined)[] }
+  >();
   for (const dir of dirs) {
     const r: ExperimentResults = JSON.parse(await Deno.readTextFile(join(dir, "results.json")));
+    const baseline = await readBaseline(dir, r);
     // Runs whose validation slices came from images the generator saw are never pooled with runs
     // whose slices were kept out of its training (their selections differ).
     const slice = r.reserve ? "kept-out slice" : "seen-image slice";
@@ -491,19 +506,21 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
     const title =
       `${r.options.name} ${r.options.dataset} ${r.family} | ${r.options.profile}, ${slice}${full}${rule}`;
     const key = `${title} | ${r.taskCounts.heldOut}`;
-    if (!groups.has(key)) groups.set(key, { title, runs: [] });
+    if (!groups.has(key)) groups.set(key, { title, runs: [], baselines: [] });
     groups.get(key)!.runs.push(r);
+    groups.get(key)!.baselines.push(baseline);
   }
   const rows = [
     `| experiment | profile | seeds x tasks | ${SUMMARY.map((m) => m.label).join(" | ")} |`,
     `| --- | --- | ---: | ${SUMMARY.map(() => "---:").join(" | ")} |`,
   ];
   const recipes: string[] = [];
+  const converged: string[] = [];
   const gaps = [
     "| experiment | profile | seeds x tasks | z | full | z - full (points) | 95% t interval over tasks | target z >= full - 1 |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
   ];
-  for (const { title, runs } of groups.values()) {
+  for (const { title, runs, baselines } of groups.values()) {
     const n = new Set(runs.flatMap((r) => r.heldOut.map((h) => h.name))).size;
     const shape = `${runs.length} x ${runs[0]!.heldOut.length}`;
     rows.push(
@@ -527,6 +544,9 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
       } | ${judge(gap, { atLeast: -0.01 })} |`,
     );
     if (runs.every((r) => r.recipe)) recipes.push(recipeRow(title, shape, runs));
+    if (baselines.every((b) => b)) {
+      converged.push(convergedRow(title, shape, runs, baselines as BaselineResults[]));
+    }
   }
   return [
     "Held-out test accuracy by method, mean ± sample std over the held-out tasks, each task's accuracy first averaged over its seeds: the tasks are the independent units, so n is the number of tasks, not seeds x tasks (details and commands in each section):",
@@ -537,6 +557,16 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
     "",
     ...gaps,
     "",
+    ...(converged.length > 0
+      ? [
+        "The whole network trained to convergence, re-measured on the same held-out tasks, validation slices and random seeds by the experiment's command with `--baseline` (its `baseline.json` beside `results.json`; `full` never reads the generator, so nothing else changes): up to the larger of the step cap and 30 epochs with early stopping on the validation slice, weight decay chosen with the learning rate, random crops (flips for photographs only). z is the experiment's own. z - full is paired by held-out task (per task the mean over its seeds), with the 95% Student-t interval over the tasks; the verdict is as above. Images seen: what the chosen run drew, mean per task:",
+        "",
+        "| experiment | profile | seeds x tasks | z | full, step cap | full, converged | images seen, step cap / converged | z - full converged (points) | 95% t interval over tasks | target z >= full - 1 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ...converged,
+        "",
+      ]
+      : []),
     ...(recipes.length > 0
       ? [
         "Runs whose training kept validation tasks out (a class under 100 training images) adapt z with the recipe chosen on them (src/adapt/recipe.ts). Each column is paired by held-out task: per task the mean over its seeds, then the 95% Student-t interval over the tasks. Targets: z not below z-seed (missed only when the interval lies below 0); z >= full - 1 point and zero-shot loss - z loss >= 0 (met when the interval clears the target, missed when it lies below it, otherwise not established). The last column compares the recipe's z with z under the built-in defaults, measured in the same run:",
@@ -615,6 +645,10 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
     // The numbers' source travels with the report, so every figure can be recomputed.
     if (!inPlace) {
       await Deno.copyFile(join(dir, "results.json"), join(assets, name, "results.json"));
+      const baseline = join(dir, BASELINE_FILE);
+      if (await Deno.stat(baseline).then(() => true, () => false)) {
+        await Deno.copyFile(baseline, join(assets, name, BASELINE_FILE));
+      }
     }
     let text = await Deno.readTextFile(report);
     if (fewShot[i]) {
@@ -725,6 +759,8 @@ export async function writeReport(dir: string): Promise<string> {
       }/${rows.length} |`,
     );
   }
+  const baseline = await readBaseline(dir, r);
+  if (baseline) md.push("", ...convergedSection(r, baseline));
   md.push(
     "",
     "Controls (no training; held-out task scored with another z):",
@@ -945,4 +981,130 @@ function recipeRow(title: string, shape: string, runs: readonly ExperimentResult
   } | ${cell(overFull, points, judge(overFull, { atLeast: -0.01 }))} | ${
     cell(overFair, points)
   } | ${cell(zeroLoss, signed, judge(zeroLoss, { atLeast: 0 }))} | ${cell(overBuiltIn, points)} |`;
+}
+
+/**
+ * The baseline.json beside an experiment's results.json (`experiment --baseline`), or undefined
+ * when there is none; a RangeError naming the file when it is not one or was made with other
+ * options or held-out tasks than the experiment's.
+ */
+export async function readBaseline(
+  dir: string,
+  r: ExperimentResults,
+): Promise<BaselineResults | undefined> {
+  const path = join(dir, BASELINE_FILE);
+  let data: unknown;
+  try {
+    data = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new RangeError(`${path}: not valid JSON; expected the file of 'experiment --baseline'`);
+  }
+  if (!isBaselineResults(data)) {
+    throw new RangeError(`${path}: not the file of 'experiment --baseline'; move it away`);
+  }
+  const given = r.options as unknown as Record<string, unknown>;
+  const made = data.options as unknown as Record<string, unknown>;
+  const names = (xs: { name: string }[]) => xs.map((x) => x.name).join(", ");
+  const checks: [string, unknown, unknown][] = [
+    ...PAIRING_OPTIONS.map((k): [string, unknown, unknown] => [k, made[k], given[k]]),
+    ["reserve", data.reserve ?? 0, r.reserve ?? 0],
+    ["held-out tasks", names(data.heldOut), names(r.heldOut)],
+  ];
+  const differ = checks.find(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b));
+  if (differ) {
+    throw new RangeError(
+      `${path}: made with ${differ[0]} ${JSON.stringify(differ[1])}, not the experiment's ` +
+        `${JSON.stringify(differ[2])}; run the experiment's command with --baseline into a ` +
+        `folder of its own`,
+    );
+  }
+  return data;
+}
+
+/** A task's converged whole-network accuracy from a baseline (NaN where it has none). */
+function convergedOf(b: BaselineResults, name: string): number {
+  return b.heldOut.find((h) => h.name === name)?.full.accuracy ?? NaN;
+}
+
+/**
+ * One row of the converged table: z and full at the step cap from the experiments, full trained
+ * to convergence from their baselines, and z - converged full paired by task over the seeds.
+ */
+function convergedRow(
+  title: string,
+  shape: string,
+  runs: readonly ExperimentResults[],
+  baselines: readonly BaselineResults[],
+): string {
+  const gap = hierarchicalPaired(
+    runs.flatMap((r, i) =>
+      r.heldOut.map((h) => ({
+        unit: h.name,
+        a: accuracyOf("z")(h),
+        b: convergedOf(baselines[i]!, h.name),
+      }))
+    ).filter((x) => Number.isFinite(x.a) && Number.isFinite(x.b)),
+  );
+  const fullConverged = taskMeans(
+    runs.map((r, i) => ({
+      ...r,
+      heldOut: r.heldOut.map((h) => ({
+        ...h,
+        methods: [{ method: "full", accuracy: convergedOf(baselines[i]!, h.name) }],
+      })),
+    })) as unknown as ExperimentResults[],
+    accuracyOf("full"),
+  );
+  // Files from before `imagesSeen` drew steps run x the adaptation batch (one image a sample).
+  const capped = runs.flatMap((r) =>
+    r.heldOut.map((h) => {
+      const m = h.methods.find((x) => x.method === "full");
+      return m ? m.imagesSeen ?? m.stepsRun * adaptBatchOf(r.options) : NaN;
+    })
+  );
+  const conv = baselines.flatMap((b) => b.heldOut.map((h) => h.full.imagesSeen ?? NaN));
+  const images = (xs: number[]) =>
+    xs.every(Number.isFinite) ? Math.round(mean(xs)).toLocaleString("en") : "-";
+  return `| ${title} | ${shape} | ${pct(mean(taskMeans(runs, accuracyOf("z"))))} | ${
+    pct(mean(taskMeans(runs, accuracyOf("full"))))
+  } | ${pct(mean(fullConverged))} | ${images(capped)} / ${images(conv)} | ${
+    points(gap.estimate)
+  } | ${
+    Number.isFinite(gap.lo) ? `[${points(gap.lo)}, ${points(gap.hi)}] (${tasks(gap.n)})` : "-"
+  } | ${judge(gap, { atLeast: -0.01 })} |`;
+}
+
+/** The report's section on the whole network trained to convergence (from baseline.json). */
+function convergedSection(r: ExperimentResults, b: BaselineResults): string[] {
+  const over = tasks(r.heldOut.length);
+  const gap = byTask(r, accuracyOf("z"), (h) => convergedOf(b, h.name));
+  return [
+    `### The whole network ${
+      b.fullBudget.epochs > 0 ? "trained to convergence" : "measured again"
+    }`,
+    "",
+    `Re-measured on the same held-out tasks, validation slices and random seed by \`${
+      b.command || "experiment --baseline"
+    }\` (baseline.json; ${b.commit ? `code ${b.commit}, ` : ""}${
+      b.seconds.toFixed(0)
+    } s; full never reads the generator): ${fullBudgetText(b.fullBudget)}`,
+    "",
+    "| held-out task | z | full, step cap | full, converged | test loss, converged | learning rate (weight decay) | steps (chosen / run) | images seen (chosen run / all runs) | seconds |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ...r.heldOut.map((h) => {
+      const f = b.heldOut.find((x) => x.name === h.name)!.full;
+      return `| ${h.name} | ${pct(accuracyOf("z")(h))} | ${pct(accuracyOf("full")(h))} | ${
+        pct(f.accuracy)
+      } | ${f.loss.toFixed(4)} | ${(f.lr ?? 0).toPrecision(2)} (${
+        f.weightDecay ?? 0
+      }) | ${f.steps}/${f.stepsRun ?? f.steps} | ${meanImages([f])} | ${f.seconds.toFixed(1)} |`;
+    }),
+    "",
+    `z - full converged: ${
+      describeInterval(gap, tasks)
+    }, paired by task (target z >= full - 1 point: **${
+      judge(gap, { atLeast: -0.01 })
+    }**; mean over ${over}).`,
+  ];
 }

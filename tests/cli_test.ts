@@ -171,9 +171,25 @@ Deno.test("bad input gets one clear line and the right exit code", async () => {
       code: 2,
       message: /done already holds an experiment; pass --resume to keep what it finished/,
     },
+    {
+      args: ["experiment", "exp1", "--baseline", "--out", join(dir, "done")],
+      code: 2,
+      message: /done\/baseline\.json already exists; move it away to measure the baseline again/,
+    },
+    {
+      args: ["sweep", join(dir, "plan.json"), "--dry-run"],
+      code: 2,
+      message: /unknown option 'baseline'/,
+    },
   ];
   await Deno.mkdir(join(dir, "done"));
   await Deno.writeTextFile(join(dir, "done", "results.json"), "{}\n");
+  // What an earlier --baseline wrote is never overwritten; a sweep cell is a whole experiment.
+  await Deno.writeTextFile(join(dir, "done", "baseline.json"), "{}\n");
+  await Deno.writeTextFile(
+    join(dir, "plan.json"),
+    JSON.stringify({ experiment: ["exp1"], options: { baseline: true } }),
+  );
   for (const c of cases) {
     const r = await cli(...c.args);
     assert.equal(r.code, c.code, `${c.args.join(" ")}: ${r.stderr}`);

@@ -14,11 +14,12 @@ import {
   TRAINED_Z,
 } from "../src/experiment.ts";
 import { lineChart, writeReport } from "../src/report.ts";
+import { runBaseline } from "../src/baseline.ts";
 
 Deno.test("exp2 at the smoke profile writes results, report and plots", async () => {
   const gpu = await getGpu();
   const out = await Deno.makeTempDir();
-  const results = await runExperiment(gpu, {
+  const options: ExperimentOptions = {
     ...EXPERIMENT_DEFAULTS,
     name: "exp2",
     profile: "smoke",
@@ -26,7 +27,8 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
     shots: [1, 0],
     subsets: 2,
     out,
-  });
+  };
+  const results = await runExperiment(gpu, options);
   assert.equal(results.family, "pairs_reversed");
   assert.equal(results.heldOut.length, 1);
   // The code it came from, each adaptation phase's wall time, and the whole network's budget.
@@ -87,6 +89,17 @@ Deno.test("exp2 at the smoke profile writes results, report and plots", async ()
   for (const svg of ["accuracy.svg", "loss.svg", "shots.svg"]) {
     assert.match(await Deno.readTextFile(join(out, svg)), /^<svg[^]*<\/svg>\n$/);
   }
+  // The whole network measured again alone (experiment --baseline), without training the
+  // generator: the same tasks, validation slice, seed and budget give the very same numbers.
+  const again = await runBaseline(gpu, { ...options, baseline: true });
+  assert.deepEqual({ ...again.heldOut[0]!.full, seconds: 0 }, { ...full, seconds: 0 });
+  assert.deepEqual(again.fullBudget, results.fullBudget);
+  const paired = await Deno.readTextFile(await writeReport(out));
+  assert.match(paired, /### The whole network measured again/);
+  assert.match(
+    paired,
+    /z - full converged: [+-]\d+\.\d\d points; no interval from 1 held-out task/,
+  );
   await Deno.remove(out, { recursive: true });
 });
 

@@ -12,6 +12,7 @@ import type { ExperimentResults, HeldOutResult } from "../src/experiment.ts";
 import { combineReports, verdict } from "../src/report.ts";
 import { pairedInterval } from "../src/stats.ts";
 import { BUILT_IN_RECIPE } from "../src/adapt/recipe.ts";
+import type { BaselineResults } from "../src/baseline.ts";
 
 type Shot = HeldOutResult["shots"][number];
 
@@ -149,12 +150,19 @@ Deno.test("one held-out task: intervals over its subsets, or none from an older 
 });
 
 /** The combined report's lines over `runs`, each written to its own folder under `dir`. */
-async function combined(dir: string, runs: readonly unknown[]): Promise<string[]> {
+async function combined(
+  dir: string,
+  runs: readonly unknown[],
+  baselines: readonly unknown[] = [],
+): Promise<string[]> {
   const dirs: string[] = [];
   for (const [i, r] of runs.entries()) {
     dirs.push(join(dir, `s${i + 1}`));
     await Deno.mkdir(dirs[i]!);
     await Deno.writeTextFile(join(dirs[i]!, "results.json"), JSON.stringify(r));
+    if (baselines[i]) {
+      await Deno.writeTextFile(join(dirs[i]!, "baseline.json"), JSON.stringify(baselines[i]));
+    }
   }
   return (await Deno.readTextFile(await combineReports(dirs, join(dir, "all.md")))).split("\n");
 }
@@ -204,6 +212,72 @@ Deno.test("a converged whole network never pools with one held to the step cap",
     /\| 1 x 2 \|/,
   );
   await Deno.remove(dir, { recursive: true });
+});
+
+/** A baseline.json of `results(...)`'s options: the converged whole network per task. */
+function baseline(seed: number, full: Record<string, number>): BaselineResults {
+  return {
+    kind: "baseline",
+    options: { name: "exp1", dataset: "mnist", profile: "smoke", seed },
+    command: "deno task experiment exp1 --baseline",
+    adapter: "test",
+    dataset: "made up",
+    family: "one_vs_anchor",
+    reserve: 0.1,
+    fullBudget: { epochs: 30, weightDecays: [0, 0.1], augment: true, flip: false },
+    heldOut: Object.entries(full).map(([name, accuracy], task) => ({
+      task,
+      name,
+      full: { ...task_(accuracy), imagesSeen: 1000, weightDecay: 0.1 },
+    })),
+    seconds: 3,
+  } as unknown as BaselineResults;
+}
+
+const task_ = (accuracy: number) => task("x", { full: accuracy }).methods[0]!;
+
+Deno.test("a baseline.json pairs the converged whole network with the experiment's z by task", async () => {
+  const dir = await Deno.makeTempDir();
+  const runs = [
+    results([task("a", { z: 0.9, full: 0.85 }), task("b", { z: 0.7, full: 0.72 })], 1),
+    results([task("a", { z: 0.8, full: 0.83 }), task("b", { z: 0.6, full: 0.64 })], 2),
+  ];
+  const md = await combined(dir, runs, [
+    baseline(1, { a: 0.95, b: 0.75 }),
+    baseline(2, { a: 0.93, b: 0.71 }),
+  ]);
+  // z - converged full per task over the seeds: -9 and -8 points; t(1) interval over the 2 tasks
+  // (SciPy: ttest_1samp([-0.09, -0.08], 0).confidence_interval() = [-0.1485, -0.0215]). The step
+  // cap drew 1 step x the smoke profile's batch of 8 images; the converged runs 1,000.
+  const row = md.filter((l) => l.startsWith("| exp1 mnist one_vs_anchor | smoke"))[2]!;
+  assert.match(
+    row,
+    /\| 2 x 2 \| 75\.00% \| 76\.00% \| 83\.50% \| 8 \/ 1,000 \| -8\.50 \| \[-14\.85, -2\.15\] \(2 held-out tasks\) \| missed \|/,
+  );
+  const own = await Deno.readTextFile(join(dir, "s1", "report.md"));
+  assert.match(own, /### The whole network trained to convergence/);
+  assert.match(own, /\| a \| 90\.00% \| 85\.00% \| 95\.00% \|/);
+  // Copied beside results.json, so the numbers travel with the report.
+  assert.ok(
+    (await Deno.readTextFile(join(dir, "all", "s1", "baseline.json"))).includes("baseline"),
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a baseline.json of other options is refused, naming the file and the option", async () => {
+  const dir = await Deno.makeTempDir();
+  const runs = [results([task("a", { z: 0.9, full: 0.85 })], 2)];
+  await assert.rejects(
+    () => combined(dir, runs, [baseline(3, { a: 0.95 })]),
+    /s1\/baseline\.json: made with seed 3, not the experiment's 2; run the experiment's command with --baseline/,
+  );
+  const other = await Deno.makeTempDir();
+  await assert.rejects(
+    () => combined(other, runs, [baseline(2, { c: 0.95 })]),
+    /made with held-out tasks "c", not the experiment's "a"/,
+  );
+  await Deno.remove(dir, { recursive: true });
+  await Deno.remove(other, { recursive: true });
 });
 
 Deno.test("recipe runs: a table paired by task over seeds; the old lowest-loss rule apart", async () => {

@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import type { AdaptOptions } from "../adapt/mod.ts";
+import { BASELINE_FILE, runBaseline } from "../baseline.ts";
 import { DATASETS } from "../data/dataset.ts";
 import { FAMILIES } from "../data/tasks.ts";
 import {
@@ -139,6 +140,14 @@ export const EXPERIMENT_FLAGS: Flag[] = [
     kind: "bool",
     help: "keep what an earlier run of these options finished in --out (training, phases)",
   },
+  {
+    flag: "baseline",
+    key: "baseline",
+    kind: "bool",
+    help: "only re-measure the whole network (full) on the held-out tasks with today's budget, " +
+      "without training the generator; writes baseline.json into --out, which report pairs " +
+      "with the results.json of the same options there",
+  },
   ...EXPERIMENT_TRAIN_FLAGS,
   ...EXPERIMENT_ADAPT_FLAGS,
 ];
@@ -221,6 +230,7 @@ async function runExperimentCommand(
   }
   const options = experimentOptions(name!, given);
   const present = (path: string) => Deno.stat(path).then(() => true, () => false);
+  if (options.baseline) return await runBaselineCommand(getGpuFn, options, quiet);
   const held = await present(join(options.out, "results.json")) ||
     await present(join(options.out, "train", "checkpoint.json"));
   if (held && !options.resume && options.out !== `runs/${name}`) {
@@ -259,6 +269,41 @@ async function runExperimentCommand(
   const report = await writeReport(options.out);
   console.log(verdict(result).map((line) => line.replaceAll("**", "")).join("\n\n"));
   console.log(`\nFinished in ${minutes(result.seconds)}; report ${report}`);
+}
+
+/** `experiment --baseline`: the whole network alone, written beside the experiment's results. */
+async function runBaselineCommand(
+  getGpuFn: () => Promise<Gpu>,
+  options: ExperimentOptions,
+  quiet: boolean,
+): Promise<void> {
+  const file = join(options.out, BASELINE_FILE);
+  if (await Deno.stat(file).then(() => true, () => false)) {
+    throw new UsageError(
+      `${file} already exists; move it away to measure the baseline again, or choose another --out`,
+    );
+  }
+  const gpu = await getGpuFn();
+  printAdapter(gpu, quiet);
+  const started = performance.now();
+  const command = `deno task experiment ${options.name} ${Deno.args.slice(2).join(" ")}`.trim();
+  const result = await runBaseline(gpu, options, {
+    command,
+    onEvent: (e) => {
+      if (!quiet) console.error(`[${minutes((performance.now() - started) / 1000)}] ${e.text}`);
+    },
+  });
+  for (const h of result.heldOut) {
+    const f = h.full;
+    console.log(
+      `full  ${h.name.padEnd(24)} ${(100 * f.accuracy).toFixed(2)}%  loss ${f.loss.toFixed(4)}  ` +
+        `lr ${(f.lr ?? 0).toPrecision(2)}, weight decay ${f.weightDecay ?? 0}, ` +
+        `step ${f.steps} of ${f.stepsRun ?? f.steps}, ${
+          (f.imagesSeen ?? 0).toLocaleString("en")
+        } images`,
+    );
+  }
+  console.log(`\nFinished in ${minutes(result.seconds)}; results in ${file}`);
 }
 
 async function runFewShotCommand(

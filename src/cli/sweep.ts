@@ -93,7 +93,13 @@ async function runSweepCommand(
   } & SlurmSettings;
   const plan = await loadPlan(planPath, {
     experiments: EXPERIMENTS,
-    check: (key, value) => checkOption(EXPERIMENT_FLAGS.filter((f) => f.key !== "out"), key, value),
+    // A cell is an experiment: its folder, and whether it is whole, are the sweep's to decide.
+    check: (key, value) =>
+      checkOption(
+        EXPERIMENT_FLAGS.filter((f) => f.key !== "out" && f.key !== "baseline"),
+        key,
+        value,
+      ),
     listOptions: new Set(
       EXPERIMENT_FLAGS.filter((f) => f.kind === "ints" || f.kind === "numbers").map((f) => f.key),
     ),
