@@ -172,6 +172,11 @@ Deno.test("bad input gets one clear line and the right exit code", async () => {
       message: /done already holds an experiment; pass --resume to keep what it finished/,
     },
     {
+      args: ["experiment", "fewshot", "--out", join(dir, "done")],
+      code: 2,
+      message: /done already holds a few-shot run; pass --resume to keep what it finished/,
+    },
+    {
       args: ["experiment", "exp1", "--baseline", "--out", join(dir, "done")],
       code: 2,
       message: /done\/baseline\.json already exists; move it away to measure the baseline again/,

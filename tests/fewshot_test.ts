@@ -18,6 +18,7 @@ import {
   predictLogistic,
 } from "../src/fewshot/pretrained.ts";
 import { protoNetAccuracy, trainProtoNet } from "../src/fewshot/protonet.ts";
+import { keptTraining, saveTraining } from "../src/fewshot/kept.ts";
 import { fewShotMarkdown, writeFewShotReport } from "../src/fewshot/report.ts";
 import { CIFAR_FS, classSplit } from "../src/fewshot/split.ts";
 import { ImageStore } from "../src/data/sampler.ts";
@@ -216,6 +217,53 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
     fewShotMarkdown({ ...results, options: { ...results.options, dataset: "omniglot", ways: 5 } }),
     /\| MAML \| 5 \| 1 \| 98.7 ± 0.4 \|/,
   );
+  // Resumed with a second shot count: the trainings and the 1-shot rows are kept as they were
+  // (nothing trains again), only the 2-shot rows run, and the rows of methods not asked for now
+  // stay in the folder's record.
+  const said: string[] = [];
+  const resumed = await runFewShot(gpu, {
+    ...tiny,
+    shots: [1, 2],
+    trainings: ["meta"],
+    methods: ["z", "protonet"],
+    resume: true,
+    out,
+  }, { onEvent: (e) => said.push(e.text) });
+  assert.deepEqual(resumed.kept?.trainings.map((t) => t.name), ["meta", "protonet"]);
+  assert.deepEqual(resumed.kept?.rows, ["z (meta), 1 shot(s)", "protonet, 1 shot(s)"]);
+  assert.ok(!said.some((t) => t.startsWith("training") && !t.includes("kept from an earlier run")));
+  for (const method of ["z (meta)", "protonet"]) {
+    const before = results.rows.find((r) => r.method === method)!;
+    assert.deepEqual(resumed.rows.find((r) => r.method === method && r.shots === 1), before);
+    const two = resumed.rows.find((r) => r.method === method && r.shots === 2)!;
+    assert.equal(two.values.length, 6);
+  }
+  assert.deepEqual(resumed.trainingLoss.meta, results.trainingLoss.meta);
+  assert.match(
+    fewShotMarkdown(resumed),
+    /Kept from an earlier run in the folder \(`--resume`\): training meta \(code [^,]+, \d+ s\); training protonet \(code [^,]+, \d+ s\); z \(meta\), 1 shot\(s\); protonet, 1 shot\(s\)\./,
+  );
+  const record = JSON.parse(await Deno.readTextFile(join(out, "rows.json")));
+  assert.equal(record.rows.length, 7 + 2);
+  await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("a kept training is read back only under the fingerprint it was trained with", async () => {
+  const out = await Deno.makeTempDir();
+  const trained = {
+    weights: new Map([["w", new Float32Array([1, 2, 3])]]),
+    loss: { first: 2, last: 1 },
+  };
+  assert.equal(await keptTraining(out, "meta", "a"), undefined);
+  await saveTraining(out, "meta", trained, { fingerprint: "a", commit: "abc1234", seconds: 12 });
+  const kept = await keptTraining(out, "meta", "a");
+  assert.deepEqual(kept?.kept, { name: "meta", commit: "abc1234", seconds: 12 });
+  assert.deepEqual([...kept!.weights.get("w")!], [1, 2, 3]);
+  assert.deepEqual(kept!.loss, { first: 2, last: 1 });
+  // Other options, or another training's name: nothing kept.
+  assert.equal(await keptTraining(out, "meta", "b"), undefined);
+  assert.equal(await keptTraining(out, "table", "a"), undefined);
+  await Deno.remove(out, { recursive: true });
 });
 
 Deno.test("ProtoNet's loss falls on tiny MNIST episodes, and it scores episodes", async () => {

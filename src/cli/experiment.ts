@@ -209,6 +209,12 @@ export const FEWSHOT_FLAGS: Flag[] = [
   },
   { flag: "seed", key: "seed", kind: "int", help: "random seed" },
   { flag: "out", key: "out", kind: "string", help: "output folder" },
+  {
+    flag: "resume",
+    key: "resume",
+    kind: "bool",
+    help: "keep the trainings and rows an earlier run of these options finished in --out",
+  },
 ];
 
 /** `experiment fewshot`: its own flags (N-way episodes), dispatched from `experiment`. */
@@ -315,6 +321,15 @@ async function runFewShotCommand(
   for (const k of ["trainings", "methods"] as const) {
     const list = options[k] as unknown as string[];
     if (list.length === 0) throw new UsageError(`--${k} needs at least one value`);
+  }
+  const present = (path: string) => Deno.stat(path).then(() => true, () => false);
+  const held = await present(join(options.out, "results.json")) ||
+    await present(join(options.out, "rows.json"));
+  if (held && !options.resume && options.out !== FEWSHOT_DEFAULTS.out) {
+    throw new UsageError(
+      `${options.out} already holds a few-shot run; pass --resume to keep what it finished ` +
+        `(with the same options) or choose another --out`,
+    );
   }
   const gpu = await getGpuFn();
   printAdapter(gpu, quiet);

@@ -105,7 +105,11 @@ async function runSweepCommand(
     ),
     separate: {
       [FEWSHOT_EXPERIMENT]: fewShotRules((key, value) =>
-        checkOption(FEWSHOT_FLAGS.filter((f) => f.key !== "out"), key, value)
+        checkOption(
+          FEWSHOT_FLAGS.filter((f) => f.key !== "out" && f.key !== "resume"),
+          key,
+          value,
+        )
       ),
     },
   });
@@ -259,6 +263,7 @@ async function runSweepCell(
       if (cell.experiment === FEWSHOT_EXPERIMENT) {
         await runFewShotCell(gpu, cell.values, {
           out: dir,
+          resume: !options.force,
           command: `deno task sweep ${shown(options.planPath)} --out ${
             shown(sweep.dir)
           } --cell ${cell.index}`,

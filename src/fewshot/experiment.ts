@@ -58,6 +58,14 @@ import { optimizerConfig, ParamGroup } from "../optim.ts";
 import { mixSeed, Random } from "../random.ts";
 import { writeAtomic } from "../safetensors.ts";
 import { mean, sampleStd } from "../stats.ts";
+import {
+  keptRows,
+  type KeptTraining,
+  keptTraining,
+  saveRows,
+  saveTraining,
+  type TrainedWeights,
+} from "./kept.ts";
 import { Tape } from "../tape.ts";
 import {
   type ClassPool,
@@ -206,6 +214,12 @@ export interface FewShotOptions {
   seed: number;
   /** Output folder. */
   out: string;
+  /**
+   * Keep what an earlier run in `out` finished under the same options (src/fewshot/kept.ts): each
+   * training's weights and each scored row; only the rest runs. Code changes in between are not
+   * detected: after one, start afresh.
+   */
+  resume?: boolean;
 }
 
 /** Defaults: Omniglot 5-way 1-shot, 15 queries, 600 test episodes, the quick profile. */
@@ -296,7 +310,12 @@ export interface FewShotResults {
   >;
   /** One row per method and shot count. */
   rows: FewShotRow[];
-  /** Total wall time, seconds. */
+  /**
+   * With `resume`, what came from an earlier run in the folder: trainings (with the code and wall
+   * time that made them) and rows ("method, K shot(s)"); absent when everything ran here.
+   */
+  kept?: { trainings: KeptTraining[]; rows: string[] };
+  /** Total wall time, seconds (this run's; kept trainings took `kept.trainings[i].seconds`). */
   seconds: number;
 }
 
@@ -376,6 +395,53 @@ export async function runFewShot(
     }
   };
   await Deno.mkdir(options.out, { recursive: true });
+  // What decides a training's weights (the shots of its episodes are the fewest listed), and
+  // what decides a row besides: a resumed run keeps only what matches.
+  const {
+    adaptSteps: _a,
+    zLrs: _z,
+    fullLrs: _f,
+    linearLrs: _l,
+    linearL2s: _l2,
+    linearSteps: _ls,
+    validationEpisodes: _v,
+    chunk: _c,
+    ...trainingSettings
+  } = settings;
+  const trainingPrint = JSON.stringify({
+    dataset: dataset.source,
+    split: split.rule,
+    ways: options.ways,
+    shots: Math.min(...options.shots),
+    queries: options.queries,
+    seed: options.seed,
+    settings: trainingSettings,
+  });
+  const { chunk: _chunk, ...scoring } = settings;
+  const rowsPrint = JSON.stringify({ trainingPrint, scoring, episodes: options.episodes });
+  const resume = options.resume ?? false;
+  const keptTrainings: KeptTraining[] = [];
+  const earlierRows = resume ? await keptRows<FewShotRow>(options.out, rowsPrint) : [];
+  const keptRowNames: string[] = [];
+  const trained = async (
+    name: string,
+    label: string,
+    train: () => Promise<TrainedWeights>,
+  ): Promise<TrainedWeights> => {
+    const earlier = resume ? await keptTraining(options.out, name, trainingPrint) : undefined;
+    if (earlier) {
+      keptTrainings.push(earlier.kept);
+      say(`${label}: kept from an earlier run (${earlier.kept.commit})`);
+      return earlier;
+    }
+    const result = await timed(label, train);
+    await saveTraining(options.out, name, result, {
+      fingerprint: trainingPrint,
+      commit,
+      seconds: phases[label]!,
+    });
+    return result;
+  };
   const rows: FewShotRow[] = [];
   const trainingLoss: FewShotResults["trainingLoss"] = {};
   try {
@@ -391,27 +457,35 @@ export async function runFewShot(
     const starts: { training: Training; start: Start }[] = [];
     const generated = options.methods.some((m) => m === "z" || m === "finetune");
     for (const training of generated ? options.trainings : []) {
-      const trained = await timed(
+      const done = await trained(
+        training,
         `training the generator (${training}, ${settings.steps} steps)`,
-        () => training === "table" ? trainTable(h) : trainMeta(h),
+        async () => {
+          const start = await (training === "table" ? trainTable(h) : trainMeta(h));
+          return { weights: new Map([["params", start.params], ["z", start.z]]), loss: start.loss };
+        },
       );
-      trainingLoss[training] = trained.loss;
-      starts.push({ training, start: trained });
+      trainingLoss[training] = done.loss;
+      starts.push({
+        training,
+        start: { params: done.weights.get("params")!, z: done.weights.get("z")!, loss: done.loss },
+      });
     }
     const scorers: Scorer[] = [];
     for (const method of options.methods) {
       if (method === "full") {
         scorers.push(adaptingScorer(h, method, { kind: "full" }, weightCount(spec)));
       } else if (method === "protonet" || method === "pretrained") {
-        const trained = await timed(
+        const done = await trained(
+          method,
           `training ${method} (${settings.steps} steps)`,
           () => method === "protonet" ? trainProtoNetFor(h) : pretrainFor(h),
         );
-        trainingLoss[method] = trained.loss;
+        trainingLoss[method] = done.loss;
         scorers.push(
           method === "protonet"
-            ? protoNetScorer(h, trained.weights)
-            : pretrainedScorer(h, trained.weights),
+            ? protoNetScorer(h, done.weights)
+            : pretrainedScorer(h, done.weights),
         );
       } else {
         for (const { training, start } of starts) {
@@ -433,6 +507,13 @@ export async function runFewShot(
       const test = testEpisodes(shots);
       const validation = validationEpisodes(shots);
       for (const { method, trainable, choose, score } of scorers) {
+        const earlier = earlierRows.find((r) => r.method === method && r.shots === shots);
+        if (earlier) {
+          rows.push(earlier);
+          keptRowNames.push(`${method}, ${shots} shot(s)`);
+          say(`${method}, ${shots} shot(s): kept from an earlier run`);
+          continue;
+        }
         const chosen = await timed(
           `${method}, ${shots} shot(s): choosing on validation classes`,
           () => choose(validation),
@@ -454,6 +535,11 @@ export async function runFewShot(
           values,
           seconds: (performance.now() - t0) / 1000,
         });
+        // Rows an earlier run finished for other methods or shot counts stay in the file.
+        const others = earlierRows.filter((e) =>
+          !rows.some((r) => r.method === e.method && r.shots === e.shots)
+        );
+        await saveRows(options.out, rowsPrint, [...rows, ...others]);
         say(
           `${method}, ${shots} shot(s): ${(100 * rows.at(-1)!.accuracy).toFixed(2)}% ± ` +
             `${(100 * rows.at(-1)!.ci95).toFixed(2)} over ${values.length} episodes`,
@@ -479,6 +565,9 @@ export async function runFewShot(
     phases,
     trainingLoss,
     rows,
+    ...(keptTrainings.length + keptRowNames.length > 0
+      ? { kept: { trainings: keptTrainings, rows: keptRowNames } }
+      : {}),
     seconds: (performance.now() - started) / 1000,
   };
   await writeAtomic(join(options.out, "results.json"), JSON.stringify(results, null, 2) + "\n");

@@ -365,7 +365,7 @@ export function seedSummaryMarkdown(
 }
 
 /** Options that tell runs apart without changing what they measure, or that are the seed. */
-const NOT_GROUPED = new Set(["seed", "out", "chunk", "dataDir", "verify"]);
+const NOT_GROUPED = new Set(["seed", "out", "chunk", "dataDir", "verify", "resume"]);
 
 /**
  * Runs grouped by everything but the seed (and where their files were): the dataset as read and
@@ -424,6 +424,18 @@ export function fewShotMarkdown(results: FewShotResults): string {
     `Command: \`${results.command}\``,
     "",
     `Code ${results.commit}; ${results.adapter}; ${results.dataset}.`,
+    ...(results.kept
+      ? [
+        `Kept from an earlier run in the folder (\`--resume\`): ${
+          [
+            ...results.kept.trainings.map((t) =>
+              `training ${t.name} (code ${t.commit}, ${t.seconds.toFixed(0)} s)`
+            ),
+            ...results.kept.rows,
+          ].join("; ")
+        }.`,
+      ]
+      : []),
     `Class split: ${results.split.rule} (${results.split.train.length} training, ` +
     `${results.split.validation.length} validation, ${results.split.test.length} test classes).`,
     `conv4 width ${results.settings.width} (${results.sizes.network.toLocaleString("en-US")} ` +

@@ -57,14 +57,25 @@ export function fewShotRules(check: OptionCheck): OptionRules {
 
 /**
  * Runs one few-shot cell: `experiment fewshot` with the cell's values over the defaults, into
- * `out`, then its report.md. A cell stopped part-way starts afresh when the sweep reruns it.
+ * `out`, then its report.md. A cell stopped part-way keeps its finished trainings and rows when
+ * the sweep reruns it (`resume`); `--force` starts it afresh.
  */
 export async function runFewShotCell(
   gpu: Gpu,
   values: Record<string, unknown>,
-  options: { out: string; command: string; onEvent?: (e: FewShotEvent) => void },
+  options: {
+    out: string;
+    command: string;
+    resume?: boolean;
+    onEvent?: (e: FewShotEvent) => void;
+  },
 ): Promise<FewShotResults> {
-  const fewShot = { ...FEWSHOT_DEFAULTS, ...values, out: options.out } as FewShotOptions;
+  const fewShot = {
+    ...FEWSHOT_DEFAULTS,
+    ...values,
+    out: options.out,
+    resume: options.resume ?? false,
+  } as FewShotOptions;
   const results = await runFewShot(gpu, fewShot, {
     command: options.command,
     onEvent: options.onEvent,
