@@ -516,6 +516,7 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
   ];
   const recipes: string[] = [];
   const converged: string[] = [];
+  const budgetTexts = new Set<string>();
   const gaps = [
     "| experiment | profile | seeds x tasks | z | full | z - full (points) | 95% t interval over tasks | target z >= full - 1 |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -545,6 +546,7 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
     );
     if (runs.every((r) => r.recipe)) recipes.push(recipeRow(title, shape, runs));
     if (baselines.every((b) => b)) {
+      for (const b of baselines) budgetTexts.add(fullBudgetText(b!.fullBudget));
       converged.push(convergedRow(title, shape, runs, baselines as BaselineResults[]));
     }
   }
@@ -559,7 +561,11 @@ async function summaryTable(dirs: string[]): Promise<string[]> {
     "",
     ...(converged.length > 0
       ? [
-        "The whole network trained to convergence, re-measured on the same held-out tasks, validation slices and random seeds by the experiment's command with `--baseline` (its `baseline.json` beside `results.json`; `full` never reads the generator, so nothing else changes): up to the larger of the step cap and 30 epochs with early stopping on the validation slice, weight decay chosen with the learning rate, random crops (flips for photographs only). z is the experiment's own. z - full is paired by held-out task (per task the mean over its seeds), with the 95% Student-t interval over the tasks; the verdict is as above. Images seen: what the chosen run drew, mean per task:",
+        `The whole network measured again on the same held-out tasks, validation slices and random seeds by the experiment's command with \`--baseline\` (its \`baseline.json\` beside \`results.json\`; \`full\` never reads the generator, so nothing else changes). ${
+          budgetTexts.size === 1
+            ? `In each, ${[...budgetTexts][0]}`
+            : "Each baseline.json records its budget (the folders' reports give it)."
+        } z is the experiment's own. z - full is paired by held-out task (per task the mean over its seeds), with the 95% Student-t interval over the tasks; the verdict is as above. Images seen: what the chosen run drew, mean per task:`,
         "",
         "| experiment | profile | seeds x tasks | z | full, step cap | full, converged | images seen, step cap / converged | z - full converged (points) | 95% t interval over tasks | target z >= full - 1 |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
