@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { ExperimentResults, HeldOutResult } from "../src/experiment.ts";
 import { combineReports, verdict } from "../src/report.ts";
-import { pairedInterval } from "../src/stats.ts";
+import { hierarchicalPaired, pairedInterval } from "../src/stats.ts";
 import { BUILT_IN_RECIPE } from "../src/adapt/recipe.ts";
 import type { BaselineResults } from "../src/baseline.ts";
 
@@ -348,4 +348,31 @@ Deno.test("an interval in docs/results.md is recomputed from its committed resul
   }] (10 held-out tasks) |`;
   assert.equal(row, "| -7.29 | [-10.03, -4.56] (10 held-out tasks) |");
   assert.ok((await Deno.readTextFile(join("docs", "results.md"))).includes(row));
+});
+
+Deno.test("the converged whole network's interval in docs/results.md is recomputed from the committed files", async () => {
+  const rows: { unit: string; a: number; b: number }[] = [];
+  for (const seed of [1, 2]) {
+    const dir = join("docs", "results", `mnist-exp1-long-reserve-s${seed}`);
+    const results = JSON.parse(
+      await Deno.readTextFile(join(dir, "results.json")),
+    ) as ExperimentResults;
+    const baseline = JSON.parse(
+      await Deno.readTextFile(join(dir, "baseline.json")),
+    ) as BaselineResults;
+    assert.equal(baseline.options.seed, seed);
+    for (const h of results.heldOut) {
+      const z = h.methods.find((m) => m.method === "z")!.accuracy;
+      const full = baseline.heldOut.find((b) => b.name === h.name)!.full.accuracy;
+      rows.push({ unit: h.name, a: z, b: full });
+    }
+  }
+  const gap = hierarchicalPaired(rows);
+  assert.equal(gap.n, 3);
+  const points = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(2)}`.replace("+-", "-");
+  const cell = `| ${points(gap.estimate)} | [${points(gap.lo)}, ${
+    points(gap.hi)
+  }] (3 held-out tasks) |`;
+  assert.equal(cell, "| -2.23 | [-7.27, +2.81] (3 held-out tasks) |");
+  assert.ok((await Deno.readTextFile(join("docs", "results.md"))).includes(cell));
 });
