@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { ExperimentResults, HeldOutResult } from "../src/experiment.ts";
 import { combineReports, verdict } from "../src/report.ts";
-import { hierarchicalPaired, pairedInterval } from "../src/stats.ts";
+import { hierarchicalPaired, type Interval, pairedInterval } from "../src/stats.ts";
 import { BUILT_IN_RECIPE } from "../src/adapt/recipe.ts";
 import type { BaselineResults } from "../src/baseline.ts";
 
@@ -335,6 +335,14 @@ Deno.test("the combined report regenerates in place over run folders already bes
   await Deno.remove(root, { recursive: true });
 });
 
+/** An interval as docs/results.md's cells: "| -7.29 | [-10.03, -4.56] (10 held-out tasks) |". */
+function intervalCells(gap: Interval): string {
+  const points = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(2)}`.replace("+-", "-");
+  return `| ${points(gap.estimate)} | [${points(gap.lo)}, ${
+    points(gap.hi)
+  }] (${gap.n} held-out tasks) |`;
+}
+
 Deno.test("an interval in docs/results.md is recomputed from its committed results.json", async () => {
   const file = join("docs", "results", "cifar10-allpairs-quick-h10", "results.json");
   const results = JSON.parse(await Deno.readTextFile(file)) as ExperimentResults;
@@ -342,10 +350,7 @@ Deno.test("an interval in docs/results.md is recomputed from its committed resul
     results.heldOut.map((h) => h.methods.find((m) => m.method === method)!.accuracy);
   const gap = pairedInterval(of("z"), of("full"));
   assert.equal(gap.n, 10);
-  const points = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(2)}`.replace("+-", "-");
-  const row = `| ${points(gap.estimate)} | [${points(gap.lo)}, ${
-    points(gap.hi)
-  }] (10 held-out tasks) |`;
+  const row = intervalCells(gap);
   assert.equal(row, "| -7.29 | [-10.03, -4.56] (10 held-out tasks) |");
   assert.ok((await Deno.readTextFile(join("docs", "results.md"))).includes(row));
 });
@@ -369,10 +374,7 @@ Deno.test("the converged whole network's interval in docs/results.md is recomput
   }
   const gap = hierarchicalPaired(rows);
   assert.equal(gap.n, 3);
-  const points = (x: number) => `${x >= 0 ? "+" : ""}${(100 * x).toFixed(2)}`.replace("+-", "-");
-  const cell = `| ${points(gap.estimate)} | [${points(gap.lo)}, ${
-    points(gap.hi)
-  }] (3 held-out tasks) |`;
+  const cell = intervalCells(gap);
   assert.equal(cell, "| -2.23 | [-7.27, +2.81] (3 held-out tasks) |");
   assert.ok((await Deno.readTextFile(join("docs", "results.md"))).includes(cell));
 });

@@ -58,14 +58,7 @@ import { optimizerConfig, ParamGroup } from "../optim.ts";
 import { mixSeed, Random } from "../random.ts";
 import { writeAtomic } from "../safetensors.ts";
 import { mean, sampleStd } from "../stats.ts";
-import {
-  keptRows,
-  type KeptTraining,
-  keptTraining,
-  saveRows,
-  saveTraining,
-  type TrainedWeights,
-} from "./kept.ts";
+import { keptRows, type KeptTraining, keptTraining, saveRows, saveTraining } from "./kept.ts";
 import { Tape } from "../tape.ts";
 import {
   type ClassPool,
@@ -426,8 +419,8 @@ export async function runFewShot(
   const trained = async (
     name: string,
     label: string,
-    train: () => Promise<TrainedWeights>,
-  ): Promise<TrainedWeights> => {
+    train: () => Promise<TrainedEmbedding>,
+  ): Promise<TrainedEmbedding> => {
     const earlier = resume ? await keptTraining(options.out, name, trainingPrint) : undefined;
     if (earlier) {
       keptTrainings.push(earlier.kept);

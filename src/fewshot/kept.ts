@@ -10,14 +10,7 @@
  */
 import { join } from "node:path";
 import { loadSafetensors, saveSafetensors, writeAtomic } from "../safetensors.ts";
-
-/** Weights by name and the loss at the first and the last step of their training. */
-export interface TrainedWeights {
-  /** Flat weights by name. */
-  weights: Map<string, Float32Array>;
-  /** Training loss at the first and the last step. */
-  loss: { first: number; last: number };
-}
+import type { TrainedEmbedding } from "./embedding.ts";
 
 /** A training kept from an earlier run: where, and the code and wall time that made it. */
 export interface KeptTraining {
@@ -42,7 +35,7 @@ export async function keptTraining(
   out: string,
   name: string,
   fingerprint: string,
-): Promise<(TrainedWeights & { kept: KeptTraining }) | undefined> {
+): Promise<(TrainedEmbedding & { kept: KeptTraining }) | undefined> {
   const found = await loadSafetensors(trainedFile(out, name)).catch(() => undefined);
   if (!found || found.metadata.fingerprint !== fingerprint) return undefined;
   const weights = new Map<string, Float32Array>();
@@ -62,7 +55,7 @@ export async function keptTraining(
 export async function saveTraining(
   out: string,
   name: string,
-  trained: TrainedWeights,
+  trained: TrainedEmbedding,
   record: { fingerprint: string; commit: string; seconds: number },
 ): Promise<void> {
   await saveSafetensors(
