@@ -472,13 +472,21 @@ const SUMMARY: { label: string; of: (h: HeldOutResult) => number }[] = [
   { label: "best trained z (oracle)", of: (h) => h.controls.bestTrainingZ },
 ];
 
-/** Per held-out task (by name, in first-seen order), the mean over the runs (seeds) that have it. */
-function taskMeans(runs: readonly ExperimentResults[], of: (h: HeldOutResult) => number): number[] {
+/**
+ * Per held-out task (by name, in first-seen order), the mean over the runs (seeds) that have it;
+ * `of` reads a task's value, given the index of its run.
+ */
+function taskMeans(
+  runs: readonly ExperimentResults[],
+  of: (h: HeldOutResult, run: number) => number,
+): number[] {
   const byName = new Map<string, number[]>();
-  for (const h of runs.flatMap((r) => r.heldOut)) {
-    const x = of(h);
-    if (Number.isFinite(x)) byName.set(h.name, [...(byName.get(h.name) ?? []), x]);
-  }
+  runs.forEach((r, run) => {
+    for (const h of r.heldOut) {
+      const x = of(h, run);
+      if (Number.isFinite(x)) byName.set(h.name, [...(byName.get(h.name) ?? []), x]);
+    }
+  });
   return [...byName.values()].map(mean);
 }
 
@@ -651,10 +659,12 @@ export async function combineReports(dirs: string[], file: string): Promise<stri
     // The numbers' source travels with the report, so every figure can be recomputed.
     if (!inPlace) {
       await Deno.copyFile(join(dir, "results.json"), join(assets, name, "results.json"));
-      const baseline = join(dir, BASELINE_FILE);
-      if (await Deno.stat(baseline).then(() => true, () => false)) {
-        await Deno.copyFile(baseline, join(assets, name, BASELINE_FILE));
-      }
+      await Deno.copyFile(join(dir, BASELINE_FILE), join(assets, name, BASELINE_FILE)).catch(
+        (e) => {
+          // Most experiments have no baseline.json beside them.
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        },
+      );
     }
     let text = await Deno.readTextFile(report);
     if (fewShot[i]) {
@@ -1052,16 +1062,7 @@ function convergedRow(
       }))
     ).filter((x) => Number.isFinite(x.a) && Number.isFinite(x.b)),
   );
-  const fullConverged = taskMeans(
-    runs.map((r, i) => ({
-      ...r,
-      heldOut: r.heldOut.map((h) => ({
-        ...h,
-        methods: [{ method: "full", accuracy: convergedOf(baselines[i]!, h.name) }],
-      })),
-    })) as unknown as ExperimentResults[],
-    accuracyOf("full"),
-  );
+  const fullConverged = taskMeans(runs, (h, i) => convergedOf(baselines[i]!, h.name));
   // Files from before `imagesSeen` drew steps run x the adaptation batch (one image a sample).
   const capped = runs.flatMap((r) =>
     r.heldOut.map((h) => {

@@ -225,6 +225,11 @@ export const FEWSHOT_COMMAND: Command = {
   run: runFewShotCommand,
 };
 
+/** Whether a file or folder exists. */
+function present(path: string): Promise<boolean> {
+  return Deno.stat(path).then(() => true, () => false);
+}
+
 async function runExperimentCommand(
   getGpuFn: () => Promise<Gpu>,
   given: Record<string, unknown>,
@@ -235,7 +240,6 @@ async function runExperimentCommand(
     throw new UsageError(`unknown experiment '${name}'; expected ${EXPERIMENTS.join(" or ")}`);
   }
   const options = experimentOptions(name!, given);
-  const present = (path: string) => Deno.stat(path).then(() => true, () => false);
   if (options.baseline) return await runBaselineCommand(getGpuFn, options, quiet);
   const held = await present(join(options.out, "results.json")) ||
     await present(join(options.out, "train", "checkpoint.json"));
@@ -284,7 +288,7 @@ async function runBaselineCommand(
   quiet: boolean,
 ): Promise<void> {
   const file = join(options.out, BASELINE_FILE);
-  if (await Deno.stat(file).then(() => true, () => false)) {
+  if (await present(file)) {
     throw new UsageError(
       `${file} already exists; move it away to measure the baseline again, or choose another --out`,
     );
@@ -322,7 +326,6 @@ async function runFewShotCommand(
     const list = options[k] as unknown as string[];
     if (list.length === 0) throw new UsageError(`--${k} needs at least one value`);
   }
-  const present = (path: string) => Deno.stat(path).then(() => true, () => false);
   const held = await present(join(options.out, "results.json")) ||
     await present(join(options.out, "rows.json"));
   if (held && !options.resume && options.out !== FEWSHOT_DEFAULTS.out) {
