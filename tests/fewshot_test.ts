@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { loadDataset } from "../src/data/dataset.ts";
 import { classPool, drawEpisode, episodeLabels, sampleEpisode } from "../src/fewshot/episodes.ts";
 import { embeddingSpec } from "../src/fewshot/embedding.ts";
-import { FEWSHOT_DEFAULTS, runFewShot } from "../src/fewshot/experiment.ts";
+import { FEWSHOT_DEFAULTS, fittedChunk, runFewShot } from "../src/fewshot/experiment.ts";
 import {
   chooseLinear,
   fitLogistic,
@@ -23,6 +23,8 @@ import { fewShotMarkdown, writeFewShotReport } from "../src/fewshot/report.ts";
 import { CIFAR_FS, classSplit } from "../src/fewshot/split.ts";
 import { ImageStore } from "../src/data/sampler.ts";
 import { superNetConfig } from "../src/model/supernet.ts";
+import { makeTarget } from "../src/model/target.ts";
+import type { Gpu } from "../src/gpu/device.ts";
 import { Random } from "../src/random.ts";
 import { assertClose, getGpu } from "./util.ts";
 
@@ -372,4 +374,27 @@ Deno.test("the logistic regression separates a linearly separable toy set", () =
   );
   const chosen = chooseLinear([episode], { ways: 2, lrs: [0.1], l2s: [0.01, 1], steps: [5, 50] });
   assert.equal(chosen.validationAccuracy, 1);
+});
+
+Deno.test("episodes side by side are cut to what one storage binding holds, and said", () => {
+  // Only the limit is read: an adapter with WebGPU's default 128 MiB storage binding.
+  const gpu = { limits: { maxStorageBufferBindingSize: 2 ** 27 } } as unknown as Gpu;
+  const spec = makeTarget("conv4", { inputShape: [1, 28, 28], width: 64, outputs: 5 });
+  const options = { ways: 5, shots: [1, 5], queries: 15 };
+  // 75 query images x 64 x 28 x 28 floats = 15,052,800 bytes an episode: 8 fit in 134,217,728.
+  const said: string[] = [];
+  assert.equal(fittedChunk(gpu, spec, options, 20, (t) => said.push(t)), 8);
+  assert.deepEqual(said, [
+    "8 episodes side by side instead of 20: 9 would need more than this adapter's largest " +
+    "storage binding of 128.0 MiB in one buffer",
+  ]);
+  assert.equal(fittedChunk(gpu, spec, options, 8, (t) => said.push(t)), 8);
+  assert.equal(said.length, 1);
+  // 20 shots: the support batch (100 images) is the larger one.
+  assert.equal(fittedChunk(gpu, spec, { ...options, shots: [20] }, 20), 6);
+  assert.throws(
+    () => fittedChunk(gpu, spec, { ...options, queries: 200 }, 20),
+    /^RangeError: one episode's 1000 images need 191\.4 MiB .* lower --queries, --shots or --width$/,
+  );
+  assert.throws(() => fittedChunk(gpu, spec, options, 0), /--chunk must be a whole number/);
 });

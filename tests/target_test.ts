@@ -6,7 +6,13 @@ import assert from "node:assert/strict";
 import { read, tensorFrom } from "../src/gpu/tensor.ts";
 import { run } from "../src/gpu/kernel.ts";
 import { PlainNet, SuperNet, superNetConfig } from "../src/model/supernet.ts";
-import { makeTarget, TARGETS, weightCount, weightShapes } from "../src/model/target.ts";
+import {
+  largestActivation,
+  makeTarget,
+  TARGETS,
+  weightCount,
+  weightShapes,
+} from "../src/model/target.ts";
 import { Tape } from "../src/tape.ts";
 import { targetBackwardReference, targetReference } from "./reference/model.ts";
 import { assertClose, finiteDifference, getGpu, uniform } from "./util.ts";
@@ -22,6 +28,50 @@ Deno.test("seed_cnn has the seed's 37,165 weights on 32x32 RGB and named PyTorch
   // 28x28 grayscale: spatial 14, 7, 4, 2, so the same 64 features.
   const mnist = makeTarget("seed_cnn", { inputShape: [1, 28, 28] });
   assert.equal(weightCount(mnist), 37165 - 2 * 16 * 25);
+});
+
+Deno.test("largestActivation is the largest tensor a forward records, per image", async () => {
+  // conv4 keeps 28x28 through its first 3x3 convolution: width x 28 x 28.
+  const conv4 = makeTarget("conv4", { inputShape: [1, 28, 28], width: 16, outputs: 5 });
+  assert.equal(largestActivation(conv4), 16 * 28 * 28);
+  // seed_cnn halves 32x32 with its first stride-2 convolution: 16 x 16 x 16 > the 3 x 32 x 32 input.
+  assert.equal(largestActivation(makeTarget("seed_cnn", { inputShape: [3, 32, 32] })), 16 ** 3);
+  // An MLP on a large input: the input itself.
+  assert.equal(largestActivation(makeTarget("mlp", { inputShape: [3, 32, 32] })), 3 * 32 * 32);
+  // The same number from the tensors a real forward records (batch of B = 5 images).
+  class Recording extends Tape {
+    readonly shapes: (readonly number[])[] = [];
+    override scratch(shape: readonly number[]) {
+      this.shapes.push(shape);
+      return super.scratch(shape);
+    }
+  }
+  const gpu = await getGpu();
+  const inputShape: [number, number, number] = [1, 16, 16];
+  const net = SuperNet.create(
+    gpu,
+    superNetConfig({
+      target: "conv4",
+      width: 4,
+      inputShape,
+      outputs: 3,
+      tasks: 1,
+      generator: { zDim: 4 },
+    }),
+  );
+  const tape = new Recording(gpu);
+  const x = tensorFrom(gpu, [1, 5, ...inputShape], uniform(5 * 256, 3));
+  const taskIndices = tensorFrom(gpu, [1], new Uint32Array([0]));
+  net.forward(tape, { x, taskIndices });
+  const perImage = tape.shapes.filter((s) => s.length >= 3 && s[0] === 1 && s[1] === 5)
+    .map((s) => s.slice(2).reduce((a, b) => a * b, 1));
+  const spec = makeTarget("conv4", { inputShape, width: 4, outputs: 3 });
+  assert.equal(largestActivation(spec), Math.max(256, ...perImage));
+  assert.ok(perImage.length >= 8, `recorded ${perImage.length} activations`);
+  tape.destroy();
+  net.destroy();
+  x.destroy();
+  taskIndices.destroy();
 });
 
 Deno.test("an unknown target is rejected with the valid names", () => {

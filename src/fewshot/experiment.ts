@@ -51,7 +51,13 @@ import {
   type SuperNetConfig,
   superNetConfig,
 } from "../model/supernet.ts";
-import { makeTarget, weightCount, weightShapes } from "../model/target.ts";
+import {
+  largestActivation,
+  makeTarget,
+  type TargetSpec,
+  weightCount,
+  weightShapes,
+} from "../model/target.ts";
 import { fill } from "../ops/fill.ts";
 import { gatherRows, scatterRowsAdd } from "../ops/gather.ts";
 import { optimizerConfig, ParamGroup } from "../optim.ts";
@@ -376,6 +382,7 @@ export async function runFewShot(
     generator: { ...DEFAULT_GENERATOR },
   });
   const spec = makeTarget(config.target, { ...config, outputs: options.ways });
+  settings.chunk = fittedChunk(gpu, spec, options, settings.chunk, say);
   const h: Harness = { gpu, options, settings, dataset, pool, store, split, config, say };
   const phases: Record<string, number> = {};
   const timed = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
@@ -565,6 +572,42 @@ export async function runFewShot(
   };
   await writeAtomic(join(options.out, "results.json"), JSON.stringify(results, null, 2) + "\n");
   return results;
+}
+
+/**
+ * Episodes side by side: `chunk`, or fewer where their images' largest activation (support and
+ * queries go through the network as separate batches) would not fit one storage binding of this
+ * adapter (128 MiB on many, so a 64-channel conv4 fits 8 episodes of 5 ways x 15 queries).
+ */
+export function fittedChunk(
+  gpu: Gpu,
+  spec: TargetSpec,
+  options: Pick<FewShotOptions, "ways" | "shots" | "queries">,
+  chunk: number,
+  say: (text: string) => void = () => {},
+): number {
+  if (!Number.isInteger(chunk) || chunk < 1) {
+    throw new RangeError(`--chunk must be a whole number of episodes, at least 1, got ${chunk}`);
+  }
+  const images = options.ways * Math.max(...options.shots, options.queries);
+  const bytes = images * largestActivation(spec) * 4;
+  const most = gpu.limits.maxStorageBufferBindingSize;
+  const fit = Math.floor(most / bytes);
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  if (fit < 1) {
+    throw new RangeError(
+      `one episode's ${images} images need ${mib(bytes)} in one buffer at this width, above ` +
+        `this adapter's largest storage binding of ${
+          mib(most)
+        }: lower --queries, --shots or --width`,
+    );
+  }
+  if (chunk <= fit) return chunk;
+  say(
+    `${fit} episodes side by side instead of ${chunk}: ${fit + 1} would need more than this ` +
+      `adapter's largest storage binding of ${mib(most)} in one buffer`,
+  );
+  return fit;
 }
 
 function shape(options: FewShotOptions, shots: number): EpisodeShape {

@@ -165,6 +165,7 @@ export function prepare(
     binding: i,
     resource: "binding" in b ? b.binding : b,
   }));
+  bindings.forEach((b, i) => checkBindingSize(gpu, pipe, i, "binding" in b ? b.binding : b));
   if (uniform) entries.push({ binding: entries.length, resource: { buffer: uniform.buffer } });
   for (const [binding, view] of Object.entries(textures?.views ?? {})) {
     entries.push({ binding: Number(binding), resource: view });
@@ -180,6 +181,32 @@ export function prepare(
   });
   const copies = textures?.copies.length ? textures.copies : undefined;
   return { pipeline: pipe, bindGroup, groups, uniform, copies };
+}
+
+/**
+ * Refuses a storage binding above the device's `maxStorageBufferBindingSize` before WebGPU does:
+ * its own refusal arrives later as an uncaught validation error naming neither the kernel nor the
+ * size. Batches are the usual cause, so the message says what to lower.
+ */
+function checkBindingSize(
+  gpu: Gpu,
+  pipe: GPUComputePipeline,
+  index: number,
+  b: GPUBufferBinding,
+): void {
+  const bytes = b.size ?? b.buffer.size - (b.offset ?? 0);
+  const most = gpu.limits.maxStorageBufferBindingSize;
+  if (bytes <= most) return;
+  const kernel = pipe.label ? pipe.label.split(":").slice(0, 2).join(":") : "a kernel";
+  throw new RangeError(
+    `${kernel} needs ${mib(bytes)} in one buffer (binding ${index}), above ` +
+      `this adapter's largest storage binding of ${mib(most)}: use fewer images or tasks at once ` +
+      `or a narrower network`,
+  );
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 import type { Activation } from "../ops/activation.ts";
 import { conv2dOutputSize } from "../ops/conv2d.ts";
+import { poolOutputSize } from "../ops/pool.ts";
 import type { Tape, Var } from "../tape.ts";
 
 /** One layer of a target network. */
@@ -229,6 +230,29 @@ export function weightShapes(spec: TargetSpec): WeightShape[] {
 /** Total number of weights of one task's network. */
 export function weightCount(spec: TargetSpec): number {
   return weightShapes(spec).reduce((n, w) => n + numelOf(w.shape), 0);
+}
+
+/**
+ * Numbers per image of the largest tensor the forward records (the input or a layer's output):
+ * what bounds how many images one buffer binding can hold.
+ */
+export function largestActivation(spec: TargetSpec): number {
+  let [c, h, w] = spec.inputShape;
+  let most = c * h * w;
+  for (const layer of spec.layers) {
+    if (layer.kind === "conv") {
+      const size = { k: layer.kernel, stride: layer.stride, padding: layer.padding };
+      [c, h, w] = [layer.outChannels, conv2dOutputSize(h, size), conv2dOutputSize(w, size)];
+    } else if (layer.kind === "pool") {
+      [, , c, h, w] = poolOutputSize([1, 1, c, h, w]) as [number, number, number, number, number];
+    } else if (layer.kind === "flatten") {
+      [c, h, w] = [c * h * w, 1, 1];
+    } else if (layer.kind === "linear") {
+      [c, h, w] = [layer.outFeatures, 1, 1];
+    }
+    most = Math.max(most, c * h * w);
+  }
+  return most;
 }
 
 /**
