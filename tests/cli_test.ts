@@ -176,6 +176,33 @@ Deno.test("bad input gets one clear line and the right exit code", async () => {
       code: 2,
       message: /done already holds a few-shot run; pass --resume to keep what it finished/,
     },
+    // Few-shot options a run cannot use are refused before anything trains.
+    ...([
+      [["--queries", "0"], /--queries must be at least 1, got 0/],
+      [["--episodes", "1"], /--episodes must be at least 2 \(an interval needs two\), got 1/],
+      [["--width", "0"], /--width must be at least 1, got 0/],
+      [["--chunk", "0"], /--chunk must be a whole number of episodes, at least 1, got 0/],
+      [
+        ["--queries", "5000"],
+        /training class '\d' has \d+ images, fewer than 1 shots \+ 5000 queries; use --queries \d+ or fewer/,
+      ],
+    ] as const).map(([flags, message]) => ({
+      args: [
+        "experiment",
+        "fewshot",
+        "--dataset",
+        "mnist",
+        "--ways",
+        "2",
+        "--shots",
+        "1",
+        ...flags,
+        "--out",
+        join(dir, "fs"),
+      ],
+      code: 1,
+      message,
+    })),
     {
       args: ["experiment", "exp1", "--baseline", "--out", join(dir, "done")],
       code: 2,

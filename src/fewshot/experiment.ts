@@ -355,6 +355,18 @@ export async function runFewShot(
   if (options.shots.length === 0 || options.shots.some((k) => !(k >= 1))) {
     throw new RangeError(`--shots must list counts of at least 1, got ${options.shots.join(",")}`);
   }
+  if (!(options.queries >= 1)) {
+    throw new RangeError(`--queries must be at least 1, got ${options.queries}`);
+  }
+  if (!(options.episodes >= 2)) {
+    throw new RangeError(
+      `--episodes must be at least 2 (an interval needs two), got ${options.episodes}`,
+    );
+  }
+  if (!(settings.width >= 1)) {
+    throw new RangeError(`--width must be at least 1, got ${settings.width}`);
+  }
+  checkChunk(settings.chunk);
   const dataset = await loadDataset(options.dataset, {
     dataDir: options.dataDir,
     verify: options.verify,
@@ -370,6 +382,7 @@ export async function runFewShot(
     }
   }
   const pool = classPool(dataset);
+  checkClassSizes(pool, dataset.classNames, split, options);
   const store = new ImageStore(gpu, pool.split, { shape: dataset.shape });
   const config = superNetConfig({
     target: "conv4",
@@ -575,6 +588,41 @@ export async function runFewShot(
 }
 
 /**
+ * Refuses, before anything trains, a class too small for its episodes: training classes draw the
+ * fewest shots (meta-training and ProtoNet train at those), validation and test classes every
+ * shot count listed, each with the queries.
+ */
+function checkClassSizes(
+  pool: ClassPool,
+  names: readonly string[],
+  split: ClassSplit,
+  options: Pick<FewShotOptions, "shots" | "queries">,
+): void {
+  const parts = [
+    ["training", split.train, Math.min(...options.shots)],
+    ["validation", split.validation, Math.max(...options.shots)],
+    ["test", split.test, Math.max(...options.shots)],
+  ] as const;
+  for (const [part, classes, shots] of parts) {
+    for (const c of classes) {
+      const n = pool.byClass[c]!.length;
+      if (n >= shots + options.queries) continue;
+      throw new RangeError(
+        `${part} class '${names[c]}' has ${n} images, fewer than ${shots} shots + ` +
+          `${options.queries} queries; ` +
+          (n > shots ? `use --queries ${n - shots} or fewer` : "use fewer --shots"),
+      );
+    }
+  }
+}
+
+function checkChunk(chunk: number): void {
+  if (!Number.isInteger(chunk) || chunk < 1) {
+    throw new RangeError(`--chunk must be a whole number of episodes, at least 1, got ${chunk}`);
+  }
+}
+
+/**
  * Episodes side by side: `chunk`, or fewer where their images' largest activation (support and
  * queries go through the network as separate batches) would not fit one storage binding of this
  * adapter (128 MiB on many, so a 64-channel conv4 fits 8 episodes of 5 ways x 15 queries).
@@ -586,9 +634,7 @@ export function fittedChunk(
   chunk: number,
   say: (text: string) => void = () => {},
 ): number {
-  if (!Number.isInteger(chunk) || chunk < 1) {
-    throw new RangeError(`--chunk must be a whole number of episodes, at least 1, got ${chunk}`);
-  }
+  checkChunk(chunk);
   const images = options.ways * Math.max(...options.shots, options.queries);
   const bytes = images * largestActivation(spec) * 4;
   const most = gpu.limits.maxStorageBufferBindingSize;
