@@ -25,6 +25,7 @@ import { ImageStore } from "../src/data/sampler.ts";
 import { superNetConfig } from "../src/model/supernet.ts";
 import { makeTarget } from "../src/model/target.ts";
 import type { Gpu } from "../src/gpu/device.ts";
+import { configureTuning, pendingTuneCount, tuneSettings } from "../src/gpu/tune.ts";
 import { Random } from "../src/random.ts";
 import { assertClose, getGpu } from "./util.ts";
 
@@ -397,4 +398,43 @@ Deno.test("episodes side by side are cut to what one storage binding holds, and 
     /^RangeError: one episode's 1000 images need 191\.4 MiB .* lower --queries, --shots or --width$/,
   );
   assert.throws(() => fittedChunk(gpu, spec, options, 0), /--chunk must be a whole number/);
+});
+
+Deno.test("experiment fewshot times new kernel shapes before it runs them, as training does", async () => {
+  const gpu = await getGpu();
+  const out = await Deno.makeTempDir({ prefix: "supernet-fewshot-tune-" });
+  const before = tuneSettings(gpu);
+  const cache = join(out, "tune.json");
+  configureTuning(gpu, { mode: "auto", path: cache });
+  try {
+    await runFewShot(gpu, {
+      ...FEWSHOT_DEFAULTS,
+      dataset: "mnist",
+      ways: 2,
+      shots: [1],
+      queries: 2,
+      episodes: 2,
+      profile: "smoke",
+      steps: 2,
+      width: 4,
+      trainings: ["meta"],
+      methods: ["z"],
+      out: join(out, "run"),
+    });
+    assert.equal(pendingTuneCount(gpu), 0);
+    const timed = Object.keys(
+      Object.values(JSON.parse(await Deno.readTextFile(cache)).adapters)[0] as object,
+    );
+    // conv4's 3x3 convolutions of meta-training (2 episodes of 2 ways x (1 + 2) images) and of
+    // the z adaptation, each pass.
+    for (const pass of ["forward", "backward_input", "backward_weight"]) {
+      assert.ok(
+        timed.some((k) => k.startsWith(`conv2d.${pass}: `) && k.includes(" k3 s1 p1")),
+        `${pass} in ${timed.join("; ")}`,
+      );
+    }
+  } finally {
+    configureTuning(gpu, before);
+    await Deno.remove(out, { recursive: true });
+  }
 });

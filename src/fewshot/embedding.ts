@@ -13,6 +13,7 @@
 import type { Dataset } from "../data/split.ts";
 import type { ImageStore } from "../data/sampler.ts";
 import type { Gpu } from "../gpu/device.ts";
+import { tunePending } from "../gpu/tune.ts";
 import { run } from "../gpu/kernel.ts";
 import { type Arena, read, type Tensor, tensorFrom } from "../gpu/tensor.ts";
 import { PlainNet, type SuperNetConfig } from "../model/supernet.ts";
@@ -160,6 +161,7 @@ export async function embedEpisodes(
     const s = embed(tape, spec, { weights: shared, x: support.x });
     const q = embed(tape, spec, { weights: shared, x: query.x });
     const dispatches = [...support.next(), ...query.next(), ...tape.forward];
+    await tunePending(gpu);
     const out: EmbeddedEpisode[] = [];
     for (let from = 0; from < episodes.length; from += slots) {
       const chunk = episodes.slice(from, from + slots);

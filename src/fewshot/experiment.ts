@@ -40,6 +40,7 @@ import { loadDataset } from "../data/dataset.ts";
 import { ImageStore } from "../data/sampler.ts";
 import { type ForwardBuilder, Metrics, StepProgram } from "../engine.ts";
 import type { Gpu } from "../gpu/device.ts";
+import { tunePending } from "../gpu/tune.ts";
 import { run } from "../gpu/kernel.ts";
 import { Arena, read, tensorFrom, write } from "../gpu/tensor.ts";
 import { DEFAULT_GENERATOR, generatorParams } from "../model/generator.ts";
@@ -734,6 +735,8 @@ async function trainTable(h: Harness): Promise<Start> {
     groups: [params, z],
   });
   try {
+    // Kernels of shape classes new to this adapter are timed once, before the first step.
+    await tunePending(gpu);
     const loss = { first: NaN, last: NaN };
     const order = [...tasks.keys()];
     for (let step = 1; step <= settings.steps; step++) {
@@ -833,6 +836,8 @@ async function trainMeta(h: Harness): Promise<Start> {
     regularize: scatterRowsAdd(gpu, outerZ.get("z"), zeros, startGroup.grads.get("z")),
   });
   try {
+    // Kernels of shape classes new to this adapter are timed once, before the first step.
+    await tunePending(gpu);
     const loss = { first: NaN, last: NaN };
     for (let step = 1; step <= settings.steps; step++) {
       const chosen = Array.from(
@@ -1054,6 +1059,8 @@ async function adaptEpisodes(
     const logits = model.forward(tape, { x: query.x, taskIndices: query.taskIndices });
     const score = [...query.next(), ...tape.forward, ...metrics.prepare(gpu, logits, query.y)];
     try {
+      // Kernels of shape classes new to this adapter are timed once, before the first step.
+      await tunePending(gpu);
       for (let step = 0; step <= last; step++) {
         if (step > 0) program.run(step);
         const at = options.checkpoints.indexOf(step);

@@ -23,6 +23,7 @@ import type { Dataset } from "../data/split.ts";
 import { BatchAssembler, type ImageStore } from "../data/sampler.ts";
 import { type BatchSource, StepProgram } from "../engine.ts";
 import type { Gpu } from "../gpu/device.ts";
+import { tunePending } from "../gpu/tune.ts";
 import type { Dispatch } from "../gpu/kernel.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { PlainNet } from "../model/supernet.ts";
@@ -166,6 +167,8 @@ export async function pretrain(
     groups: [group],
   });
   try {
+    // Kernels of shape classes new to this adapter are timed once, before the first step.
+    await tunePending(gpu);
     const loss = { first: NaN, last: NaN };
     for (let step = 1; step <= steps; step++) {
       program.run(step);

@@ -22,6 +22,7 @@
  */
 import { Metrics, StepProgram } from "../engine.ts";
 import { run } from "../gpu/kernel.ts";
+import { tunePending } from "../gpu/tune.ts";
 import { type Tensor, tensorFrom } from "../gpu/tensor.ts";
 import type { TargetSpec } from "../model/target.ts";
 import { optimizerConfig, ParamGroup } from "../optim.ts";
@@ -134,6 +135,8 @@ export async function trainProtoNet(
     groups: [group],
   });
   try {
+    // Kernels of shape classes new to this adapter are timed once, before the first step.
+    await tunePending(gpu);
     const loss = { first: NaN, last: NaN };
     for (let step = 1; step <= steps; step++) {
       const chosen = Array.from(
@@ -205,6 +208,7 @@ export async function protoNetAccuracy(
       ...tape.forward,
       ...metrics.prepare(gpu, logits, query.y),
     ];
+    await tunePending(gpu);
     const out: number[] = [];
     for (let from = 0; from < episodes.length; from += C) {
       const chunk = episodes.slice(from, from + C);
