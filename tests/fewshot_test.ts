@@ -233,7 +233,13 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
     out,
   }, { onEvent: (e) => said.push(e.text) });
   assert.deepEqual(resumed.kept?.trainings.map((t) => t.name), ["meta", "protonet"]);
-  assert.deepEqual(resumed.kept?.rows, ["z (meta), 1 shot(s)", "protonet, 1 shot(s)"]);
+  // Each row names the code that scored it; a kept row keeps its own.
+  const code = results.rows[0]!.commit!;
+  assert.ok(code.length > 0 && results.rows.every((r) => r.commit === code));
+  assert.deepEqual(resumed.kept?.rows, [
+    `z (meta), 1 shot(s) (code ${code})`,
+    `protonet, 1 shot(s) (code ${code})`,
+  ]);
   assert.ok(!said.some((t) => t.startsWith("training") && !t.includes("kept from an earlier run")));
   for (const method of ["z (meta)", "protonet"]) {
     const before = results.rows.find((r) => r.method === method)!;
@@ -244,7 +250,7 @@ Deno.test("experiment fewshot trains, chooses on validation classes and scores t
   assert.deepEqual(resumed.trainingLoss.meta, results.trainingLoss.meta);
   assert.match(
     fewShotMarkdown(resumed),
-    /Kept from an earlier run in the folder \(`--resume`\): training meta \(code [^,]+, \d+ s\); training protonet \(code [^,]+, \d+ s\); z \(meta\), 1 shot\(s\); protonet, 1 shot\(s\)\./,
+    /Kept from an earlier run in the folder \(`--resume`\): training meta \(code [^,]+, \d+ s\); training protonet \(code [^,]+, \d+ s\); z \(meta\), 1 shot\(s\) \(code [^)]+\); protonet, 1 shot\(s\) \(code [^)]+\)\./,
   );
   const record = JSON.parse(await Deno.readTextFile(join(out, "rows.json")));
   assert.equal(record.rows.length, 7 + 2);

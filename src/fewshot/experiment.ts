@@ -267,6 +267,8 @@ export interface FewShotRow {
   values: number[];
   /** Wall time of the test episodes, seconds. */
   seconds: number;
+  /** The code that scored the row (a row kept by `--resume` keeps its own; absent before). */
+  commit?: string;
 }
 
 /** What the validation classes chose for a method (see {@link FewShotRow}). */
@@ -524,7 +526,9 @@ export async function runFewShot(
         const earlier = earlierRows.find((r) => r.method === method && r.shots === shots);
         if (earlier) {
           rows.push(earlier);
-          keptRowNames.push(`${method}, ${shots} shot(s)`);
+          keptRowNames.push(
+            `${method}, ${shots} shot(s) (code ${earlier.commit ?? "not recorded"})`,
+          );
           say(`${method}, ${shots} shot(s): kept from an earlier run`);
           continue;
         }
@@ -548,6 +552,7 @@ export async function runFewShot(
           trainable,
           values,
           seconds: (performance.now() - t0) / 1000,
+          commit,
         });
         // Rows an earlier run finished for other methods or shot counts stay in the file.
         const others = earlierRows.filter((e) =>
