@@ -41,7 +41,7 @@ import { ImageStore } from "../data/sampler.ts";
 import { type ForwardBuilder, Metrics, StepProgram } from "../engine.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { tunePending } from "../gpu/tune.ts";
-import { run } from "../gpu/kernel.ts";
+import { mib, run } from "../gpu/kernel.ts";
 import { Arena, read, tensorFrom, write } from "../gpu/tensor.ts";
 import { DEFAULT_GENERATOR, generatorParams } from "../model/generator.ts";
 import { generateWeights } from "../export/network.ts";
@@ -645,19 +645,17 @@ export function fittedChunk(
   const bytes = images * largestActivation(spec) * 4;
   const most = gpu.limits.maxStorageBufferBindingSize;
   const fit = Math.floor(most / bytes);
-  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  const limit = `this adapter's largest storage binding of ${mib(most)}`;
   if (fit < 1) {
     throw new RangeError(
       `one episode's ${images} images need ${mib(bytes)} in one buffer at this width, above ` +
-        `this adapter's largest storage binding of ${
-          mib(most)
-        }: lower --queries, --shots or --width`,
+        `${limit}: lower --queries, --shots or --width`,
     );
   }
   if (chunk <= fit) return chunk;
   say(
-    `${fit} episodes side by side instead of ${chunk}: ${fit + 1} would need more than this ` +
-      `adapter's largest storage binding of ${mib(most)} in one buffer`,
+    `${fit} episodes side by side instead of ${chunk}: ${fit + 1} would need more than ${limit} ` +
+      "in one buffer",
   );
   return fit;
 }

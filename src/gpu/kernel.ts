@@ -205,7 +205,8 @@ function checkBindingSize(
   );
 }
 
-function mib(bytes: number): string {
+/** Bytes in MiB with one decimal, e.g. "128.0 MiB". */
+export function mib(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
