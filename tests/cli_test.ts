@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadSafetensors } from "../src/safetensors.ts";
 import { type CliOutput, runMain } from "./util.ts";
+import { minutes } from "../src/cli/command.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -381,4 +382,14 @@ Deno.test("Ctrl-C during training saves a checkpoint and says how to resume", as
   const info = JSON.parse(await Deno.readTextFile(join(run, "checkpoint.json")));
   assert.ok(info.step >= 1 && info.step < 100000);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("progress clocks round before splitting minutes and seconds", () => {
+  assert.equal(minutes(0), "0:00");
+  assert.equal(minutes(59.4), "0:59");
+  // Rounded after the split, these printed 0:60 and 37:60.
+  assert.equal(minutes(59.6), "1:00");
+  assert.equal(minutes(37 * 60 + 59.7), "38:00");
+  assert.equal(minutes(3 * 3600 + 5), "180:05");
+  assert.equal(minutes(NaN), "?");
 });

@@ -87,8 +87,9 @@ export function progress(quiet: boolean): { line(text: string): void; done(): vo
 /** Seconds as m:ss for progress lines; "?" when not finite. */
 export function minutes(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
-  const m = Math.floor(seconds / 60);
-  return `${m}:${String(Math.round(seconds % 60)).padStart(2, "0")}`;
+  // Round once, then split: 59.6 s is 1:00, not 0:60.
+  const whole = Math.round(seconds);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
 }
 
 /** Prints the adapter a command runs on, unless `quiet`. */
