@@ -390,20 +390,23 @@ Deno.test("episodes side by side are cut to what one storage binding holds, and 
   const options = { ways: 5, shots: [1, 5], queries: 15 };
   // 75 query images x 64 x 28 x 28 floats = 15,052,800 bytes an episode: 8 fit in 134,217,728.
   const said: string[] = [];
-  assert.equal(fittedChunk(gpu, spec, options, 20, (t) => said.push(t)), 8);
+  assert.equal(fittedChunk(gpu, spec, { ...options, chunk: 20, say: (t) => said.push(t) }), 8);
   assert.deepEqual(said, [
     "8 episodes side by side instead of 20: 9 would need more than this adapter's largest " +
     "storage binding of 128.0 MiB in one buffer",
   ]);
-  assert.equal(fittedChunk(gpu, spec, options, 8, (t) => said.push(t)), 8);
+  assert.equal(fittedChunk(gpu, spec, { ...options, chunk: 8, say: (t) => said.push(t) }), 8);
   assert.equal(said.length, 1);
   // 20 shots: the support batch (100 images) is the larger one.
-  assert.equal(fittedChunk(gpu, spec, { ...options, shots: [20] }, 20), 6);
+  assert.equal(fittedChunk(gpu, spec, { ...options, shots: [20], chunk: 20 }), 6);
   assert.throws(
-    () => fittedChunk(gpu, spec, { ...options, queries: 200 }, 20),
+    () => fittedChunk(gpu, spec, { ...options, queries: 200, chunk: 20 }),
     /^RangeError: one episode's 1000 images need 191\.4 MiB .* lower --queries, --shots or --width$/,
   );
-  assert.throws(() => fittedChunk(gpu, spec, options, 0), /--chunk must be a whole number/);
+  assert.throws(
+    () => fittedChunk(gpu, spec, { ...options, chunk: 0 }),
+    /--chunk must be a whole number/,
+  );
 });
 
 Deno.test("experiment fewshot times new kernel shapes before it runs them, as training does", async () => {

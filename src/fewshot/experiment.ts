@@ -398,7 +398,7 @@ export async function runFewShot(
     generator: { ...DEFAULT_GENERATOR },
   });
   const spec = makeTarget(config.target, { ...config, outputs: options.ways });
-  settings.chunk = fittedChunk(gpu, spec, options, settings.chunk, say);
+  settings.chunk = fittedChunk(gpu, spec, { ...options, chunk: settings.chunk, say });
   const h: Harness = { gpu, options, settings, dataset, pool, store, split, config, say };
   const phases: Record<string, number> = {};
   const timed = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
@@ -636,10 +636,14 @@ function checkChunk(chunk: number): void {
 export function fittedChunk(
   gpu: Gpu,
   spec: TargetSpec,
-  options: Pick<FewShotOptions, "ways" | "shots" | "queries">,
-  chunk: number,
-  say: (text: string) => void = () => {},
+  options: Pick<FewShotOptions, "ways" | "shots" | "queries"> & {
+    /** Episodes asked for. */
+    chunk: number;
+    /** Told when fewer fit. */
+    say?: (text: string) => void;
+  },
 ): number {
+  const { chunk, say = () => {} } = options;
   checkChunk(chunk);
   const images = options.ways * Math.max(...options.shots, options.queries);
   const bytes = images * largestActivation(spec) * 4;
